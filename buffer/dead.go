@@ -1,0 +1,187 @@
+package buffer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// DeadLetterFilter selects dead letters. The zero value selects all.
+type DeadLetterFilter struct {
+	// IDs, when not empty, selects only these dead letters.
+	IDs []string
+	// Target, when not empty, selects only dead letters of this target URL.
+	Target string
+	// Reason, when not empty, selects only dead letters with this reason.
+	Reason string
+}
+
+func (f DeadLetterFilter) match(d *DeadLetter) bool {
+	if f.Target != "" && d.Target != f.Target {
+		return false
+	}
+	if f.Reason != "" && d.Reason != f.Reason {
+		return false
+	}
+	return true
+}
+
+// ListDeadLetters returns the dead letters selected by f, oldest first.
+// With withHooks false the hooks are left out (Size and Bytes still say
+// how many there were).
+func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLetter, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.closeMu.RUnlock()
+	var out []DeadLetter
+	err := s.db.View(func(txn *badger.Txn) error {
+		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
+			if !withHooks {
+				d.Hooks = nil
+			}
+			out = append(out, *d)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// GetDeadLetter returns one dead letter with its hooks.
+func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
+	ds, err := s.ListDeadLetters(DeadLetterFilter{IDs: []string{id}}, true)
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	if len(ds) == 0 {
+		return DeadLetter{}, fmt.Errorf("dead letter %s: %w", id, ErrNotFound)
+	}
+	return ds[0], nil
+}
+
+func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*DeadLetter) error) error {
+	visit := func(item *badger.Item) error {
+		var d DeadLetter
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
+			return fmt.Errorf("decode dead letter %s: %w", item.Key()[1:], err)
+		}
+		d.Size = len(d.Hooks)
+		for i := range d.Hooks {
+			d.Bytes += d.Hooks[i].Size()
+		}
+		if !f.match(&d) {
+			return nil
+		}
+		return fn(&d)
+	}
+	if len(f.IDs) > 0 {
+		for _, id := range f.IDs {
+			item, err := txn.Get(deadKey(id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := visit(item); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, PrefetchValues: true, PrefetchSize: 16})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := visit(it.Item()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PurgeDeadLetters deletes the dead letters selected by f and returns how
+// many it deleted.
+func (s *Store) PurgeDeadLetters(f DeadLetterFilter) (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.closeMu.RUnlock()
+	var keys [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
+			keys = append(keys, deadKey(d.ID))
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	if err := s.deleteKeys(keys); err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	return len(keys), nil
+}
+
+// ReplayDeadLetters puts the hooks of the selected dead letters back at
+// the tail of their target's queue, in their original order and with
+// their original ids, deletes the dead letters, and returns how many
+// hooks went back. Each dead letter moves in one transaction.
+func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (int, error) {
+	dead, err := s.ListDeadLetters(f, true)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for i := range dead {
+		n, err := s.replay(&dead[i])
+		if err != nil {
+			return total, fmt.Errorf("replay dead letter %s: %w", dead[i].ID, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// replayChunk bounds how many hooks of a dead letter go back in one
+// transaction; the dead letter is rewritten with what remains in the same
+// transaction, so an interrupted replay neither loses nor repeats hooks.
+const replayChunk = 128
+
+func (s *Store) replay(d *DeadLetter) (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.closeMu.RUnlock()
+	done := 0
+	for done < len(d.Hooks) {
+		end := min(done+replayChunk, len(d.Hooks))
+		req := &putRequest{done: make(chan error, 1), keepIDs: true}
+		for i := done; i < end; i++ {
+			h := d.Hooks[i]
+			req.hooks = append(req.hooks, &h)
+			req.size += h.Size()
+		}
+		rest := *d
+		rest.Hooks = d.Hooks[end:]
+		req.after = func(txn *badger.Txn) error {
+			if len(rest.Hooks) == 0 {
+				return txn.Delete(deadKey(d.ID))
+			}
+			v, err := json.Marshal(rest)
+			if err != nil {
+				return err
+			}
+			return txn.Set(deadKey(d.ID), v)
+		}
+		if err := s.submit(req); err != nil {
+			return done, err
+		}
+		done = end
+	}
+	return done, nil
+}

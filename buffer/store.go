@@ -1,0 +1,995 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Options configures a Store. The zero value of every field but Dir is a
+// sensible default.
+type Options struct {
+	// Dir is the data directory; required unless InMemory.
+	Dir string
+	// InMemory keeps everything in memory (tests of pure logic only: it
+	// is not durable).
+	InMemory bool
+	// MaxPendingBytes bounds the body bytes of hooks not yet delivered;
+	// Put returns ErrQuota past it. Zero means no bound.
+	MaxPendingBytes int64
+	// GCInterval is how often the value log is garbage-collected.
+	// Zero means one minute; negative disables it.
+	GCInterval time.Duration
+	// Logger receives the store's and Badger's messages; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Group commit bounds: one Badger transaction holds at most this many
+// hooks and this many bytes stored inline (an 8 MiB memtable refuses
+// transactions above ~1.2 MB with ErrTxnTooBig).
+const (
+	groupMaxHooks  = 512
+	groupMaxInline = 768 << 10
+	valueThreshold = 64 << 10
+)
+
+// Store is the durable buffer. All methods are safe for concurrent use.
+type Store struct {
+	db   *badger.DB
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+	node uint32
+
+	hookSeq, batchSeq, targetSeq *badger.Sequence
+
+	// closeMu is held shared by every operation and exclusively by Close,
+	// so Close waits for operations in progress.
+	closeMu sync.RWMutex
+	closed  bool
+
+	mu           sync.Mutex
+	targets      map[TargetID]*target
+	byURL        map[string]*target
+	pendingBytes int64
+	notify       func(TargetStatus)
+
+	// Group commit: the first Put to find no commit in progress leads; it
+	// commits everything queued (bounded), answers each waiter, then hands
+	// leadership to the first request that queued meanwhile.
+	gcMu       sync.Mutex
+	queue      []*putRequest
+	committing bool
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// target is the in-memory index of one target, derived from disk.
+type target struct {
+	id       TargetID
+	url      string
+	head     uint64 // first sequence not yet acknowledged
+	count    int
+	bytes    int64
+	oldest   time.Time
+	inflight *flightRecord
+	gone     bool
+	version  uint64
+}
+
+type targetRecord struct {
+	URL  string `json:"url"`
+	Head uint64 `json:"head"`
+	Gone bool   `json:"gone,omitempty"`
+}
+
+type flightRecord struct {
+	ID           string    `json:"id"`
+	Created      time.Time `json:"created"`
+	Attempts     int       `json:"attempts"`
+	FirstAttempt time.Time `json:"first_attempt"`
+	LastAttempt  time.Time `json:"last_attempt"`
+	LastStatus   int       `json:"last_status"`
+	LastError    string    `json:"last_error"`
+	NextAttempt  time.Time `json:"next_attempt"`
+	Keys         [][]byte  `json:"keys"`
+	Bytes        int64     `json:"bytes"`
+}
+
+func (f *flightRecord) lastSeq() uint64 {
+	k, _ := parseQueueKey(f.Keys[len(f.Keys)-1])
+	return k.seq
+}
+
+// putRequest is one unit of the group commit: the hooks of one capture,
+// or a chunk of a dead letter being replayed.
+type putRequest struct {
+	hooks []*Hook
+	size  int64
+	// keepIDs keeps the hooks' ids (a replay) instead of assigning new ones.
+	keepIDs bool
+	// after, when set, adds its own writes to the transaction.
+	after func(*badger.Txn) error
+	done  chan error // buffered; errLead hands over leadership
+}
+
+var errLead = errors.New("lead the next group commit")
+
+// Open opens (or creates) the store in opts.Dir and rebuilds the
+// in-memory index of targets from disk.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" && !opts.InMemory {
+		return nil, errors.New("open store: no directory")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	bopts := badger.DefaultOptions(opts.Dir).
+		WithInMemory(opts.InMemory).
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{log}).
+		// Sized for a sidecar: small memtables and caches keep the idle
+		// footprint low; see the README's storage section.
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(8 << 20).
+		WithNumCompactors(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithValueThreshold(valueThreshold).
+		WithValueLogFileSize(64 << 20).
+		WithMetricsEnabled(false)
+	if opts.InMemory {
+		bopts.Dir, bopts.ValueDir = "", ""
+	}
+	db, err := badger.Open(bopts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		log:     log,
+		now:     now,
+		targets: make(map[TargetID]*target),
+		byURL:   make(map[string]*target),
+	}
+	if err := s.init(); err != nil {
+		s.releaseSequences()
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if !opts.InMemory && opts.GCInterval >= 0 {
+		interval := opts.GCInterval
+		if interval == 0 {
+			interval = time.Minute
+		}
+		s.wg.Add(1)
+		go s.gcLoop(ctx, interval)
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyNode)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			node, err := randomNode()
+			if err != nil {
+				return err
+			}
+			s.node = node
+			return txn.Set(keyNode, binary.BigEndian.AppendUint32(nil, node))
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 4 {
+				return fmt.Errorf("node id: %w", errCorrupt)
+			}
+			s.node = binary.BigEndian.Uint32(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("read node id: %w", err)
+	}
+	for _, q := range []struct {
+		key *[]byte
+		seq **badger.Sequence
+		bw  uint64
+	}{{&keySeqHook, &s.hookSeq, 1000}, {&keySeqBatch, &s.batchSeq, 100}, {&keySeqTarget, &s.targetSeq, 100}} {
+		seq, err := s.db.GetSequence(*q.key, q.bw)
+		if err != nil {
+			return fmt.Errorf("get sequence %s: %w", *q.key, err)
+		}
+		*q.seq = seq
+	}
+	return s.rebuild()
+}
+
+// rebuild loads every target record, its in-flight batch, and the counts
+// of its queue (from a key-only scan that starts at the head), and deletes
+// queue keys below the head that a crash between an acknowledgement and
+// its clean-up left behind.
+func (s *Store) rebuild() error {
+	var garbage [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixTarget, PrefetchValues: true, PrefetchSize: 100})
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			id := TargetID(binary.BigEndian.Uint64(item.Key()[1:]))
+			var rec targetRecord
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
+				it.Close()
+				return fmt.Errorf("decode target %d: %w", id, err)
+			}
+			t := &target{id: id, url: rec.URL, head: rec.Head, gone: rec.Gone}
+			s.targets[id] = t
+			s.byURL[t.url] = t
+		}
+		it.Close()
+
+		for _, t := range s.targets {
+			item, err := txn.Get(flightKey(t.id))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("read in-flight batch of target %d: %w", t.id, err)
+			default:
+				var fr flightRecord
+				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &fr) }); err != nil {
+					return fmt.Errorf("decode in-flight batch of target %d: %w", t.id, err)
+				}
+				t.inflight = &fr
+			}
+		}
+
+		it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		for _, t := range s.targets {
+			prefix := queuePrefix(t.id)
+			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+				k, err := parseQueueKey(it.Item().Key())
+				if err != nil {
+					return err
+				}
+				if k.seq < t.head {
+					garbage = append(garbage, it.Item().KeyCopy(nil))
+					continue
+				}
+				if t.count == 0 {
+					t.oldest = k.received
+				}
+				t.count++
+				t.bytes += k.size
+			}
+			s.pendingBytes += t.bytes
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(garbage) > 0 {
+		if err := s.deleteKeys(garbage); err != nil {
+			return fmt.Errorf("delete acknowledged keys: %w", err)
+		}
+		s.log.Info("deleted acknowledged hooks left by an interrupted clean-up", "count", len(garbage))
+	}
+	return nil
+}
+
+func (s *Store) deleteKeys(keys [][]byte) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}
+
+func (s *Store) gcLoop(ctx context.Context, interval time.Duration) {
+	defer s.wg.Done()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+func (s *Store) releaseSequences() {
+	for _, seq := range []*badger.Sequence{s.hookSeq, s.batchSeq, s.targetSeq} {
+		if seq != nil {
+			_ = seq.Release()
+		}
+	}
+}
+
+// Close waits for operations in progress, stops background work and
+// closes Badger. Every method returns ErrClosed afterwards.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.cancel()
+	s.wg.Wait()
+	s.releaseSequences()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// enter takes the shared close lock; the caller must call s.closeMu.RUnlock.
+func (s *Store) enter() error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// SetNotify registers fn to be called after every change of a target's
+// pending hooks made by Put or a replay, with the target's new status.
+// fn must not block; it is called without the store's locks held. Call it
+// before the first Put.
+func (s *Store) SetNotify(fn func(TargetStatus)) {
+	s.mu.Lock()
+	s.notify = fn
+	s.mu.Unlock()
+}
+
+// Put makes h durable: when it returns nil, h is committed and synced to
+// disk, and h.ID (and h.Received, when it was zero) are set. Puts that
+// arrive together share one commit and one sync.
+func (s *Store) Put(ctx context.Context, h *Hook) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if h.Target == "" {
+		return errors.New("put hook: no target")
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	if h.Received.IsZero() {
+		h.Received = s.now()
+	}
+	return s.submit(&putRequest{hooks: []*Hook{h}, size: h.Size(), done: make(chan error, 1)})
+}
+
+// submit queues req for the group commit and returns its result. The
+// caller holds the shared close lock.
+func (s *Store) submit(req *putRequest) error {
+	s.gcMu.Lock()
+	s.queue = append(s.queue, req)
+	if s.committing {
+		s.gcMu.Unlock()
+		if err := <-req.done; err != errLead {
+			return err
+		}
+		s.gcMu.Lock()
+	}
+	s.committing = true
+	group := s.takeGroup()
+	s.gcMu.Unlock()
+
+	s.commitGroup(group)
+
+	s.gcMu.Lock()
+	if len(s.queue) > 0 {
+		next := s.queue[0]
+		s.gcMu.Unlock()
+		next.done <- errLead
+	} else {
+		s.committing = false
+		s.gcMu.Unlock()
+	}
+	return <-req.done
+}
+
+// takeGroup removes from the queue what one transaction can hold. Called
+// with gcMu held.
+func (s *Store) takeGroup() []*putRequest {
+	n, inline := 0, int64(0)
+	hooks := 0
+	for n < len(s.queue) {
+		r := s.queue[n]
+		var size int64
+		for _, h := range r.hooks {
+			if h.Size() >= valueThreshold {
+				size += 64 // a value-log pointer
+			} else {
+				size += h.Size()
+			}
+		}
+		if n > 0 && (inline+size > groupMaxInline || hooks+len(r.hooks) > groupMaxHooks) {
+			break
+		}
+		inline += size
+		hooks += len(r.hooks)
+		n++
+	}
+	group := make([]*putRequest, n)
+	copy(group, s.queue)
+	s.queue = append(s.queue[:0], s.queue[n:]...)
+	return group
+}
+
+// commitGroup writes every request of the group in one transaction and
+// answers each one. Only one commitGroup runs at a time, so hook
+// sequences are committed in increasing order: a claim that sees a hook
+// has already seen every hook before it.
+func (s *Store) commitGroup(group []*putRequest) {
+	// Quota: admit in arrival order while the pending bytes allow.
+	admitted := group
+	if max := s.opts.MaxPendingBytes; max > 0 {
+		admitted = group[:0:0]
+		s.mu.Lock()
+		total := s.pendingBytes
+		s.mu.Unlock()
+		for _, r := range group {
+			if total+r.size > max {
+				r.done <- ErrQuota
+				continue
+			}
+			total += r.size
+			admitted = append(admitted, r)
+		}
+	}
+	if len(admitted) == 0 {
+		return
+	}
+	touched, err := s.writeGroup(admitted)
+	if err != nil {
+		for _, r := range admitted {
+			r.done <- err
+		}
+		return
+	}
+	s.mu.Lock()
+	statuses := make([]TargetStatus, 0, len(touched))
+	for _, t := range touched {
+		statuses = append(statuses, t.status())
+	}
+	notify := s.notify
+	s.mu.Unlock()
+	for _, r := range admitted {
+		r.done <- nil
+	}
+	if notify != nil {
+		for _, st := range statuses {
+			notify(st)
+		}
+	}
+}
+
+// writeGroup commits the requests' hooks and, once committed, counts them
+// in the in-memory index; it returns the targets it touched.
+func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
+	type placed struct {
+		hook *Hook
+		id   TargetID
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	fresh := make(map[string]TargetID)
+	var places []placed
+	for _, r := range reqs {
+		for _, h := range r.hooks {
+			seq, err := s.hookSeq.Next()
+			if err != nil {
+				return nil, fmt.Errorf("next hook sequence: %w", err)
+			}
+			if !r.keepIDs || h.ID == "" {
+				h.ID = newID(h.Received, s.node, seq)
+			}
+			s.mu.Lock()
+			t := s.byURL[h.Target]
+			s.mu.Unlock()
+			var id TargetID
+			if t != nil {
+				id = t.id
+			} else if id = fresh[h.Target]; id == 0 {
+				n, err := s.targetSeq.Next()
+				if err != nil {
+					return nil, fmt.Errorf("next target sequence: %w", err)
+				}
+				id = TargetID(n + 1) // a sequence starts at 0, which is not a valid id
+				fresh[h.Target] = id
+				rec, _ := json.Marshal(targetRecord{URL: h.Target})
+				if err := txn.Set(urlKey(h.Target), binary.BigEndian.AppendUint64(nil, uint64(id))); err != nil {
+					return nil, fmt.Errorf("put target: %w", err)
+				}
+				if err := txn.Set(targetKey(id), rec); err != nil {
+					return nil, fmt.Errorf("put target: %w", err)
+				}
+			}
+			key := queueKey{target: id, seq: seq, received: h.Received, size: h.Size()}
+			if err := txn.Set(key.bytes(), encodeHook(h)); err != nil {
+				return nil, fmt.Errorf("put hook: %w", err)
+			}
+			places = append(places, placed{hook: h, id: id})
+		}
+		if r.after != nil {
+			if err := r.after(txn); err != nil {
+				return nil, fmt.Errorf("put hooks: %w", err)
+			}
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return nil, fmt.Errorf("commit hooks: %w", err)
+	}
+
+	touched := make(map[TargetID]*target)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range places {
+		t := s.targets[p.id]
+		if t == nil {
+			t = &target{id: p.id, url: p.hook.Target}
+			s.targets[p.id] = t
+			s.byURL[t.url] = t
+		}
+		if t.count == 0 {
+			t.oldest = p.hook.Received
+		}
+		t.count++
+		t.bytes += p.hook.Size()
+		t.version++
+		s.pendingBytes += p.hook.Size()
+		touched[t.id] = t
+	}
+	return touched, nil
+}
+
+// status snapshots t; called with s.mu held.
+func (t *target) status() TargetStatus {
+	st := TargetStatus{
+		ID:           t.id,
+		URL:          t.url,
+		Pending:      t.count,
+		PendingBytes: t.bytes,
+		Oldest:       t.oldest,
+		Gone:         t.gone,
+		Version:      t.version,
+	}
+	if t.inflight != nil {
+		b := t.inflight.batch(t)
+		st.InFlight = &b
+	}
+	return st
+}
+
+// batch builds the Batch of a flight record, without hooks.
+func (f *flightRecord) batch(t *target) Batch {
+	return Batch{
+		ID:           f.ID,
+		TargetID:     t.id,
+		Target:       t.url,
+		Created:      f.Created,
+		Attempts:     f.Attempts,
+		FirstAttempt: f.FirstAttempt,
+		LastAttempt:  f.LastAttempt,
+		LastStatus:   f.LastStatus,
+		LastError:    f.LastError,
+		NextAttempt:  f.NextAttempt,
+		Size:         len(f.Keys),
+		Bytes:        f.Bytes,
+	}
+}
+
+// Targets returns the status of every target that has pending hooks, a
+// batch in flight or the gone mark.
+func (s *Store) Targets() ([]TargetStatus, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]TargetStatus, 0, len(s.targets))
+	for _, t := range s.targets {
+		if t.count > 0 || t.inflight != nil || t.gone {
+			out = append(out, t.status())
+		}
+	}
+	return out, nil
+}
+
+// Target returns the status of one target.
+func (s *Store) Target(id TargetID) (TargetStatus, error) {
+	if err := s.enter(); err != nil {
+		return TargetStatus{}, err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.targets[id]
+	if t == nil {
+		return TargetStatus{}, fmt.Errorf("target %d: %w", id, ErrNotFound)
+	}
+	return t.status(), nil
+}
+
+// Stats is a summary of the whole store.
+type Stats struct {
+	PendingHooks   int
+	PendingBytes   int64
+	PendingTargets int
+	// Oldest is the arrival time of the oldest pending hook (zero: none).
+	Oldest time.Time
+}
+
+// Stats summarises the pending hooks of every target.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st Stats
+	for _, t := range s.targets {
+		if t.count == 0 {
+			continue
+		}
+		st.PendingHooks += t.count
+		st.PendingTargets++
+		if st.Oldest.IsZero() || t.oldest.Before(st.Oldest) {
+			st.Oldest = t.oldest
+		}
+	}
+	st.PendingBytes = s.pendingBytes
+	return st
+}
+
+// Claim returns the target's batch in flight, with its hooks, or when
+// there is none claims a new one: up to maxHooks hooks (at least one;
+// maxHooks <= 0 means no limit) from the head of the FIFO, stopping before
+// the body bytes would pass maxBytes (maxBytes <= 0: no limit). The claim
+// is durable before Claim returns, so the batch keeps its id across
+// restarts. It returns ErrNoHooks when nothing is pending.
+func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	t := s.targets[id]
+	if t == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("claim target %d: %w", id, ErrNotFound)
+	}
+	if fr := t.inflight; fr != nil {
+		b := fr.batch(t)
+		s.mu.Unlock()
+		hooks, err := s.loadHooks(fr.Keys)
+		if err != nil {
+			return nil, fmt.Errorf("claim target %d: %w", id, err)
+		}
+		b.Hooks = hooks
+		return &b, nil
+	}
+	if t.count == 0 {
+		s.mu.Unlock()
+		return nil, ErrNoHooks
+	}
+	head, url := t.head, t.url
+	s.mu.Unlock()
+
+	var (
+		keys  [][]byte
+		hooks []Hook
+		total int64
+	)
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := queuePrefix(id)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(seekKey(id, head)); it.ValidForPrefix(prefix); it.Next() {
+			if maxHooks > 0 && len(hooks) >= maxHooks {
+				break
+			}
+			item := it.Item()
+			k, err := parseQueueKey(item.Key())
+			if err != nil {
+				return err
+			}
+			if maxBytes > 0 && len(hooks) > 0 && total+k.size > maxBytes {
+				break
+			}
+			var h Hook
+			if err := item.Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
+				return err
+			}
+			keys = append(keys, item.KeyCopy(nil))
+			hooks = append(hooks, h)
+			total += k.size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim target %d: read hooks: %w", id, err)
+	}
+	if len(hooks) == 0 {
+		return nil, ErrNoHooks
+	}
+	seq, err := s.batchSeq.Next()
+	if err != nil {
+		return nil, fmt.Errorf("claim target %d: next batch sequence: %w", id, err)
+	}
+	now := s.now()
+	fr := &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total}
+	if err := s.putFlight(id, fr); err != nil {
+		return nil, fmt.Errorf("claim target %d: %w", id, err)
+	}
+	s.mu.Lock()
+	t.inflight = fr
+	t.version++
+	b := fr.batch(t)
+	s.mu.Unlock()
+	b.Target = url
+	b.Hooks = hooks
+	return &b, nil
+}
+
+func (s *Store) putFlight(id TargetID, fr *flightRecord) error {
+	v, err := json.Marshal(fr)
+	if err != nil {
+		return fmt.Errorf("encode batch: %w", err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flightKey(id), v) }); err != nil {
+		return fmt.Errorf("put batch: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) loadHooks(keys [][]byte) ([]Hook, error) {
+	hooks := make([]Hook, 0, len(keys))
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			item, err := txn.Get(k)
+			if err != nil {
+				return fmt.Errorf("read hook %x: %w", k, err)
+			}
+			var h Hook
+			if err := item.Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
+				return err
+			}
+			hooks = append(hooks, h)
+		}
+		return nil
+	})
+	return hooks, err
+}
+
+// inflight returns the target and its in-flight batch when batchID is it.
+// Called with s.mu held.
+func (s *Store) inflight(id TargetID, batchID string) (*target, *flightRecord, error) {
+	t := s.targets[id]
+	if t == nil {
+		return nil, nil, fmt.Errorf("target %d: %w", id, ErrNotFound)
+	}
+	if t.inflight == nil || t.inflight.ID != batchID {
+		return nil, nil, fmt.Errorf("batch %s of target %d: %w", batchID, id, ErrBatchMismatch)
+	}
+	return t, t.inflight, nil
+}
+
+// RecordAttempt records a failed attempt of the in-flight batch: the
+// attempt count, the failure and when the next attempt is due. The record
+// survives restarts, so retries are counted across them.
+func (s *Store) RecordAttempt(id TargetID, batchID string, f Failure) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	t, cur, err := s.inflight(id, batchID)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	fr := *cur
+	s.mu.Unlock()
+	fr.Attempts++
+	if fr.FirstAttempt.IsZero() {
+		fr.FirstAttempt = f.At
+	}
+	fr.LastAttempt, fr.LastStatus, fr.LastError, fr.NextAttempt = f.At, f.Status, f.Error, f.Next
+	if err := s.putFlight(id, &fr); err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	s.mu.Lock()
+	t.inflight = &fr
+	t.version++
+	s.mu.Unlock()
+	return nil
+}
+
+// Ack removes the delivered in-flight batch and its hooks, and returns the
+// target's new status.
+func (s *Store) Ack(id TargetID, batchID string) (TargetStatus, error) {
+	return s.finish(id, batchID, nil)
+}
+
+// Discard removes the in-flight batch and its hooks without keeping them
+// (the on-give-up=discard setting), and returns the target's new status.
+func (s *Store) Discard(id TargetID, batchID string) (TargetStatus, error) {
+	return s.finish(id, batchID, nil)
+}
+
+// GiveUp moves the in-flight batch, with its hooks, to the dead-letter
+// store with a reason and the last failure, and returns the target's new
+// status.
+func (s *Store) GiveUp(id TargetID, batchID, reason string, f Failure) (TargetStatus, error) {
+	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f})
+}
+
+type deadInfo struct {
+	reason  string
+	failure Failure
+}
+
+// finish ends the in-flight batch: the head moves past it and the batch
+// record goes in one transaction (with the dead letter, when given); the
+// hook keys are deleted in the same transaction when they fit, and
+// otherwise right after (a crash in between leaves keys below the head,
+// which Open deletes).
+func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatus, error) {
+	if err := s.enter(); err != nil {
+		return TargetStatus{}, err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	t, fr, err := s.inflight(id, batchID)
+	if err != nil {
+		s.mu.Unlock()
+		return TargetStatus{}, err
+	}
+	rec := targetRecord{URL: t.url, Head: fr.lastSeq() + 1, Gone: t.gone}
+	s.mu.Unlock()
+
+	recBytes, _ := json.Marshal(rec)
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	if err := txn.Set(targetKey(id), recBytes); err != nil {
+		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
+	}
+	if err := txn.Delete(flightKey(id)); err != nil {
+		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
+	}
+	if dead != nil {
+		hooks, err := s.loadHooks(fr.Keys)
+		if err != nil {
+			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
+		}
+		first := fr.FirstAttempt
+		if first.IsZero() {
+			first = dead.failure.At
+		}
+		attempts := fr.Attempts
+		if !dead.failure.At.IsZero() && !dead.failure.At.Equal(fr.LastAttempt) {
+			attempts++ // the final attempt was not recorded separately
+		}
+		dl := DeadLetter{
+			ID: fr.ID, TargetID: id, Target: t.url, Hooks: hooks,
+			Reason: dead.reason, Detail: dead.failure.Error, Attempts: attempts,
+			LastStatus: dead.failure.Status, FirstAttempt: first, LastAttempt: dead.failure.At,
+			Created: fr.Created, GivenUp: s.now(),
+		}
+		v, err := json.Marshal(dl)
+		if err != nil {
+			return TargetStatus{}, fmt.Errorf("encode dead letter %s: %w", batchID, err)
+		}
+		if err := txn.Set(deadKey(fr.ID), v); err != nil {
+			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
+		}
+	}
+	rest := fr.Keys
+	for len(rest) > 0 {
+		if err := txn.Delete(rest[0]); errors.Is(err, badger.ErrTxnTooBig) {
+			break
+		} else if err != nil {
+			return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
+		}
+		rest = rest[1:]
+	}
+	if err := txn.Commit(); err != nil {
+		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
+	}
+	if len(rest) > 0 {
+		if err := s.deleteKeys(rest); err != nil {
+			s.log.Warn("delete delivered hooks; they are deleted at the next start", "batch_id", batchID, "error", err)
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.head = rec.Head
+	t.count -= len(fr.Keys)
+	t.bytes -= fr.Bytes
+	s.pendingBytes -= fr.Bytes
+	t.inflight = nil
+	t.version++
+	t.oldest = time.Time{}
+	if t.count > 0 {
+		oldest, err := s.headArrival(id, t.head)
+		if err != nil {
+			s.log.Warn("read oldest pending hook", "target_id", id, "error", err)
+			oldest = s.now()
+		}
+		t.oldest = oldest
+	}
+	return t.status(), nil
+}
+
+// headArrival returns the arrival time of the first hook at or after seq.
+func (s *Store) headArrival(id TargetID, seq uint64) (time.Time, error) {
+	var at time.Time
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := queuePrefix(id)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		it.Seek(seekKey(id, seq))
+		if !it.ValidForPrefix(prefix) {
+			return ErrNoHooks
+		}
+		k, err := parseQueueKey(it.Item().Key())
+		at = k.received
+		return err
+	})
+	return at, err
+}
+
+// badgerLogger sends Badger's messages to slog; Badger's info messages
+// are routine, so they go out at debug level.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(trim(fmt.Sprintf(f, a...)), "component", "badger")
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(trim(fmt.Sprintf(f, a...)), "component", "badger")
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug(trim(fmt.Sprintf(f, a...)), "component", "badger")
+}
+func (b badgerLogger) Debugf(f string, a ...any) {
+	b.l.Debug(trim(fmt.Sprintf(f, a...)), "component", "badger")
+}
+
+func trim(s string) string { return string(bytes.TrimSpace([]byte(s))) }

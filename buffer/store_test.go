@@ -1,0 +1,497 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+func openStore(tb testing.TB, dir string, opts Options) *Store {
+	tb.Helper()
+	opts.Dir = dir
+	s, err := Open(opts)
+	if err != nil {
+		tb.Fatalf("open: %v", err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func put(tb testing.TB, s *Store, target, body string) *Hook {
+	tb.Helper()
+	h := &Hook{Target: target, Method: "POST", Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
+	if err := s.Put(context.Background(), h); err != nil {
+		tb.Fatalf("put: %v", err)
+	}
+	return h
+}
+
+func bodies(b *Batch) []string {
+	var out []string
+	for _, h := range b.Hooks {
+		out = append(out, string(h.Body))
+	}
+	return out
+}
+
+func statusOf(tb testing.TB, s *Store, url string) TargetStatus {
+	tb.Helper()
+	ts, err := s.Targets()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, t := range ts {
+		if t.URL == url {
+			return t
+		}
+	}
+	tb.Fatalf("no target %s", url)
+	return TargetStatus{}
+}
+
+func TestPutClaimAckInOrder(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const a, b = "http://a.test/hook", "http://b.test/hook"
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, put(t, s, a, fmt.Sprintf(`{"n":%d}`, i)).ID)
+		put(t, s, b, fmt.Sprintf(`{"b":%d}`, i))
+	}
+	if !slices.IsSorted(ids) {
+		t.Errorf("ids not sortable in arrival order: %v", ids)
+	}
+	if len(ids[0]) != 26 {
+		t.Errorf("id %q: want 26 characters", ids[0])
+	}
+	st := statusOf(t, s, a)
+	if st.Pending != 5 || st.PendingBytes != 5*int64(len(`{"n":0}`)) {
+		t.Fatalf("status = %+v, want 5 pending", st)
+	}
+
+	batch, err := s.Claim(st.ID, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bodies(batch), []string{`{"n":0}`, `{"n":1}`, `{"n":2}`}; !slices.Equal(got, want) {
+		t.Fatalf("batch = %v, want %v", got, want)
+	}
+	if batch.Hooks[0].Header.Get("Content-Type") != "application/json" || batch.Hooks[0].Method != "POST" {
+		t.Errorf("hook lost its method or headers: %+v", batch.Hooks[0])
+	}
+	again, err := s.Claim(st.ID, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != batch.ID || !slices.Equal(bodies(again), bodies(batch)) {
+		t.Fatalf("second claim = %s %v, want the in-flight batch %s", again.ID, bodies(again), batch.ID)
+	}
+	next, err := s.Ack(st.ID, batch.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Pending != 2 || next.InFlight != nil {
+		t.Fatalf("after ack = %+v, want 2 pending and nothing in flight", next)
+	}
+	if _, err := s.Ack(st.ID, batch.ID); !errors.Is(err, ErrBatchMismatch) {
+		t.Fatalf("second ack: err = %v, want ErrBatchMismatch", err)
+	}
+	rest, err := s.Claim(st.ID, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bodies(rest), []string{`{"n":3}`, `{"n":4}`}; !slices.Equal(got, want) {
+		t.Fatalf("rest = %v, want %v", got, want)
+	}
+	if rest.ID == batch.ID {
+		t.Fatal("a new batch reused the old batch id")
+	}
+	if _, err := s.Ack(st.ID, rest.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(st.ID, 10, 0); !errors.Is(err, ErrNoHooks) {
+		t.Fatalf("claim of empty target: err = %v, want ErrNoHooks", err)
+	}
+	if got := statusOf(t, s, b).Pending; got != 5 {
+		t.Fatalf("other target pending = %d, want 5", got)
+	}
+}
+
+func TestClaimMaxBytes(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const url = "http://a.test/"
+	for range 4 {
+		put(t, s, url, `{"x":"0123456789"}`) // 18 bytes
+	}
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Size != 2 || len(b.Hooks) != 2 || b.Bytes != 36 {
+		t.Fatalf("batch of %d hooks, %d bytes; want 2 hooks, 36 bytes", len(b.Hooks), b.Bytes)
+	}
+	if _, err := s.Ack(id, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A single hook larger than the limit still goes, alone.
+	b, err = s.Claim(id, 0, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Hooks) != 1 {
+		t.Fatalf("batch of %d hooks, want 1", len(b.Hooks))
+	}
+}
+
+func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "http://a.test/hook"
+	var want []string
+	for i := range 6 {
+		h := put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+		want = append(want, h.ID)
+	}
+	id := statusOf(t, s, url).ID
+	first, err := s.Claim(id, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ack(id, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	inflight, err := s.Claim(id, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failAt := time.Unix(1700000000, 0)
+	if err := s.RecordAttempt(id, inflight.ID, Failure{At: failAt, Status: 503, Error: "HTTP 503", Next: failAt.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), &Hook{Target: url}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("put after close: err = %v, want ErrClosed", err)
+	}
+
+	s = openStore(t, dir, Options{})
+	st := statusOf(t, s, url)
+	if st.ID != id || st.Pending != 4 || st.InFlight == nil || st.InFlight.ID != inflight.ID {
+		t.Fatalf("after restart: %+v, want target %d with 4 pending and batch %s in flight", st, id, inflight.ID)
+	}
+	if st.InFlight.Attempts != 1 || st.InFlight.LastStatus != 503 || !st.InFlight.NextAttempt.Equal(failAt.Add(time.Minute)) {
+		t.Fatalf("in-flight attempts lost: %+v", st.InFlight)
+	}
+	if !st.Oldest.Equal(inflight.Hooks[0].Received) {
+		t.Errorf("oldest = %v, want %v", st.Oldest, inflight.Hooks[0].Received)
+	}
+	again, err := s.Claim(id, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range again.Hooks {
+		got = append(got, h.ID)
+	}
+	if again.ID != inflight.ID || !slices.Equal(got, want[2:5]) {
+		t.Fatalf("claim after restart = %s %v, want %s %v", again.ID, got, inflight.ID, want[2:5])
+	}
+	// New hooks after a restart still come after the old ones.
+	put(t, s, url, `{"n":6}`)
+	if _, err := s.Ack(id, again.ID); err != nil {
+		t.Fatal(err)
+	}
+	last, err := s.Claim(id, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bodies(last), []string{`{"n":5}`, `{"n":6}`}; !slices.Equal(got, want) {
+		t.Fatalf("tail = %v, want %v", got, want)
+	}
+}
+
+func TestGroupCommitConcurrentPuts(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const writers, each = 32, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				h := &Hook{Target: fmt.Sprintf("http://w%d.test/", w%4), Body: fmt.Appendf(nil, `{"w":%d,"i":%d}`, w, i)}
+				if err := s.Put(context.Background(), h); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ts, err := s.Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	total := 0
+	for _, st := range ts {
+		b, err := s.Claim(st.ID, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each writer's hooks must come out in the order it put them.
+		last := map[int]int{}
+		for _, h := range b.Hooks {
+			if seen[h.ID] {
+				t.Fatalf("duplicate id %s", h.ID)
+			}
+			seen[h.ID] = true
+			var w, i int
+			if _, err := fmt.Sscanf(string(h.Body), `{"w":%d,"i":%d}`, &w, &i); err != nil {
+				t.Fatal(err)
+			}
+			if prev, ok := last[w]; ok && i != prev+1 {
+				t.Fatalf("writer %d: hook %d after %d", w, i, prev)
+			}
+			last[w] = i
+		}
+		total += len(b.Hooks)
+	}
+	if total != writers*each {
+		t.Fatalf("claimed %d hooks, want %d", total, writers*each)
+	}
+}
+
+func TestQuota(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{MaxPendingBytes: 20})
+	const url = "http://a.test/"
+	put(t, s, url, `{"n":"12345678"}`) // 16 bytes
+	err := s.Put(context.Background(), &Hook{Target: url, Body: []byte(`{"n":1}`)})
+	if !errors.Is(err, ErrQuota) {
+		t.Fatalf("put past quota: err = %v, want ErrQuota", err)
+	}
+	put(t, s, url, `{}`) // 2 bytes still fit
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ack(id, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, url, `{"n":1}`) // accepted again once delivered
+	if got := s.Stats().PendingBytes; got != 7 {
+		t.Fatalf("pending bytes = %d, want 7", got)
+	}
+}
+
+func TestDeadLettersGiveUpReplayPurge(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	const a, b = "http://a.test/", "http://b.test/"
+	for i := range 3 {
+		put(t, s, a, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	put(t, s, b, `{"b":0}`)
+	ida, idb := statusOf(t, s, a).ID, statusOf(t, s, b).ID
+	ba, err := s.Claim(ida, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	if err := s.RecordAttempt(ida, ba.ID, Failure{At: at, Status: 500, Error: "HTTP 500"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.GiveUp(ida, ba.ID, "retries-exhausted", Failure{At: at.Add(time.Second), Status: 502, Error: "HTTP 502 Bad Gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 1 {
+		t.Fatalf("pending after give-up = %d, want 1 (fresh hooks are kept)", st.Pending)
+	}
+	bb, err := s.Claim(idb, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GiveUp(idb, bb.ID, "status", Failure{At: at, Status: 404, Error: "HTTP 404 Not Found"}); err != nil {
+		t.Fatal(err)
+	}
+
+	all, err := s.ListDeadLetters(DeadLetterFilter{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(all))
+	}
+	d, err := s.GetDeadLetter(ba.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Reason != "retries-exhausted" || d.Detail != "HTTP 502 Bad Gateway" || d.Attempts != 2 || d.LastStatus != 502 ||
+		!d.FirstAttempt.Equal(at) || !d.LastAttempt.Equal(at.Add(time.Second)) || d.Target != a || d.Size != 2 {
+		t.Fatalf("dead letter = %+v", d)
+	}
+	if got, want := []string{string(d.Hooks[0].Body), string(d.Hooks[1].Body)}, []string{`{"n":0}`, `{"n":1}`}; !slices.Equal(got, want) {
+		t.Fatalf("dead hooks = %v, want %v", got, want)
+	}
+	byReason, _ := s.ListDeadLetters(DeadLetterFilter{Reason: "status"}, false)
+	if len(byReason) != 1 || byReason[0].ID != bb.ID || byReason[0].Hooks != nil || byReason[0].Size != 1 {
+		t.Fatalf("filter by reason = %+v", byReason)
+	}
+
+	// Replay by target: the hooks go back at the tail, in their order, with their ids.
+	n, err := s.ReplayDeadLetters(DeadLetterFilter{Target: a})
+	if err != nil || n != 2 {
+		t.Fatalf("replay = %d, %v; want 2", n, err)
+	}
+	q, err := s.Claim(ida, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bodies(q), []string{`{"n":2}`, `{"n":0}`, `{"n":1}`}; !slices.Equal(got, want) {
+		t.Fatalf("queue after replay = %v, want %v", got, want)
+	}
+	if q.Hooks[1].ID != d.Hooks[0].ID {
+		t.Fatalf("replayed hook id = %s, want %s", q.Hooks[1].ID, d.Hooks[0].ID)
+	}
+	if _, err := s.GetDeadLetter(ba.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("replayed dead letter still there: %v", err)
+	}
+	n, err = s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{bb.ID}})
+	if err != nil || n != 1 {
+		t.Fatalf("purge = %d, %v; want 1", n, err)
+	}
+	if rest, _ := s.ListDeadLetters(DeadLetterFilter{}, false); len(rest) != 0 {
+		t.Fatalf("%d dead letters after purge, want 0", len(rest))
+	}
+}
+
+func TestReplayLargeDeadLetterInChunks(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const url = "http://a.test/"
+	const n = 3*replayChunk + 5
+	for i := range n {
+		put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ReplayDeadLetters(DeadLetterFilter{})
+	if err != nil || got != n {
+		t.Fatalf("replay = %d, %v; want %d", got, err, n)
+	}
+	q, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range q.Hooks {
+		if want := fmt.Sprintf(`{"n":%d}`, i); string(h.Body) != want {
+			t.Fatalf("hook %d = %s, want %s", i, h.Body, want)
+		}
+	}
+	if len(q.Hooks) != n {
+		t.Fatalf("%d hooks back, want %d", len(q.Hooks), n)
+	}
+}
+
+func TestOpenDeletesKeysBelowHead(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "http://a.test/"
+	put(t, s, url, `{"n":0}`)
+	put(t, s, url, `{"n":1}`)
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Simulate a crash between the acknowledgement and the clean-up of its
+	// keys: advance the head without deleting the hook.
+	rec := fmt.Appendf(nil, `{"url":%q,"head":%d}`, url, mustSeq(t, b.Hooks[0])+1)
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete(flightKey(id)); err != nil {
+			return err
+		}
+		return txn.Set(targetKey(id), rec)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	st := statusOf(t, s, url)
+	if st.Pending != 1 || st.InFlight != nil {
+		t.Fatalf("after restart = %+v, want 1 pending", st)
+	}
+	keys := 0
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(id)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys++
+		}
+		return nil
+	})
+	if keys != 1 {
+		t.Fatalf("%d queue keys, want 1 (the acknowledged one deleted)", keys)
+	}
+}
+
+// mustSeq finds the queue sequence of a hook by scanning for its id.
+func mustSeq(tb testing.TB, h Hook) uint64 {
+	tb.Helper()
+	// The id carries the low 48 bits of the sequence in its last 10 characters.
+	var v uint64
+	for _, c := range h.ID[16:] {
+		i := -1
+		for j := range crockford {
+			if crockford[j] == byte(c) {
+				i = j
+			}
+		}
+		v = v<<5 | uint64(i)
+	}
+	return v & (1<<48 - 1)
+}
+
+func TestNotifyAfterCommit(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	var mu sync.Mutex
+	var got []TargetStatus
+	s.SetNotify(func(st TargetStatus) {
+		mu.Lock()
+		got = append(got, st)
+		mu.Unlock()
+	})
+	put(t, s, "http://a.test/", `{}`)
+	put(t, s, "http://a.test/", `{}`)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[1].Pending != 2 || got[1].Version <= got[0].Version || got[0].Oldest.IsZero() {
+		t.Fatalf("notifications = %+v", got)
+	}
+}
