@@ -975,8 +975,8 @@ func (s *Store) headArrival(id TargetID, seq uint64) (time.Time, error) {
 	return at, err
 }
 
-// badgerLogger sends Badger's messages to slog; Badger's info messages
-// are routine, so they go out at debug level.
+// badgerLogger sends Badger's messages to slog; its info messages are
+// routine, so they go out at debug level, and its debug messages not at all.
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) Errorf(f string, a ...any) {
@@ -988,8 +988,6 @@ func (b badgerLogger) Warningf(f string, a ...any) {
 func (b badgerLogger) Infof(f string, a ...any) {
 	b.l.Debug(trim(fmt.Sprintf(f, a...)), "component", "badger")
 }
-func (b badgerLogger) Debugf(f string, a ...any) {
-	b.l.Debug(trim(fmt.Sprintf(f, a...)), "component", "badger")
-}
+func (b badgerLogger) Debugf(string, ...any) {} // per-write chatter
 
 func trim(s string) string { return string(bytes.TrimSpace([]byte(s))) }

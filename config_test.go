@@ -1,0 +1,76 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":8080" || cfg.DataDir != "./hookproxy-data" || cfg.MaxBodyBytes != 1<<20 ||
+		cfg.Retries != 5 || time.Duration(cfg.RetryInterval) != 5*time.Second ||
+		time.Duration(cfg.BatchMaxWait) != time.Minute || time.Duration(cfg.SendTimeout) != 15*time.Second ||
+		time.Duration(cfg.DrainTimeout) != 20*time.Second || cfg.OnGiveUp != "dead-letter" ||
+		len(cfg.CaptureMethods) != 1 || cfg.CaptureMethods[0] != "POST" || cfg.batching() {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+}
+
+func TestConfigParsesUnits(t *testing.T) {
+	cfg, err := loadConfig([]string{
+		"HOOKPROXY_BATCH_TIME=30", "HOOKPROXY_RETRY_INTERVAL=1.5", "HOOKPROXY_BATCH_MAX_WAIT=2m",
+		"HOOKPROXY_MAX_BODY_BYTES=512KiB", "HOOKPROXY_MAX_PENDING_BYTES=1GB",
+		"HOOKPROXY_CAPTURE_HOSTS=*.example.com,hooks.test", "HOOKPROXY_BATCH_SIZE=10",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := time.Duration(cfg.BatchTime), 30*time.Second; got != want {
+		t.Errorf("BATCH_TIME = %v, want %v", got, want)
+	}
+	if got, want := time.Duration(cfg.RetryInterval), 1500*time.Millisecond; got != want {
+		t.Errorf("RETRY_INTERVAL = %v, want %v", got, want)
+	}
+	if got, want := time.Duration(cfg.BatchMaxWait), 2*time.Minute; got != want {
+		t.Errorf("BATCH_MAX_WAIT = %v, want %v", got, want)
+	}
+	if cfg.MaxBodyBytes != 512<<10 || cfg.MaxPendingBytes != 1e9 {
+		t.Errorf("sizes = %d, %d", cfg.MaxBodyBytes, cfg.MaxPendingBytes)
+	}
+	if len(cfg.CaptureHosts) != 2 || cfg.CaptureHosts[1] != "hooks.test" || !cfg.batching() {
+		t.Errorf("config = %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	tests := []struct{ env, want string }{
+		{"HOOKPROXY_BATCH_SIZE=abc", `HOOKPROXY_BATCH_SIZE="abc"`},
+		{"HOOKPROXY_BATCH_SIZE=-1", "HOOKPROXY_BATCH_SIZE=-1"},
+		{"HOOKPROXY_BATCH_TIME=soon", `HOOKPROXY_BATCH_TIME="soon"`},
+		{"HOOKPROXY_RETRY_INTERVAL=0", "HOOKPROXY_RETRY_INTERVAL=0s"},
+		{"HOOKPROXY_RETRIES=-2", "HOOKPROXY_RETRIES=-2"},
+		{"HOOKPROXY_MAX_BODY_BYTES=lots", `HOOKPROXY_MAX_BODY_BYTES="lots"`},
+		{"HOOKPROXY_ON_GIVE_UP=ignore", "HOOKPROXY_ON_GIVE_UP=ignore"},
+		{"HOOKPROXY_ON_STORE_ERROR=drop", "HOOKPROXY_ON_STORE_ERROR=drop"},
+		{"HOOKPROXY_SEND_CONCURRENCY=0", "HOOKPROXY_SEND_CONCURRENCY=0"},
+		{"HOOKPROXY_LOG_LEVEL=loud", "HOOKPROXY_LOG_LEVEL=loud"},
+		{"HOOKPROXY_LOG_FORMAT=xml", "HOOKPROXY_LOG_FORMAT=xml"},
+	}
+	for _, tt := range tests {
+		_, err := loadConfig([]string{tt.env})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want it to name %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+func TestBadConfigurationStopsStart(t *testing.T) {
+	err := run(t.Context(), nil, []string{"HOOKPROXY_BATCH_SIZE=ten", "HOOKPROXY_DATA_DIR=" + t.TempDir()}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_BATCH_SIZE") {
+		t.Fatalf("run = %v, want a start-up error naming HOOKPROXY_BATCH_SIZE", err)
+	}
+}

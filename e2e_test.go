@@ -1,0 +1,210 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// batchSizes returns the number of hooks in each batch, in arrival order.
+func batchSizes(tb testing.TB, got []received) []int {
+	tb.Helper()
+	var out []int
+	for _, r := range got {
+		out = append(out, len(r.hooks(tb)))
+	}
+	return out
+}
+
+// allPKs concatenates the pks of every batch, in arrival order.
+func allPKs(tb testing.TB, got []received) []int {
+	tb.Helper()
+	var out []int
+	for _, r := range got {
+		out = append(out, pks(tb, r.hooks(tb))...)
+	}
+	return out
+}
+
+func seq(from, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = from + i
+	}
+	return out
+}
+
+// checkBatchHeaders checks what every batch POST must carry.
+func checkBatchHeaders(tb testing.TB, r received) {
+	tb.Helper()
+	if r.Method != http.MethodPost {
+		tb.Errorf("batch method = %s, want POST", r.Method)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		tb.Errorf("batch Content-Type = %q", ct)
+	}
+	id := r.Header.Get("Idempotency-Key")
+	if len(id) != 26 || r.Header.Get("X-Hookproxy-Batch-Id") != id {
+		tb.Errorf("batch ids: Idempotency-Key %q, X-Hookproxy-Batch-Id %q", id, r.Header.Get("X-Hookproxy-Batch-Id"))
+	}
+	if got, want := r.Header.Get("X-Hookproxy-Batch-Size"), itoa(len(r.hooks(tb))); got != want {
+		tb.Errorf("X-Hookproxy-Batch-Size = %q, want %q", got, want)
+	}
+	if ua := r.Header.Get("User-Agent"); !strings.HasPrefix(ua, "hookproxy/") {
+		tb.Errorf("User-Agent = %q, want hookproxy/<version>", ua)
+	}
+}
+
+// checkAccepted checks the app got a 202 with the hook id for each hook.
+func checkAccepted(tb testing.TB, resps []clientResponse) {
+	tb.Helper()
+	for i, r := range resps {
+		id := r.Headers["X-Hookproxy-Hook-Id"]
+		if r.Status != http.StatusAccepted || len(id) != 26 {
+			tb.Fatalf("hook %d: status %d, id %q, body %s; want 202 with an id", i, r.Status, id, r.Body)
+		}
+		var body struct {
+			HookID string `json:"hook_id"`
+		}
+		if err := json.Unmarshal([]byte(r.Body), &body); err != nil || body.HookID != id {
+			tb.Fatalf("hook %d: body %q does not carry the id %s", i, r.Body, id)
+		}
+	}
+}
+
+// TestBatchingModesThroughPythonRequests drives each batching mode of the
+// old batch deliverer's contract with the app's real client.
+func TestBatchingModesThroughPythonRequests(t *testing.T) {
+	tests := []struct {
+		name     string
+		settings map[string]string
+		hooks    int
+		want     []int // batch sizes, in order
+	}{
+		// size alone: full batches at once, the remainder after BATCH_MAX_WAIT.
+		{"size", map[string]string{"BATCH_SIZE": "3", "BATCH_MAX_WAIT": "1s"}, 7, []int{3, 3, 1}},
+		// time alone: everything that arrived within the window, in one POST.
+		{"time", map[string]string{"BATCH_TIME": "2"}, 5, []int{5}},
+		// both: whichever first.
+		{"mixed", map[string]string{"BATCH_SIZE": "3", "BATCH_TIME": "2s"}, 7, []int{3, 3, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rc := newReceiver(t, nil)
+			hp := startHookproxy(t, tt.settings)
+			url := rc.srv.URL + "/hooks/" + tt.name + "?token=abc"
+			checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(url, 0, tt.hooks)))
+			got := rc.waitHooks(t, tt.hooks)
+			if sizes := batchSizes(t, got); !slices.Equal(sizes, tt.want) {
+				t.Fatalf("batch sizes = %v, want %v", sizes, tt.want)
+			}
+			if p := allPKs(t, got); !slices.Equal(p, seq(0, tt.hooks)) {
+				t.Fatalf("hooks arrived as %v, want arrival order", p)
+			}
+			ids := map[string]bool{}
+			for _, r := range got {
+				checkBatchHeaders(t, r)
+				if r.Path != "/hooks/"+tt.name+"?token=abc" {
+					t.Errorf("batch went to %s", r.Path)
+				}
+				ids[r.Header.Get("Idempotency-Key")] = true
+			}
+			if len(ids) != len(got) {
+				t.Errorf("%d batches share %d ids", len(got), len(ids))
+			}
+		})
+	}
+}
+
+// TestNoBatchingForwardsEachHookAlone: with neither size nor time, each
+// hook goes alone with its original body and end-to-end headers.
+func TestNoBatchingForwardsEachHookAlone(t *testing.T) {
+	rc := newReceiver(t, nil)
+	hp := startHookproxy(t, nil)
+	reqs := hookRequests(rc.srv.URL+"/single", 0, 3)
+	for i := range reqs {
+		reqs[i].Headers["X-App-Header"] = "from-app-" + itoa(i)
+	}
+	checkAccepted(t, postWithPython(t, hp.proxyURL, reqs))
+	got := rc.waitFor(t, "3 requests", func(g []received) bool { return len(g) >= 3 })
+	ids := map[string]bool{}
+	for i, r := range got {
+		if string(r.Body) != reqs[i].Body {
+			t.Errorf("hook %d body = %s, want the original %s", i, r.Body, reqs[i].Body)
+		}
+		if r.Header.Get("X-App-Header") != "from-app-"+itoa(i) || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("hook %d lost its headers: %v", i, r.Header)
+		}
+		if ua := r.Header.Get("User-Agent"); !strings.HasPrefix(ua, "python-requests/") {
+			t.Errorf("hook %d User-Agent = %q, want the app's", i, ua)
+		}
+		key := r.Header.Get("Idempotency-Key")
+		if key == "" || ids[key] {
+			t.Errorf("hook %d Idempotency-Key %q missing or repeated", i, key)
+		}
+		ids[key] = true
+		if r.Header.Get("Proxy-Connection") != "" || r.Header.Get("Proxy-Authorization") != "" {
+			t.Errorf("hook %d carries proxy headers: %v", i, r.Header)
+		}
+	}
+}
+
+// TestPassThroughReachesReceiverUnchanged: what is not a hook goes to its
+// destination and the app gets the real answer.
+func TestPassThroughReachesReceiverUnchanged(t *testing.T) {
+	rc := newReceiver(t, func(n int) int { return []int{200, 201, 404}[n%3] })
+	hp := startHookproxy(t, map[string]string{"BATCH_SIZE": "10"})
+	reqs := []clientRequest{
+		{Method: "GET", URL: rc.srv.URL + "/page?q=1", Headers: map[string]string{"X-Trace": "t1"}},
+		{Method: "POST", URL: rc.srv.URL + "/form", Body: "a=1&b=2", Headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
+		{Method: "PUT", URL: rc.srv.URL + "/put", Body: `{"put":true}`, Headers: map[string]string{"Content-Type": "application/json"}},
+	}
+	resps := postWithPython(t, hp.proxyURL, reqs)
+	got := rc.requests()
+	if len(got) != 3 {
+		t.Fatalf("receiver got %d requests, want 3 (at once, not buffered)", len(got))
+	}
+	for i, want := range []int{200, 201, 404} {
+		if resps[i].Status != want || resps[i].Headers["X-Receiver"] != "yes" || !strings.HasPrefix(resps[i].Body, "receiver saw") {
+			t.Errorf("response %d = %d %v %q, want the receiver's %d", i, resps[i].Status, resps[i].Headers, resps[i].Body, want)
+		}
+	}
+	if got[0].Method != "GET" || got[0].Path != "/page?q=1" || got[0].Header.Get("X-Trace") != "t1" {
+		t.Errorf("GET arrived as %+v", got[0])
+	}
+	if got[1].Method != "POST" || string(got[1].Body) != "a=1&b=2" || got[1].Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
+		t.Errorf("form POST arrived as %+v", got[1])
+	}
+	if got[2].Method != "PUT" || string(got[2].Body) != `{"put":true}` {
+		t.Errorf("JSON PUT (not a capture method) arrived as %+v", got[2])
+	}
+	for i, r := range got {
+		if r.Header.Get("Proxy-Connection") != "" {
+			t.Errorf("request %d carries Proxy-Connection", i)
+		}
+	}
+}
+
+// TestOversizedHookIs413: the app gets a clear answer and nothing is kept.
+func TestOversizedHookIs413(t *testing.T) {
+	rc := newReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{"MAX_BODY_BYTES": "1KiB"})
+	big := `{"data":"` + strings.Repeat("x", 2000) + `"}`
+	resps := postWithPython(t, hp.proxyURL, []clientRequest{
+		{Method: "POST", URL: rc.srv.URL + "/big", Body: big, Headers: map[string]string{"Content-Type": "application/json"}},
+		{Method: "POST", URL: rc.srv.URL + "/small", Body: `{"ok":1}`, Headers: map[string]string{"Content-Type": "application/json"}},
+	})
+	if resps[0].Status != http.StatusRequestEntityTooLarge || !strings.Contains(resps[0].Body, "error") {
+		t.Fatalf("oversized: %d %s, want 413 with a JSON error", resps[0].Status, resps[0].Body)
+	}
+	if resps[1].Status != http.StatusAccepted {
+		t.Fatalf("the next hook on the same connection: %d %s, want 202", resps[1].Status, resps[1].Body)
+	}
+	got := rc.waitFor(t, "the small hook", func(g []received) bool { return len(g) >= 1 })
+	if got[0].Path != "/small" {
+		t.Fatalf("receiver got %s, want only /small", got[0].Path)
+	}
+}

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRestartDeliversAcknowledgedHooks: hooks acknowledged before a stop,
+// including a batch in flight at the time, are delivered after a restart
+// on the same data dir, the in-flight batch under the same id.
+func TestRestartDeliversAcknowledgedHooks(t *testing.T) {
+	var healthy atomic.Bool
+	rc := newReceiver(t, func(int) int {
+		if healthy.Load() {
+			return 200
+		}
+		return 503
+	})
+	dir := t.TempDir()
+	settings := map[string]string{
+		"DATA_DIR": dir, "BATCH_SIZE": "3", "BATCH_MAX_WAIT": "1s",
+		"RETRIES": "1000", "RETRY_INTERVAL": "1s", "DRAIN_TIMEOUT": "0",
+	}
+	hp := startHookproxy(t, settings)
+	url := rc.srv.URL + "/restart"
+	checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(url, 0, 5)))
+	first := rc.waitFor(t, "a failed attempt", func(g []received) bool { return len(g) >= 1 })
+	inflightID := first[0].Header.Get("Idempotency-Key")
+	hp.stop(t)
+	before := len(rc.requests())
+
+	healthy.Store(true)
+	hp = startHookproxy(t, settings)
+	checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(url, 5, 2)))
+	got := rc.waitFor(t, "all 7 hooks delivered", func(g []received) bool {
+		return len(delivered(t, g[before:])) == 7
+	})
+	after := got[before:]
+	if after[0].Header.Get("Idempotency-Key") != inflightID {
+		t.Fatalf("first batch after restart has id %s, want the in-flight batch %s", after[0].Header.Get("Idempotency-Key"), inflightID)
+	}
+	if p := delivered(t, after); !slices.Equal(p, seq(0, 7)) {
+		t.Fatalf("delivered after restart: %v, want 0..6 in order", p)
+	}
+}
+
+// delivered returns the pks of the batches in got, in order (got holds
+// only successful deliveries when the receiver was healthy throughout).
+func delivered(tb testing.TB, got []received) []int {
+	tb.Helper()
+	return allPKs(tb, got)
+}
+
+// buildBinary builds hookproxy once per test run.
+var buildBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "hookproxy-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "hookproxy")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", &buildError{err: err, out: out}
+	}
+	return bin, nil
+})
+
+type buildError struct {
+	err error
+	out []byte
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + string(e.out) }
+
+// process is hookproxy running as a subprocess of the built binary.
+type process struct {
+	cmd      *exec.Cmd
+	logs     *lockedBuffer
+	proxyURL string
+	exited   chan struct{}
+	err      error
+}
+
+func startProcess(tb testing.TB, settings map[string]string) *process {
+	tb.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		tb.Fatalf("build: %v", err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_LOG_FORMAT=json", "HOOKPROXY_LOG_LEVEL=debug"}
+	if _, ok := settings["DATA_DIR"]; !ok {
+		cmd.Env = append(cmd.Env, "HOOKPROXY_DATA_DIR="+tb.TempDir())
+	}
+	for k, v := range settings {
+		cmd.Env = append(cmd.Env, envPrefix+k+"="+v)
+	}
+	p := &process{cmd: cmd, logs: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd.Stderr = p.logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+	})
+	deadline := time.After(waitLimit)
+	for p.proxyURL == "" {
+		changed := p.logs.wait() // before the check, so a write in between is not missed
+		if addr := p.logs.field("hookproxy started", "proxy_addr"); addr != "" {
+			p.proxyURL = "http://" + addr
+			break
+		}
+		select {
+		case <-p.exited:
+			tb.Fatalf("hookproxy exited at start: %v\n%s", p.err, p.logs.String())
+		case <-changed:
+		case <-deadline:
+			tb.Fatalf("hookproxy did not start\n%s", p.logs.String())
+		}
+	}
+	return p
+}
+
+func (p *process) signal(tb testing.TB, sig os.Signal) {
+	tb.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *process) wait(tb testing.TB) int {
+	tb.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(waitLimit):
+		tb.Fatalf("hookproxy did not exit\n%s", p.logs.String())
+		return -1
+	}
+}
+
+// TestSIGTERMSendsPendingBatches: partial batches (below size, window
+// not over) are sent at SIGTERM, before the process exits.
+func TestSIGTERMSendsPendingBatches(t *testing.T) {
+	a, b := newReceiver(t, nil), newReceiver(t, nil)
+	p := startProcess(t, map[string]string{"BATCH_SIZE": "100", "BATCH_TIME": "1h"})
+	checkAccepted(t, postWithPython(t, p.proxyURL, append(hookRequests(a.srv.URL+"/a", 0, 4), hookRequests(b.srv.URL+"/b", 0, 2)...)))
+	if n := len(a.requests()) + len(b.requests()); n != 0 {
+		t.Fatalf("receivers got %d requests before the window ended", n)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, p.logs.String())
+	}
+	if got := allPKs(t, a.requests()); !slices.Equal(got, seq(0, 4)) {
+		t.Errorf("target a got %v before exit, want 0..3", got)
+	}
+	if got := allPKs(t, b.requests()); !slices.Equal(got, seq(0, 2)) {
+		t.Errorf("target b got %v before exit, want 0..1", got)
+	}
+}
+
+// TestSecondSignalExitsAtOnce: a drain stuck on a receiver that never
+// answers ends at a second signal, leaving the batch on disk.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	rc := newReceiver(t, func(int) int { <-release; return 200 })
+	p := startProcess(t, map[string]string{"BATCH_SIZE": "100", "BATCH_TIME": "1h", "DRAIN_TIMEOUT": "10m", "SEND_TIMEOUT": "10m"})
+	checkAccepted(t, postWithPython(t, p.proxyURL, hookRequests(rc.srv.URL+"/stuck", 0, 1)))
+	p.signal(t, syscall.SIGTERM)
+	rc.waitFor(t, "the drain's attempt", func(g []received) bool { return len(g) == 1 })
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 130 {
+		t.Fatalf("exit code %d, want 130\n%s", code, p.logs.String())
+	}
+}
+
+// TestDjangoAppThroughHookproxy runs a Django project with the real
+// django-rest-hooks (Debian's python3-django-rest-hooks), which knows
+// nothing of hookproxy but HTTP_PROXY.
+func TestDjangoAppThroughHookproxy(t *testing.T) {
+	t0, t1 := newReceiver(t, nil), newReceiver(t, nil)
+	// Full batches go at once; the remainder goes at shutdown (the drain),
+	// so the batch sizes do not depend on how fast the app runs.
+	hp := startHookproxy(t, map[string]string{"BATCH_SIZE": "4", "BATCH_TIME": "1h"})
+	const books = 10
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, filepath.Join("testdata", "djangoapp", "run_app.py"), itoa(books), t0.srv.URL+"/t0", t1.srv.URL+"/t1")
+	cmd.Env = pythonEnv("HTTP_PROXY="+hp.proxyURL, "HTTPS_PROXY="+hp.proxyURL, "APP_DB="+filepath.Join(t.TempDir(), "app.sqlite3"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if out, err := cmd.Output(); err != nil {
+		t.Fatalf("django app: %v\n%s%s", err, out, stderr.String())
+	}
+	t0.waitHooks(t, 8)
+	t1.waitHooks(t, 8)
+	hp.stop(t)
+	for name, rc := range map[string]*receiver{"t0": t0, "t1": t1} {
+		got := rc.requests()
+		if sizes := batchSizes(t, got); !slices.Equal(sizes, []int{4, 4, 2}) {
+			t.Errorf("%s: batch sizes %v, want [4 4 2]", name, sizes)
+		}
+		if p := allPKs(t, got); !slices.Equal(p, seq(1, books)) {
+			t.Errorf("%s: books %v, want 1..%d in order", name, p, books)
+		}
+		for _, r := range got {
+			checkBatchHeaders(t, r)
+			if r.Path != "/"+name {
+				t.Errorf("%s: batch went to %s", name, r.Path)
+			}
+		}
+	}
+}

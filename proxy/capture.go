@@ -1,0 +1,331 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// hopHeaders describe one connection, not the request: they are neither
+// stored with a hook nor forwarded (RFC 9110 7.6.1, plus the proxy
+// headers). Headers named by Connection are removed too.
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopHeaders deletes the hop-by-hop headers from h, in place.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+// upgradeType returns the protocol a request asks to switch to, or "".
+func upgradeType(h http.Header) string {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
+}
+
+// hookHeader returns the headers stored with a hook: the end-to-end
+// headers of the request. Content-Length is recomputed on delivery, and
+// Expect belonged to the exchange with the proxy, which is over.
+func hookHeader(src http.Header) http.Header {
+	h := src.Clone()
+	removeHopHeaders(h)
+	h.Del("Content-Length")
+	h.Del("Expect")
+	if len(h) == 0 {
+		return nil
+	}
+	return h
+}
+
+// parseMethods normalises Options.CaptureMethods.
+func parseMethods(in []string) ([]string, error) {
+	if len(in) == 0 {
+		return []string{http.MethodPost}, nil
+	}
+	out := make([]string, 0, len(in))
+	for _, m := range in {
+		m = strings.ToUpper(strings.TrimSpace(m))
+		switch {
+		case m == "" || strings.ContainsFunc(m, func(r rune) bool { return r <= ' ' || r > '~' }):
+			return nil, fmt.Errorf("capture method %q is not a method name", m)
+		case m == http.MethodConnect:
+			return nil, errors.New("capture method CONNECT cannot be captured: it opens a tunnel")
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// hostPattern is one parsed Options.CaptureHosts entry.
+type hostPattern struct {
+	any    bool   // "*"
+	suffix string // "*.example.com" -> ".example.com"
+	exact  string // "example.com"
+}
+
+// hostMatcher matches request host names; an empty one matches every host.
+type hostMatcher []hostPattern
+
+// parseHostPatterns parses Options.CaptureHosts.
+func parseHostPatterns(in []string) (hostMatcher, error) {
+	m := make(hostMatcher, 0, len(in))
+	for _, s := range in {
+		hp, err := parseHostPattern(s)
+		if err != nil {
+			return nil, err
+		}
+		m = append(m, hp)
+	}
+	return m, nil
+}
+
+func parseHostPattern(s string) (hostPattern, error) {
+	p := strings.TrimSpace(s)
+	if p == "*" {
+		return hostPattern{any: true}, nil
+	}
+	name, wildcard := strings.CutPrefix(p, "*.")
+	name = normalizeHost(name)
+	switch {
+	case name == "":
+		return hostPattern{}, fmt.Errorf("capture host %q is empty", s)
+	case strings.Contains(name, "*"):
+		return hostPattern{}, fmt.Errorf("capture host %q: only \"*\" or a leading \"*.\" may be a wildcard", s)
+	case strings.ContainsAny(name, "/@?# \t") || (strings.Contains(name, ":") && net.ParseIP(name) == nil):
+		return hostPattern{}, fmt.Errorf("capture host %q: patterns hold a host name only, no scheme, port or path", s)
+	case wildcard:
+		return hostPattern{suffix: "." + name}, nil
+	}
+	return hostPattern{exact: name}, nil
+}
+
+// normalizeHost lower-cases a host name and drops IPv6 brackets and a
+// trailing dot, so "Example.COM." and "example.com" are one host.
+func normalizeHost(h string) string {
+	h = strings.ToLower(h)
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return strings.TrimSuffix(h, ".")
+}
+
+// match reports whether host (a URL's Hostname) is selected.
+func (m hostMatcher) match(host string) bool {
+	if len(m) == 0 {
+		return true
+	}
+	host = normalizeHost(host)
+	for _, p := range m {
+		switch {
+		case p.any:
+			return true
+		case p.suffix != "":
+			if len(host) > len(p.suffix) && strings.HasSuffix(host, p.suffix) {
+				return true
+			}
+		case host == p.exact:
+			return true
+		}
+	}
+	return false
+}
+
+// isJSON reports whether a Content-Type value is application/json or a
+// +json media type, with or without parameters.
+func isJSON(contentType string) bool {
+	if contentType == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	// A malformed parameter still yields the media type.
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// captures reports whether r is a hook to capture. goproxy only hands
+// requests in absolute form to its handlers; the check is kept so the rule
+// reads whole.
+func (p *Proxy) captures(r *http.Request) bool {
+	if !r.URL.IsAbs() {
+		return false
+	}
+	methodOK := false
+	for _, m := range p.methods {
+		if strings.EqualFold(r.Method, m) {
+			methodOK = true
+			break
+		}
+	}
+	return methodOK && isJSON(r.Header.Get("Content-Type")) && p.hosts.match(r.URL.Hostname())
+}
+
+// errBodyTooLarge is readBody's answer to a body over the limit.
+var errBodyTooLarge = errors.New("body too large")
+
+// readBody reads a request body of at most limit bytes.
+func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
+	if contentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	if contentLength >= 0 {
+		// net/http guarantees a body of exactly Content-Length bytes.
+		b := make([]byte, contentLength)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, fmt.Errorf("read body: %w", err)
+		}
+		return b, nil
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	if n > limit {
+		return nil, errBodyTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// capture stores r as a hook and builds the answer to the app. When the
+// store is unavailable and the fallback is forward, it returns r, rebuilt
+// from the body already read, for goproxy to send upstream.
+func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.Response) {
+	host := r.URL.Host
+	body, err := readBody(r.Body, r.ContentLength, p.maxBody)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		p.log.Warn("hook refused: body too large", "target", host, "status", http.StatusRequestEntityTooLarge, "limit", p.maxBody)
+		return nil, jsonErrorResponse(r, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("request body exceeds the %d-byte limit", p.maxBody))
+	case err != nil:
+		p.log.Warn("hook refused: cannot read body", "target", host, "status", http.StatusBadRequest, "error", err)
+		return nil, jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error())
+	}
+	if p.requireJSON && !json.Valid(body) {
+		p.log.Warn("hook refused: body is not valid JSON", "target", host, "status", http.StatusBadRequest)
+		return nil, jsonErrorResponse(r, http.StatusBadRequest, "request body is not valid JSON")
+	}
+
+	h := &buffer.Hook{Target: r.URL.String(), Method: r.Method, Header: hookHeader(r.Header), Body: body}
+	err = p.store.Put(r.Context(), h)
+	d := time.Since(start)
+	if err == nil {
+		p.log.Info("hook captured", "hook_id", h.ID, "target", host, "duration", d)
+		if p.onCapture != nil {
+			p.onCapture(h, d)
+		}
+		return nil, acceptedResponse(r, h.ID)
+	}
+
+	switch {
+	case errors.Is(err, buffer.ErrQuota):
+		p.log.Warn("hook refused: pending quota exhausted", "target", host, "status", http.StatusInsufficientStorage, "error", err)
+		return nil, jsonErrorResponse(r, http.StatusInsufficientStorage, "hook buffer is full: "+err.Error())
+	case r.Context().Err() != nil:
+		// The app hung up before the hook was stored: nobody is left to
+		// answer, and forwarding now would deliver a hook the app may
+		// send again.
+		p.log.Warn("hook abandoned: client went away", "target", host, "duration", d, "error", err)
+		return nil, jsonErrorResponse(r, http.StatusServiceUnavailable, "request cancelled")
+	case p.reject:
+		p.log.Error("hook refused: store unavailable", "target", host, "status", http.StatusServiceUnavailable, "error", err)
+		resp := jsonErrorResponse(r, http.StatusServiceUnavailable, "hook buffer unavailable: "+err.Error())
+		resp.Header.Set("Retry-After", "5")
+		return nil, resp
+	}
+	p.log.Error("store unavailable: forwarding hook directly", "target", host, "error", err)
+	r.Header = h.Header
+	if r.Header == nil {
+		r.Header = make(http.Header)
+	}
+	r.TransferEncoding = nil
+	r.ContentLength = int64(len(body))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	// Lets the transport retry on a stale pooled connection.
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return r, nil
+}
+
+// acceptedResponse is the answer to a captured hook.
+func acceptedResponse(req *http.Request, id string) *http.Response {
+	b, _ := json.Marshal(struct {
+		HookID string `json:"hook_id"`
+		Status string `json:"status"`
+	}{id, "accepted"})
+	resp := jsonResponse(req, http.StatusAccepted, b)
+	resp.Header.Set(HookIDHeader, id)
+	return resp
+}
+
+// jsonErrorResponse is an error answer with body {"error": msg}.
+func jsonErrorResponse(req *http.Request, status int, msg string) *http.Response {
+	return jsonResponse(req, status, errorBody(msg))
+}
+
+func errorBody(msg string) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	return b
+}
+
+func jsonResponse(req *http.Request, status int, body []byte) *http.Response {
+	return &http.Response{
+		Status:     strconv.Itoa(status) + " " + http.StatusText(status),
+		StatusCode: status,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header: http.Header{
+			"Content-Type":   {"application/json"},
+			"Content-Length": {strconv.Itoa(len(body))},
+		},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// writeJSONError writes an error answer with body {"error": msg}.
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	b := errorBody(msg)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Serve accepts client connections on l and serves the proxy on them until
+// Shutdown. It wraps l so that each TCP connection re-arms TCP_QUICKACK
+// around every read, and so that hijacked (CONNECT) connections get an
+// idle timeout and are closed by Shutdown. It returns nil after Shutdown,
+// and otherwise the error that stopped it. Serve closes l.
+func (p *Proxy) Serve(l net.Listener) error {
+	err := p.srv.Serve(&listener{Listener: l, p: p})
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serve proxy: %w", err)
+}
+
+// Shutdown stops accepting connections, waits for requests in progress to
+// finish (as http.Server.Shutdown does), then closes every hijacked
+// connection (CONNECT tunnels) and the idle upstream connections of the
+// default transport. When ctx ends first it closes every connection at
+// once and returns the context's error.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	err := p.srv.Shutdown(ctx)
+	if err != nil {
+		_ = p.srv.Close()
+	}
+	p.conns.closeAll()
+	if p.ownTransport != nil {
+		p.ownTransport.CloseIdleConnections()
+	}
+	if err != nil {
+		return fmt.Errorf("shut down proxy: %w", err)
+	}
+	return nil
+}
+
+// connState is the http.Server's ConnState hook. Deadlines are armed only
+// once a connection is hijacked: before that, net/http manages them itself
+// and its background read must not be disturbed. http.Server.Shutdown
+// ignores hijacked connections, so they are remembered here.
+func (p *Proxy) connState(c net.Conn, s http.ConnState) {
+	if s != http.StateHijacked {
+		return
+	}
+	hc, ok := c.(hijackable)
+	if !ok {
+		return
+	}
+	if !p.conns.add(c) {
+		// Hijacked while Shutdown was closing the others.
+		_ = c.Close()
+		return
+	}
+	hc.markHijacked()
+}
+
+// listener wraps accepted connections.
+type listener struct {
+	net.Listener
+	p *Proxy
+}
+
+// Accept implements net.Listener.
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		w := &tcpConn{TCPConn: tc}
+		w.idle, w.set = l.p.idle, &l.p.conns
+		if quickackSupported {
+			if raw, err := tc.SyscallConn(); err == nil {
+				w.raw = raw
+			}
+		}
+		return w, nil
+	}
+	w := &otherConn{Conn: c}
+	w.idle, w.set = l.p.idle, &l.p.conns
+	return w, nil
+}
+
+// hijackable is a connection that can switch to hijacked mode.
+type hijackable interface {
+	markHijacked()
+}
+
+// idleState is the part of a connection wrapper that handles the idle
+// timeout of a hijacked connection.
+type idleState struct {
+	hijacked atomic.Bool
+	idle     time.Duration
+	set      *connSet
+}
+
+// touch pushes the read deadline of a hijacked connection idle into the
+// future. Writes touch it too, so a tunnel that only downloads stays open.
+func (s *idleState) touch(c net.Conn) {
+	if s.hijacked.Load() {
+		_ = c.SetReadDeadline(time.Now().Add(s.idle))
+	}
+}
+
+// tcpConn is an accepted TCP connection. It embeds *net.TCPConn so that
+// goproxy sees CloseWrite/CloseRead and half-closes tunnels.
+type tcpConn struct {
+	*net.TCPConn
+	idleState
+	raw syscall.RawConn // nil: no TCP_QUICKACK
+}
+
+func (c *tcpConn) markHijacked() {
+	c.hijacked.Store(true)
+	c.touch(c.TCPConn)
+}
+
+// Read re-arms TCP_QUICKACK before and after reading. Linux clears the
+// flag by itself; without it, python requests (Nagle on, headers and body
+// written separately) waits ~40 ms for our delayed ACK on every POST over
+// a reused proxy connection, and inside CONNECT tunnels.
+func (c *tcpConn) Read(b []byte) (int, error) {
+	c.touch(c.TCPConn)
+	c.quickack()
+	n, err := c.TCPConn.Read(b)
+	c.quickack()
+	return n, err
+}
+
+// Write implements net.Conn.
+func (c *tcpConn) Write(b []byte) (int, error) {
+	c.touch(c.TCPConn)
+	return c.TCPConn.Write(b)
+}
+
+// WriteTo and ReadFrom hide the embedded *net.TCPConn's splice paths:
+// io.Copy in a CONNECT tunnel would otherwise move the bytes in the kernel
+// without calling Read or Write, skipping TCP_QUICKACK and the idle
+// deadline (which would then never move, cutting busy tunnels).
+func (c *tcpConn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, readerOnly{c})
+}
+
+// ReadFrom implements io.ReaderFrom; see WriteTo.
+func (c *tcpConn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writerOnly{c}, r)
+}
+
+// Close implements net.Conn.
+func (c *tcpConn) Close() error {
+	c.set.remove(c)
+	return c.TCPConn.Close()
+}
+
+func (c *tcpConn) quickack() {
+	if c.raw != nil {
+		_ = c.raw.Control(setQuickack)
+	}
+}
+
+// otherConn is an accepted connection of another kind (a Unix socket, a
+// test pipe): idle timeout and tracking, no TCP_QUICKACK.
+type otherConn struct {
+	net.Conn
+	idleState
+}
+
+func (c *otherConn) markHijacked() {
+	c.hijacked.Store(true)
+	c.touch(c.Conn)
+}
+
+// Read implements net.Conn.
+func (c *otherConn) Read(b []byte) (int, error) {
+	c.touch(c.Conn)
+	return c.Conn.Read(b)
+}
+
+// Write implements net.Conn.
+func (c *otherConn) Write(b []byte) (int, error) {
+	c.touch(c.Conn)
+	return c.Conn.Write(b)
+}
+
+// Close implements net.Conn.
+func (c *otherConn) Close() error {
+	c.set.remove(c)
+	return c.Conn.Close()
+}
+
+type readerOnly struct{ io.Reader }
+
+type writerOnly struct{ io.Writer }
+
+// connSet holds the hijacked connections still open.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// add remembers c; it returns false when the set is already closed.
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// remove forgets c.
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// closeAll closes every connection in the set and every one added later.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
+}

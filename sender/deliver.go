@@ -1,0 +1,265 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// maxDrainBody bounds how much of a response body is read before it is
+// closed: reading it to the end lets the connection be reused, and the
+// bound keeps a chatty receiver from costing more than that.
+const maxDrainBody = 64 << 10
+
+// deliver takes one turn at a target: it claims the target's batch (the
+// one in flight, or a new one), makes one attempt, and records the
+// outcome in the store. In drain mode the batch's retry time is ignored.
+func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) result {
+	if ctx.Err() != nil {
+		return result{kind: resultAborted}
+	}
+	b, err := s.store.Claim(id, s.pol.claim, 0)
+	if errors.Is(err, buffer.ErrNoHooks) {
+		return result{kind: resultEmpty}
+	}
+	if err != nil {
+		s.log.Error("claim batch", "target_id", uint64(id), "error", err)
+		return result{kind: resultStoreError}
+	}
+	res := result{batchID: b.ID, next: b.NextAttempt}
+	if !drain && b.NextAttempt.After(s.clock.Now()) {
+		// A status older than our own record scheduled the target early;
+		// the store's record of the retry time wins.
+		res.kind = resultWaiting
+		return res
+	}
+
+	host := targetHost(b.Target)
+	attempt := b.Attempts + 1
+	start := s.clock.Now()
+	status, err := s.send(ctx, b)
+	end := s.clock.Now()
+	d := end.Sub(start)
+	if err != nil && ctx.Err() != nil {
+		// Shutdown, not the receiver: the attempt is not counted and the
+		// batch stays in flight for Drain or the next start.
+		s.log.Info("delivery attempt cut short by shutdown", "batch_id", b.ID, "target", host, "attempt", attempt)
+		res.kind = resultAborted
+		return res
+	}
+	out := classify(status, err)
+	detail := describe(status, err, s.timeout)
+	attrs := []slog.Attr{
+		slog.String("batch_id", b.ID),
+		slog.String("target", host),
+		slog.Int("attempt", attempt),
+		slog.Int("hooks", len(b.Hooks)),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.String("outcome", out.String()),
+	}
+	level := slog.LevelInfo
+	if out != outcomeDelivered {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.String("error", detail))
+	}
+	s.log.LogAttrs(context.Background(), level, "delivery attempt", attrs...)
+	if s.onAttempt != nil {
+		s.onAttempt(out.String(), status, d, len(b.Hooks))
+	}
+
+	f := buffer.Failure{At: end, Status: status, Error: detail}
+	switch out {
+	case outcomeDelivered:
+		st, err := s.store.Ack(id, b.ID)
+		if err != nil {
+			s.log.Error("acknowledge batch", "batch_id", b.ID, "target", host,
+				"error", fmt.Errorf("send batch %s: %w", b.ID, err))
+			res.kind = resultStoreError
+			return res
+		}
+		if s.onDelivered != nil {
+			s.onDelivered(len(b.Hooks))
+		}
+		return result{kind: resultFinished, status: st}
+	case outcomeRetryable:
+		wait, ok := retryDelay(attempt, s.pol)
+		if !ok {
+			return s.giveUp(id, b, host, attempt, ReasonRetriesExhausted, f)
+		}
+		f.Next = end.Add(wait)
+		if err := s.store.RecordAttempt(id, b.ID, f); err != nil {
+			s.log.Error("record attempt", "batch_id", b.ID, "target", host,
+				"error", fmt.Errorf("send batch %s: %w", b.ID, err))
+			res.kind = resultStoreError
+			return res
+		}
+		res.kind, res.next = resultWaiting, f.Next
+		return res
+	default:
+		reason := ReasonStatus
+		if errors.Is(err, errInvalidRequest) {
+			reason = ReasonInvalid
+		}
+		return s.giveUp(id, b, host, attempt, reason, f)
+	}
+}
+
+// giveUp dead-letters or discards the batch, as configured.
+func (s *Sender) giveUp(id buffer.TargetID, b *buffer.Batch, host string, attempts int, reason string, f buffer.Failure) result {
+	var (
+		st     buffer.TargetStatus
+		err    error
+		action = GiveUpDeadLetter
+	)
+	if s.discard {
+		action = GiveUpDiscard
+		st, err = s.store.Discard(id, b.ID)
+	} else {
+		st, err = s.store.GiveUp(id, b.ID, reason, f)
+	}
+	if err != nil {
+		s.log.Error("give up batch", "batch_id", b.ID, "target", host, "action", action,
+			"error", fmt.Errorf("send batch %s: %w", b.ID, err))
+		return result{kind: resultStoreError, batchID: b.ID, next: b.NextAttempt}
+	}
+	s.log.Warn("batch given up", "batch_id", b.ID, "target", host, "action", action,
+		"reason", reason, "detail", f.Error, "attempts", attempts, "hooks", len(b.Hooks))
+	if s.onGivenUp != nil {
+		s.onGivenUp(reason, len(b.Hooks))
+	}
+	return result{kind: resultFinished, status: st}
+}
+
+// send makes one attempt and returns the response status.
+func (s *Sender) send(ctx context.Context, b *buffer.Batch) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := s.newRequest(ctx, b)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// newRequest builds the request of a batch. With batching on, it is one
+// POST whose body is the JSON array of the hook bodies; without, it is
+// the hook as the app sent it (method, end-to-end headers, body). Either
+// way it carries the batch id as Idempotency-Key, which also lets
+// net/http resend it by itself when a kept-alive connection turns out to
+// be dead.
+func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch) (*http.Request, error) {
+	u, err := url.Parse(b.Target)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("target is not an http or https URL: %w", errInvalidRequest)
+	}
+	if len(b.Hooks) == 0 {
+		return nil, fmt.Errorf("batch holds no hooks: %w", errInvalidRequest)
+	}
+	var req *http.Request
+	// A batch claimed under a batching configuration may hold several
+	// hooks after a restart without one: it is still sent whole.
+	if s.pol.batching() || len(b.Hooks) > 1 {
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, b.Target, bytes.NewReader(buildBatch(b.Hooks)))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidRequest, err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", s.userAgent)
+		req.Header.Set("X-Hookproxy-Batch-Size", strconv.Itoa(len(b.Hooks)))
+	} else {
+		h := &b.Hooks[0]
+		method := h.Method
+		if method == "" {
+			method = http.MethodPost
+		}
+		req, err = http.NewRequestWithContext(ctx, method, b.Target, bytes.NewReader(h.Body))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidRequest, err)
+		}
+		if h.Header != nil {
+			req.Header = h.Header.Clone()
+		}
+		if req.Header.Get("User-Agent") == "" {
+			req.Header.Set("User-Agent", s.userAgent)
+		}
+	}
+	req.Header.Set("Idempotency-Key", b.ID)
+	req.Header.Set("X-Hookproxy-Batch-Id", b.ID)
+	return req, nil
+}
+
+// buildBatch returns the JSON array of the hook bodies in arrival order.
+// The bodies are JSON already and are copied byte for byte, not
+// re-encoded. So that one bad hook cannot make the whole batch unreadable,
+// an empty body becomes null and a body that is not valid JSON becomes a
+// JSON string.
+func buildBatch(hooks []buffer.Hook) []byte {
+	n := 2 + len(hooks)
+	for i := range hooks {
+		n += len(hooks[i].Body)
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i := range hooks {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		body := hooks[i].Body
+		switch {
+		case len(bytes.TrimSpace(body)) == 0:
+			out = append(out, "null"...)
+		case json.Valid(body):
+			out = append(out, body...)
+		default:
+			q, _ := json.Marshal(string(body)) // a string always encodes
+			out = append(out, q...)
+		}
+	}
+	return append(out, ']')
+}
+
+// targetHost is the part of a target URL that may appear in logs: never
+// its path, query or credentials.
+func targetHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "invalid"
+	}
+	return u.Host
+}
+
+// describe is a readable cause of a failed attempt, for logs and the
+// dead-letter store. Network errors lose the *url.Error wrapper, which
+// would repeat the full target URL (path and query included).
+func describe(status int, err error, timeout time.Duration) string {
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "no response within " + timeout.String()
+		}
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			return ue.Err.Error()
+		}
+		return err.Error()
+	}
+	if text := http.StatusText(status); text != "" {
+		return fmt.Sprintf("HTTP %d %s", status, text)
+	}
+	return "HTTP " + strconv.Itoa(status)
+}

@@ -1,0 +1,193 @@
+package sender
+
+import (
+	"container/heap"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// target is the scheduler's view of one target: small, since idle targets
+// by the hundred thousand wait in the heap. Every field is guarded by
+// Sender.mu.
+type target struct {
+	id      buffer.TargetID
+	version uint64 // highest status version applied
+	gen     uint64 // statuses applied so far
+	state   schedState
+	// flight is the id of the batch in flight ("" when none). Only this
+	// sender claims and ends batches, so its own record wins over a
+	// status that says otherwise (such a status predates the claim).
+	flight string
+	due    time.Time
+	index  int  // position in the heap; -1 when not scheduled
+	busy   bool // a worker is sending its batch
+	held   bool // set aside by Drain after a failed attempt
+}
+
+// applyLocked merges a status into the schedule and reports whether the
+// loop must wake. Statuses older than what is known are ignored. Called
+// with s.mu held.
+func (s *Sender) applyLocked(st buffer.TargetStatus) bool {
+	t := s.targets[st.ID]
+	if t == nil {
+		if st.Pending <= 0 && st.InFlight == nil {
+			return false
+		}
+		t = &target{id: st.ID, index: -1}
+		s.targets[st.ID] = t
+	} else if st.Version <= t.version {
+		return false
+	}
+	t.version = st.Version
+	t.gen++
+	t.state.Pending = st.Pending
+	t.state.Oldest = st.Oldest
+	if f := st.InFlight; f != nil {
+		if t.flight != f.ID {
+			t.flight, t.state.NextAttempt = f.ID, f.NextAttempt
+		} else if f.NextAttempt.After(t.state.NextAttempt) {
+			t.state.NextAttempt = f.NextAttempt
+		}
+	}
+	return s.rescheduleLocked(t)
+}
+
+// rescheduleLocked puts t at its due time in the heap, or forgets it when
+// nothing is pending, and reports whether the loop must wake because t is
+// now the earliest and earlier than the loop's timer. Called with s.mu
+// held.
+func (s *Sender) rescheduleLocked(t *target) bool {
+	if t.busy || t.held {
+		return false // settled when the worker (or Drain) is done with it
+	}
+	now := s.clock.Now()
+	st := t.state
+	st.InFlight = t.flight != ""
+	due, ok := dueTime(st, s.pol, now)
+	if !ok {
+		if t.index >= 0 {
+			heap.Remove(&s.queue, t.index)
+		}
+		delete(s.targets, t.id)
+		return false
+	}
+	if t.index < 0 {
+		t.due = due
+		heap.Push(&s.queue, t)
+	} else {
+		// A target already due keeps its place (and its overdue time)
+		// when new hooks arrive.
+		if !t.due.After(now) && !due.After(now) && t.due.Before(due) {
+			due = t.due
+		}
+		t.due = due
+		heap.Fix(&s.queue, t.index)
+	}
+	return t.index == 0 && (s.armed.IsZero() || t.due.Before(s.armed))
+}
+
+// resultKind says how a worker's turn at a target ended.
+type resultKind int
+
+const (
+	// resultFinished: the batch was acknowledged, dead-lettered or
+	// discarded; status is the target's new status.
+	resultFinished resultKind = iota
+	// resultWaiting: the batch stays in flight until next (a retry was
+	// recorded, or the claimed batch was not due yet).
+	resultWaiting
+	// resultEmpty: the store had nothing pending.
+	resultEmpty
+	// resultAborted: the attempt was cut short by shutdown and not
+	// counted.
+	resultAborted
+	// resultStoreError: the store failed; the target is held back for a
+	// retry interval.
+	resultStoreError
+)
+
+// result is what a worker reports back to the scheduler.
+type result struct {
+	kind    resultKind
+	status  buffer.TargetStatus // resultFinished
+	batchID string              // the batch in flight, when known
+	next    time.Time           // its next attempt
+}
+
+// settleLocked applies a worker's result to t, which the worker just
+// released, and schedules t again. gen is t.gen when the worker started.
+// Called with s.mu held.
+func (s *Sender) settleLocked(t *target, r result, gen uint64, drain bool) {
+	switch r.kind {
+	case resultFinished:
+		t.flight = ""
+		t.state.NextAttempt, t.state.NotBefore = time.Time{}, time.Time{}
+		if r.status.Version > t.version {
+			t.version = r.status.Version
+			t.state.Pending, t.state.Oldest = r.status.Pending, r.status.Oldest
+		}
+	case resultWaiting:
+		t.flight, t.state.NextAttempt = r.batchID, r.next
+		t.state.NotBefore = time.Time{}
+	case resultEmpty:
+		t.flight = ""
+		if t.gen == gen {
+			// No status arrived since the claim: the store's answer is
+			// the newest word. Otherwise trust the newer status; at
+			// worst the next claim finds nothing again.
+			t.state.Pending = 0
+		}
+	case resultAborted, resultStoreError:
+		if r.batchID != "" {
+			t.flight, t.state.NextAttempt = r.batchID, r.next
+		}
+		if r.kind == resultStoreError {
+			t.state.NotBefore = s.clock.Now().Add(s.pol.interval)
+		}
+	}
+	if drain && r.kind != resultFinished && r.kind != resultEmpty {
+		// One failed attempt per target and drain: hammering a failing
+		// receiver until the deadline helps nobody.
+		t.held = true
+		return
+	}
+	s.rescheduleLocked(t)
+}
+
+// dueHeap orders targets by due time (then id, for a stable order).
+type dueHeap []*target
+
+func (h dueHeap) Len() int { return len(h) }
+
+func (h dueHeap) Less(i, j int) bool {
+	if !h[i].due.Equal(h[j].due) {
+		return h[i].due.Before(h[j].due)
+	}
+	return h[i].id < h[j].id
+}
+
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+
+func (h *dueHeap) Push(x any) {
+	t := x.(*target)
+	t.index = len(*h)
+	*h = append(*h, t)
+}
+
+func (h *dueHeap) Pop() any {
+	old := *h
+	n := len(old)
+	t := old[n-1]
+	old[n-1] = nil
+	t.index = -1
+	*h = old[:n-1]
+	return t
+}
+
+// popTarget removes and returns the earliest target.
+func (h *dueHeap) popTarget() *target { return heap.Pop(h).(*target) }

@@ -1,0 +1,525 @@
+// Package sender delivers the hooks kept in the buffer to their receivers.
+//
+// It decides when a target's batch is due (by size, by time, both, or
+// each hook alone), claims the batch from the store, sends it, classifies
+// the outcome, schedules retries and gives up to the dead-letter store.
+//
+// One scheduler serves every target: a min-heap of due times and a single
+// timer for the earliest, so idle targets cost a small heap entry and no
+// goroutine or timer. At most Options.Concurrency batches are sent at
+// once, never two of the same target, and a slow receiver holds only its
+// own target back.
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// Store is what the sender needs of the durable buffer; *buffer.Store
+// implements it.
+type Store interface {
+	// Targets returns the status of every target with pending hooks or a
+	// batch in flight.
+	Targets() ([]buffer.TargetStatus, error)
+	// Claim returns the target's in-flight batch (same id, same hooks)
+	// when there is one, and otherwise claims up to maxHooks hooks from
+	// the head of its FIFO. It returns buffer.ErrNoHooks when nothing is
+	// pending.
+	Claim(id buffer.TargetID, maxHooks int, maxBytes int64) (*buffer.Batch, error)
+	// RecordAttempt records a failed attempt of the in-flight batch and
+	// when the next one is due.
+	RecordAttempt(id buffer.TargetID, batchID string, f buffer.Failure) error
+	// Ack removes the delivered batch.
+	Ack(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
+	// Discard removes the batch without keeping it.
+	Discard(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
+	// GiveUp moves the batch to the dead-letter store.
+	GiveUp(id buffer.TargetID, batchID, reason string, f buffer.Failure) (buffer.TargetStatus, error)
+}
+
+// Values of Options.OnGiveUp.
+const (
+	// GiveUpDeadLetter keeps a given-up batch in the dead-letter store.
+	GiveUpDeadLetter = "dead-letter"
+	// GiveUpDiscard drops a given-up batch, with a warning in the log.
+	GiveUpDiscard = "discard"
+)
+
+// Reasons passed to Store.GiveUp and Options.OnGiveUp.
+const (
+	// ReasonRetriesExhausted: every allowed attempt failed with a
+	// retryable error (network error, timeout, 408, 429, 5xx).
+	ReasonRetriesExhausted = "retries-exhausted"
+	// ReasonStatus: the receiver answered a status that no retry can fix
+	// (3xx, since redirects are not followed, or a 4xx other than 408/429).
+	ReasonStatus = "status"
+	// ReasonInvalid: the batch cannot be sent at all (the target is not an
+	// http or https URL).
+	ReasonInvalid = "invalid-request"
+)
+
+// Outcomes passed to Options.OnAttempt.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeRetryable = "retryable"
+	OutcomePermanent = "permanent"
+)
+
+// Options configures a Sender. Only Store is required; the zero value of
+// every other field is the documented default.
+type Options struct {
+	// Store is the durable buffer the sender claims batches from.
+	Store Store
+
+	// BatchSize sends a target's batch as soon as it holds BatchSize
+	// hooks; a batch never holds more. Zero: no size trigger.
+	BatchSize int
+	// BatchTime: the first hook for an idle target opens a window; when
+	// it ends, what is there is sent. Zero: no time trigger. With neither
+	// BatchSize nor BatchTime each hook is forwarded alone, with its own
+	// method, headers and body.
+	BatchTime time.Duration
+	// BatchMaxWait bounds, in size-only mode, how long a remainder below
+	// BatchSize waits (from the arrival of its oldest hook). Zero: 1m.
+	BatchMaxWait time.Duration
+	// MaxBatchHooks caps a batch in time-only mode. Zero: 1000.
+	MaxBatchHooks int
+
+	// Retries is how many times a failed batch is tried again after its
+	// first attempt. Zero: no retry.
+	Retries int
+	// RetryInterval is the wait between attempts. Zero: 5s.
+	RetryInterval time.Duration
+	// OnGiveUp is what happens to a batch that is given up on:
+	// GiveUpDeadLetter (the default, also for "") or GiveUpDiscard.
+	OnGiveUp string
+
+	// SendTimeout bounds one attempt, response included. Zero: 15s.
+	SendTimeout time.Duration
+	// Concurrency is how many targets are sent to at once. Zero: 16.
+	Concurrency int
+	// Client sends the requests. Nil: a client of the sender's own that
+	// never uses the process's proxy settings (they point at hookproxy
+	// itself), pools connections, verifies TLS and does not follow
+	// redirects (a 3xx is a permanent failure). A client given here
+	// should not follow redirects either.
+	Client *http.Client
+	// UserAgent is sent with every batch, and with a single hook that has
+	// none of its own. Empty: "hookproxy".
+	UserAgent string
+
+	// Logger receives one line per delivery attempt and one per give-up.
+	// Nil: nothing is logged.
+	Logger *slog.Logger
+	// Clock is the time source of the scheduler. Nil: the real clock.
+	Clock Clock
+
+	// OnAttempt, when set, is called after every delivery attempt with
+	// its outcome (OutcomeDelivered, OutcomeRetryable, OutcomePermanent),
+	// the HTTP status (0 for a network error), how long it took and how
+	// many hooks the batch held. Attempts cut short by shutdown are not
+	// reported. It is called from the sending goroutines and must be quick.
+	OnAttempt func(outcome string, status int, d time.Duration, batchSize int)
+	// OnDelivered, when set, is called for every acknowledged batch.
+	OnDelivered func(batchSize int)
+	// OnGivenUp, when set, is called for every batch given up on (dead-
+	// lettered or discarded, as OnGiveUp says) with the reason. (The name
+	// OnGiveUp is taken by the setting.)
+	OnGivenUp func(reason string, batchSize int)
+}
+
+// Defaults of Options.
+const (
+	DefaultBatchMaxWait  = time.Minute
+	DefaultMaxBatchHooks = 1000
+	DefaultRetryInterval = 5 * time.Second
+	DefaultSendTimeout   = 15 * time.Second
+	DefaultConcurrency   = 16
+	DefaultUserAgent     = "hookproxy"
+)
+
+// ErrBusy is returned by Run when the sender is already running or
+// draining.
+var ErrBusy = errors.New("sender already running or draining")
+
+// ErrUndelivered is returned by Drain when hooks are left on disk because
+// their receivers failed during the drain.
+var ErrUndelivered = errors.New("hooks left undelivered")
+
+// Sender schedules and sends batches. Create it with New, feed it with
+// Notify, and run it with Run; on shutdown call Drain after Run returned.
+type Sender struct {
+	store     Store
+	pol       policy
+	discard   bool
+	timeout   time.Duration
+	workers   int
+	client    *http.Client
+	ownClient bool
+	userAgent string
+	log       *slog.Logger
+	clock     Clock
+
+	onAttempt   func(string, int, time.Duration, int)
+	onDelivered func(int)
+	onGivenUp   func(string, int)
+
+	// gate is held by Run or Drain, so they never send at the same time.
+	gate chan struct{}
+	// wake tells the running loop that the schedule changed.
+	wake chan struct{}
+
+	mu      sync.Mutex
+	targets map[buffer.TargetID]*target
+	queue   dueHeap
+	busy    int       // batches being sent
+	armed   time.Time // deadline of the loop's timer (zero: none)
+	epoch   uint64    // counts wake-ups asked for (tests settle on it)
+
+	// onIdle, when set (by tests), is called each time the Run loop is
+	// about to wait.
+	onIdle func(loopState)
+}
+
+// loopState is what the Run loop reports to tests before it waits.
+type loopState struct {
+	now   time.Time // the time of the iteration
+	epoch uint64    // wake-ups seen
+	busy  int       // batches being sent
+	queue int       // targets scheduled
+	next  time.Time // the timer's deadline (zero: none)
+}
+
+// New validates opts and returns a Sender; it starts nothing.
+func New(opts Options) (*Sender, error) {
+	var errs []error
+	bad := func(name string, v any) {
+		errs = append(errs, fmt.Errorf("%s is negative: %v", name, v))
+	}
+	if opts.Store == nil {
+		errs = append(errs, errors.New("Store is nil"))
+	}
+	if opts.BatchSize < 0 {
+		bad("BatchSize", opts.BatchSize)
+	}
+	if opts.BatchTime < 0 {
+		bad("BatchTime", opts.BatchTime)
+	}
+	if opts.BatchMaxWait < 0 {
+		bad("BatchMaxWait", opts.BatchMaxWait)
+	}
+	if opts.MaxBatchHooks < 0 {
+		bad("MaxBatchHooks", opts.MaxBatchHooks)
+	}
+	if opts.Retries < 0 {
+		bad("Retries", opts.Retries)
+	}
+	if opts.RetryInterval < 0 {
+		bad("RetryInterval", opts.RetryInterval)
+	}
+	if opts.SendTimeout < 0 {
+		bad("SendTimeout", opts.SendTimeout)
+	}
+	if opts.Concurrency < 0 {
+		bad("Concurrency", opts.Concurrency)
+	}
+	switch opts.OnGiveUp {
+	case "", GiveUpDeadLetter, GiveUpDiscard:
+	default:
+		errs = append(errs, fmt.Errorf("OnGiveUp is %q, want %q or %q", opts.OnGiveUp, GiveUpDeadLetter, GiveUpDiscard))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("new sender: %w", err)
+	}
+
+	p := policy{
+		size:     opts.BatchSize,
+		window:   opts.BatchTime,
+		maxWait:  orDefault(opts.BatchMaxWait, DefaultBatchMaxWait),
+		retries:  opts.Retries,
+		interval: orDefault(opts.RetryInterval, DefaultRetryInterval),
+	}
+	switch {
+	case p.size > 0:
+		p.claim = p.size
+	case p.window > 0:
+		p.claim = orDefault(opts.MaxBatchHooks, DefaultMaxBatchHooks)
+	default:
+		p.claim = 1
+	}
+	s := &Sender{
+		store:       opts.Store,
+		pol:         p,
+		discard:     opts.OnGiveUp == GiveUpDiscard,
+		timeout:     orDefault(opts.SendTimeout, DefaultSendTimeout),
+		workers:     orDefault(opts.Concurrency, DefaultConcurrency),
+		client:      opts.Client,
+		userAgent:   orDefault(opts.UserAgent, DefaultUserAgent),
+		log:         opts.Logger,
+		clock:       opts.Clock,
+		onAttempt:   opts.OnAttempt,
+		onDelivered: opts.OnDelivered,
+		onGivenUp:   opts.OnGivenUp,
+		gate:        make(chan struct{}, 1),
+		wake:        make(chan struct{}, 1),
+		targets:     make(map[buffer.TargetID]*target),
+	}
+	if s.client == nil {
+		s.client = newClient(s.workers)
+		s.ownClient = true
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.clock == nil {
+		s.clock = realClock{}
+	}
+	return s, nil
+}
+
+// orDefault returns v, or def when v is the zero value.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// newClient builds the sender's own HTTP client.
+func newClient(workers int) *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		// Never the process's proxy settings: in the sidecar they point at
+		// hookproxy itself, and deliveries would loop back into it.
+		Proxy:       nil,
+		DialContext: dialer.DialContext,
+		// A custom DialContext turns HTTP/2 off unless asked for.
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4 * workers,
+		MaxIdleConnsPerHost:   workers, // many targets often share one receiver host
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// Notify tells the sender about a target's new status; the store calls it
+// after every commit of captured hooks. It never blocks on I/O: it
+// updates the schedule under a short lock and wakes the loop when the
+// earliest due time moved. Statuses may arrive out of order: the one with
+// the highest Version wins. It may be called before Run.
+func (s *Sender) Notify(st buffer.TargetStatus) {
+	s.mu.Lock()
+	woke := s.applyLocked(st)
+	if woke {
+		s.epoch++
+	}
+	s.mu.Unlock()
+	if woke {
+		s.signal()
+	}
+}
+
+// signal wakes the loop; a wake-up already pending covers this one.
+func (s *Sender) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// OldestDue reports how long the most overdue batch has been waiting past
+// its due time without being sent, as of now; zero when nothing is
+// overdue. It grows when every worker is stuck or the loop is not
+// running, which makes it a stall signal for a readiness check.
+func (s *Sender) OldestDue(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return 0
+	}
+	return max(now.Sub(s.queue[0].due), 0)
+}
+
+// Run loads every target's status from the store, then sends each batch
+// when it is due, until ctx is done. An in-flight batch found at start is
+// sent again with the same id, at its recorded next attempt, and its
+// attempts keep counting. When ctx is done Run stops scheduling, cuts the
+// attempts in progress short (they are not counted: the batch stays in
+// flight, for Drain or the next start) and returns nil once every send
+// has finished. It returns ErrBusy when Run or Drain is already active.
+func (s *Sender) Run(ctx context.Context) error {
+	select {
+	case s.gate <- struct{}{}:
+	default:
+		return fmt.Errorf("run sender: %w", ErrBusy)
+	}
+	defer func() { <-s.gate }()
+	if err := s.load(); err != nil {
+		return fmt.Errorf("run sender: %w", err)
+	}
+	if s.ownClient {
+		defer s.client.CloseIdleConnections()
+	}
+
+	sendCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		s.mu.Lock()
+		s.armed = time.Time{}
+		s.mu.Unlock()
+	}()
+
+	timer := s.clock.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		now := s.clock.Now()
+		epoch := s.epoch
+		for s.busy < s.workers && len(s.queue) > 0 && !s.queue[0].due.After(now) {
+			s.startLocked(sendCtx, &wg, s.queue.popTarget(), false)
+		}
+		var next time.Time
+		if s.busy < s.workers && len(s.queue) > 0 {
+			next = s.queue[0].due
+		}
+		s.armed = next
+		st := loopState{now: now, epoch: epoch, busy: s.busy, queue: len(s.queue), next: next}
+		s.mu.Unlock()
+
+		if next.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(next.Sub(now))
+			if !s.clock.Now().Before(next) {
+				continue // time moved past the deadline while the timer was armed
+			}
+		}
+		if s.onIdle != nil {
+			s.onIdle(st)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-timer.C():
+		}
+	}
+}
+
+// Drain sends every pending batch now, ignoring batching windows and
+// retry waits: one batch in flight per target, at most Concurrency at
+// once, batch after batch until nothing is pending or ctx is done. A
+// target whose receiver fails during the drain gets no second attempt in
+// it; its hooks stay on disk for the next start. Drain first waits (within
+// ctx) for Run to return, so call it after cancelling Run's context. It
+// returns nil when nothing is left pending, an error wrapping
+// ErrUndelivered when failing receivers left hooks behind, and ctx's
+// error when the deadline came first.
+func (s *Sender) Drain(ctx context.Context) error {
+	select {
+	case s.gate <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("drain sender: wait for run: %w", ctx.Err())
+	}
+	defer func() { <-s.gate }()
+	if s.ownClient {
+		defer s.client.CloseIdleConnections()
+	}
+	if err := s.load(); err != nil {
+		return fmt.Errorf("drain sender: %w", err)
+	}
+
+	var (
+		wg   sync.WaitGroup
+		held []*target
+	)
+	defer func() {
+		wg.Wait()
+		// Failed targets go back into the schedule for a later Run.
+		s.mu.Lock()
+		for _, t := range held {
+			t.held = false
+			s.rescheduleLocked(t)
+		}
+		s.mu.Unlock()
+	}()
+	for {
+		s.mu.Lock()
+		for s.busy < s.workers && len(s.queue) > 0 {
+			s.startLocked(ctx, &wg, s.queue.popTarget(), true)
+		}
+		done := s.busy == 0 && len(s.queue) == 0
+		if done {
+			for _, t := range s.targets {
+				if t.held {
+					held = append(held, t)
+				}
+			}
+		}
+		s.mu.Unlock()
+		if done {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain sender: %w", ctx.Err())
+		case <-s.wake:
+		}
+	}
+	if len(held) > 0 {
+		return fmt.Errorf("drain sender: %d targets: %w", len(held), ErrUndelivered)
+	}
+	return nil
+}
+
+// load merges the store's view of every target into the schedule.
+func (s *Sender) load() error {
+	sts, err := s.store.Targets()
+	if err != nil {
+		return fmt.Errorf("load targets: %w", err)
+	}
+	s.mu.Lock()
+	for _, st := range sts {
+		s.applyLocked(st)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// startLocked marks t busy and sends its batch in a goroutine that wg
+// tracks. Called with s.mu held.
+func (s *Sender) startLocked(ctx context.Context, wg *sync.WaitGroup, t *target, drain bool) {
+	t.busy = true
+	s.busy++
+	gen := t.gen
+	wg.Go(func() {
+		res := s.deliver(ctx, t.id, drain)
+		s.mu.Lock()
+		s.busy--
+		t.busy = false
+		s.settleLocked(t, res, gen, drain)
+		s.epoch++
+		s.mu.Unlock()
+		s.signal()
+	})
+}
