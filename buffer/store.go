@@ -58,6 +58,10 @@ type Store struct {
 	closeMu sync.RWMutex
 	closed  bool
 
+	// recMu serialises the read-modify-write of target records (finish
+	// and SetGone), so neither writes back a stale head or gone mark.
+	recMu sync.Mutex
+
 	mu           sync.Mutex
 	targets      map[TargetID]*target
 	byURL        map[string]*target
@@ -874,6 +878,8 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatu
 		return TargetStatus{}, err
 	}
 	defer s.closeMu.RUnlock()
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
 	s.mu.Lock()
 	t, fr, err := s.inflight(id, batchID)
 	if err != nil {
@@ -991,3 +997,39 @@ func (b badgerLogger) Infof(f string, a ...any) {
 func (b badgerLogger) Debugf(string, ...any) {} // per-write chatter
 
 func trim(s string) string { return string(bytes.TrimSpace([]byte(s))) }
+
+// SetGone sets or clears the target's gone mark (a receiver answered 410
+// Gone; an operator clears it). It is durable before SetGone returns.
+func (s *Store) SetGone(id TargetID, gone bool) (TargetStatus, error) {
+	if err := s.enter(); err != nil {
+		return TargetStatus{}, err
+	}
+	defer s.closeMu.RUnlock()
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.targets[id]
+	if t == nil {
+		return TargetStatus{}, fmt.Errorf("target %d: %w", id, ErrNotFound)
+	}
+	if t.gone == gone {
+		return t.status(), nil
+	}
+	rec, _ := json.Marshal(targetRecord{URL: t.url, Head: t.head, Gone: gone})
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(targetKey(id), rec) }); err != nil {
+		return TargetStatus{}, fmt.Errorf("mark target %d gone=%t: %w", id, gone, err)
+	}
+	t.gone = gone
+	t.version++
+	return t.status(), nil
+}
+
+// DiskUsage returns the bytes Badger's files take on disk: the LSM tree
+// and the value log.
+func (s *Store) DiskUsage() (lsm, vlog int64) {
+	if s.opts.InMemory {
+		return 0, 0
+	}
+	return s.db.Size()
+}

@@ -495,3 +495,39 @@ func TestNotifyAfterCommit(t *testing.T) {
 		t.Fatalf("notifications = %+v", got)
 	}
 }
+
+func TestGoneMarkSurvivesRestartAndAck(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "http://gone.test/"
+	put(t, s, url, `{"n":0}`)
+	put(t, s, url, `{"n":1}`)
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.SetGone(id, true); err != nil || !st.Gone {
+		t.Fatalf("SetGone = %+v, %v", st, err)
+	}
+	if _, err := s.Ack(id, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	st := statusOf(t, s, url)
+	if !st.Gone || st.Pending != 1 {
+		t.Fatalf("after restart = %+v, want gone with 1 pending", st)
+	}
+	if st, err = s.SetGone(id, false); err != nil || st.Gone {
+		t.Fatalf("clear = %+v, %v", st, err)
+	}
+	if _, err := s.SetGone(999, true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown target: err = %v, want ErrNotFound", err)
+	}
+}
