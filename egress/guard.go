@@ -1,0 +1,201 @@
+// Package egress keeps webhook delivery away from the operator's own
+// networks (SSRF protection).
+//
+// Hook targets are URLs supplied by subscribers and are untrusted: a
+// target naming, or resolving to, 127.0.0.1, a private network or a cloud
+// metadata endpoint would make hookproxy a way into them. A Guard refuses
+// such destinations. It checks the IP address actually being dialled,
+// after DNS resolution, from inside net.Dialer (see Guard.Dialer), so a
+// name that resolves to a public address when looked at and to a private
+// one when connected to (DNS rebinding) cannot slip through.
+//
+// The package is used only by the delivery client; pass-through traffic
+// does not go through it.
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// ErrBlocked is matched (errors.Is) by every error that refuses a
+// destination; the error itself is a *BlockedError. A delivery that fails
+// with it will fail the same way on every retry.
+var ErrBlocked = errors.New("destination address not allowed")
+
+// BlockedError is a refused destination address and why it was refused.
+type BlockedError struct {
+	// Addr is the address as dialled (an IPv4-mapped or zoned form is
+	// kept as it was).
+	Addr netip.Addr
+	// Class is what Classify said of Addr; never Public.
+	Class Class
+}
+
+// Error says which address was refused, its class and which setting
+// would let it through.
+func (e *BlockedError) Error() string {
+	hint := "allow with HOOKPROXY_ALLOW_PRIVATE_TARGETS=true or HOOKPROXY_ALLOW_CIDRS"
+	if !e.Class.internal() {
+		hint = "allow only by listing it in HOOKPROXY_ALLOW_CIDRS"
+	}
+	return fmt.Sprintf("blocked: %s is %s (%s)", e.Addr, e.Class, hint)
+}
+
+// Is makes errors.Is(err, ErrBlocked) true.
+func (e *BlockedError) Is(target error) bool { return target == ErrBlocked }
+
+// Guard decides which destination addresses delivery may connect to.
+//
+// The zero value lets through Public addresses only. A nil *Guard
+// behaves as the zero value. A Guard must not be changed while it is in
+// use; Dialer takes a copy.
+type Guard struct {
+	// AllowPrivate lets through the operator's own networks: Loopback,
+	// Private, CGNAT and LinkLocal. It does not open Metadata,
+	// Unspecified, Multicast, Reserved or Invalid addresses.
+	AllowPrivate bool
+	// Allow lists prefixes that are let through whatever their class,
+	// metadata addresses included: a prefix that contains
+	// 169.254.169.254 (169.254.0.0/16, say) opens it. An IPv4-mapped
+	// address (::ffff:a.b.c.d) also matches an IPv4 prefix. Build it with
+	// ParseCIDRs.
+	Allow []netip.Prefix
+}
+
+// Check returns nil when delivery may connect to ip, and otherwise a
+// *BlockedError (errors.Is(err, ErrBlocked) is true). It is a pure
+// function of g and ip.
+func (g *Guard) Check(ip netip.Addr) error {
+	c := Classify(ip)
+	if c == Public {
+		return nil
+	}
+	if g != nil {
+		if g.allowed(ip) {
+			return nil
+		}
+		if g.AllowPrivate && c.internal() {
+			return nil
+		}
+	}
+	return &BlockedError{Addr: ip, Class: c}
+}
+
+func (g *Guard) allowed(ip netip.Addr) bool {
+	if len(g.Allow) == 0 || !ip.IsValid() {
+		return false
+	}
+	// netip.Prefix.Contains is false for any zoned address.
+	ip = ip.WithZone("")
+	unmapped := ip.Unmap()
+	for _, p := range g.Allow {
+		if p.Contains(ip) || p.Contains(unmapped) {
+			return true
+		}
+	}
+	return false
+}
+
+// Control checks the address a net.Dialer is about to connect to; it has
+// the signature of net.Dialer.Control. address is "ip:port" as the dialer
+// passes it, after name resolution; anything else (a Unix socket path, a
+// host name) is refused with an error that is not ErrBlocked, since it
+// means the guard is wired up wrongly. The socket has been created but
+// not connected when Control runs, so a refused address is never sent a
+// packet.
+func (g *Guard) Control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("check %s destination %q: %w", network, address, err)
+	}
+	return g.Check(ap.Addr())
+}
+
+// Dialer returns a copy of base (a zero net.Dialer when base is nil) whose
+// every connection is first checked by g, for use as
+// http.Transport.DialContext = g.Dialer(base).DialContext. A refused dial
+// fails with an error wrapping a *BlockedError, which http.Client passes
+// on, so errors.Is(err, ErrBlocked) holds for the request's error.
+//
+// base's own Control or ControlContext still runs, after g's check and
+// only for addresses g lets through. base is not modified. The check is
+// on the address dialled: a Transport with a Proxy would have it check the
+// proxy's address, not the target's.
+func (g *Guard) Dialer(base *net.Dialer) *net.Dialer {
+	var d net.Dialer
+	if base != nil {
+		d = *base
+	}
+	guard := &Guard{}
+	if g != nil {
+		guard = &Guard{AllowPrivate: g.AllowPrivate, Allow: slices.Clone(g.Allow)}
+	}
+	nextCtx, next := d.ControlContext, d.Control
+	// net.Dialer ignores Control when ControlContext is set, so the check
+	// goes in ControlContext and the base's hooks are called from it.
+	d.Control = nil
+	d.ControlContext = func(ctx context.Context, network, address string, c syscall.RawConn) error {
+		if err := guard.Control(network, address, c); err != nil {
+			return err
+		}
+		switch {
+		case nextCtx != nil:
+			return nextCtx(ctx, network, address, c)
+		case next != nil:
+			return next(network, address, c)
+		}
+		return nil
+	}
+	return &d
+}
+
+// ParseCIDRs parses the allow list as an operator writes it
+// (HOOKPROXY_ALLOW_CIDRS): CIDR prefixes such as "10.0.0.0/8" or
+// "fd00::/8", and single addresses such as "192.0.2.7", which stand for
+// themselves alone. Spaces around an entry are ignored, and so are empty
+// entries. A prefix with bits set beyond its length ("10.0.0.1/8") is an
+// error rather than silently widened, and so is a zoned address. The
+// error names the first bad entry.
+func ParseCIDRs(entries []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, e := range entries {
+		s := strings.TrimSpace(e)
+		if s == "" {
+			continue
+		}
+		p, err := parseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("parse allowed CIDR %q: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func parseCIDR(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if m := p.Masked(); m != p {
+			return netip.Prefix{}, fmt.Errorf("address has bits set beyond /%d (the prefix is %s)", p.Bits(), m)
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New("not an IP address or CIDR prefix")
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("zoned addresses cannot be allowed")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
