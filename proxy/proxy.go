@@ -115,7 +115,7 @@ type Options struct {
 	Logger *slog.Logger
 	// OnCapture, when set, is called after each successful Put with the
 	// hook (its ID set) and the capture latency, from the request's
-	// arrival to the hook being durable. It must not block or keep h.
+	// arrival to the hook being durable. It must not block or modify h.
 	OnCapture func(h *buffer.Hook, d time.Duration)
 	// OnPassThrough, when set, is called for each request the proxy
 	// forwards unchanged, CONNECT requests included, before it is sent
