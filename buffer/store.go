@@ -857,8 +857,10 @@ func (s *Store) Discard(id TargetID, batchID string) (TargetStatus, error) {
 }
 
 // GiveUp moves the in-flight batch, with its hooks, to the dead-letter
-// store with a reason and the last failure, and returns the target's new
-// status.
+// store with a reason and the final failure, and returns the target's new
+// status. f is the final attempt, which must not also have been recorded
+// with RecordAttempt; f.At zero means the batch is given up without a
+// final attempt (a target marked gone, say).
 func (s *Store) GiveUp(id TargetID, batchID, reason string, f Failure) (TargetStatus, error) {
 	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f})
 }
@@ -908,8 +910,8 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatu
 			first = dead.failure.At
 		}
 		attempts := fr.Attempts
-		if !dead.failure.At.IsZero() && !dead.failure.At.Equal(fr.LastAttempt) {
-			attempts++ // the final attempt was not recorded separately
+		if !dead.failure.At.IsZero() {
+			attempts++ // the final attempt, which GiveUp records itself
 		}
 		dl := DeadLetter{
 			ID: fr.ID, TargetID: id, Target: t.url, Hooks: hooks,

@@ -99,8 +99,8 @@ type DeadLetter struct {
 	TargetID TargetID
 	Target   string
 	Hooks    []Hook
-	// Reason is a short machine-readable cause: "status", "retries",
-	// "network", "gone", "blocked", ...
+	// Reason is a short machine-readable cause: "retries-exhausted",
+	// "status", "gone", "blocked", "invalid-request".
 	Reason string
 	// Detail is a readable explanation (the last status or error).
 	Detail       string

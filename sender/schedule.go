@@ -7,22 +7,78 @@ import (
 	"hookproxy/buffer"
 )
 
-// target is the scheduler's view of one target: small, since idle targets
-// by the hundred thousand wait in the heap. Every field is guarded by
-// Sender.mu.
+// target is the scheduler's view of one target. It is small, since idle
+// targets by the hundred thousand wait in the heap. Every field is guarded
+// by Sender.mu.
 type target struct {
 	id      buffer.TargetID
 	version uint64 // highest status version applied
-	gen     uint64 // statuses applied so far
-	state   schedState
+	pending int    // hooks not yet acknowledged, in-flight ones included
+	oldest  time.Time
+	due     time.Time
+	index   int  // position in the heap; -1 when not scheduled
+	busy    bool // a worker is sending its batch
+	held    bool // set aside by Drain after a failed attempt
+	// extra is set only while a batch is in flight or the target is held
+	// back, so that the many targets that only wait do not pay for it.
+	extra *targetExtra
+}
+
+type targetExtra struct {
 	// flight is the id of the batch in flight ("" when none). Only this
 	// sender claims and ends batches, so its own record wins over a
 	// status that says otherwise (such a status predates the claim).
-	flight string
-	due    time.Time
-	index  int  // position in the heap; -1 when not scheduled
-	busy   bool // a worker is sending its batch
-	held   bool // set aside by Drain after a failed attempt
+	flight    string
+	next      time.Time // the batch's next attempt
+	notBefore time.Time // held back until then after a store error
+}
+
+// schedState is the input of the due policy.
+func (t *target) schedState() schedState {
+	st := schedState{Pending: t.pending, Oldest: t.oldest}
+	if x := t.extra; x != nil {
+		st.InFlight, st.NextAttempt, st.NotBefore = x.flight != "", x.next, x.notBefore
+	}
+	return st
+}
+
+func (t *target) flight() string {
+	if t.extra == nil {
+		return ""
+	}
+	return t.extra.flight
+}
+
+// setFlight records the batch in flight and its next attempt.
+func (t *target) setFlight(id string, next time.Time) {
+	if t.extra == nil {
+		t.extra = &targetExtra{}
+	}
+	t.extra.flight, t.extra.next = id, next
+}
+
+// setNotBefore holds the target back until then (zero: not held back).
+func (t *target) setNotBefore(until time.Time) {
+	if t.extra == nil {
+		if until.IsZero() {
+			return
+		}
+		t.extra = &targetExtra{}
+	}
+	t.extra.notBefore = until
+	if *t.extra == (targetExtra{}) {
+		t.extra = nil
+	}
+}
+
+// clearFlight forgets the batch in flight (it was ended).
+func (t *target) clearFlight() {
+	if t.extra != nil {
+		t.extra.flight, t.extra.next = "", time.Time{}
+		if *t.extra == (targetExtra{}) {
+			t.extra = nil
+		}
+	}
 }
 
 // applyLocked merges a status into the schedule and reports whether the
@@ -40,14 +96,12 @@ func (s *Sender) applyLocked(st buffer.TargetStatus) bool {
 		return false
 	}
 	t.version = st.Version
-	t.gen++
-	t.state.Pending = st.Pending
-	t.state.Oldest = st.Oldest
+	t.pending, t.oldest = st.Pending, st.Oldest
 	if f := st.InFlight; f != nil {
-		if t.flight != f.ID {
-			t.flight, t.state.NextAttempt = f.ID, f.NextAttempt
-		} else if f.NextAttempt.After(t.state.NextAttempt) {
-			t.state.NextAttempt = f.NextAttempt
+		if t.flight() != f.ID {
+			t.setFlight(f.ID, f.NextAttempt)
+		} else if f.NextAttempt.After(t.extra.next) {
+			t.extra.next = f.NextAttempt
 		}
 	}
 	return s.rescheduleLocked(t)
@@ -62,9 +116,7 @@ func (s *Sender) rescheduleLocked(t *target) bool {
 		return false // settled when the worker (or Drain) is done with it
 	}
 	now := s.clock.Now()
-	st := t.state
-	st.InFlight = t.flight != ""
-	due, ok := dueTime(st, s.pol, now)
+	due, ok := dueTime(t.schedState(), s.pol, now)
 	if !ok {
 		if t.index >= 0 {
 			heap.Remove(&s.queue, t.index)
@@ -116,40 +168,41 @@ type result struct {
 }
 
 // settleLocked applies a worker's result to t, which the worker just
-// released, and schedules t again. gen is t.gen when the worker started.
-// Called with s.mu held.
-func (s *Sender) settleLocked(t *target, r result, gen uint64, drain bool) {
+// released, and schedules t again. version is t.version when the worker
+// started. Called with s.mu held.
+func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 	switch r.kind {
 	case resultFinished:
-		t.flight = ""
-		t.state.NextAttempt, t.state.NotBefore = time.Time{}, time.Time{}
+		t.clearFlight()
+		t.setNotBefore(time.Time{})
 		if r.status.Version > t.version {
 			t.version = r.status.Version
-			t.state.Pending, t.state.Oldest = r.status.Pending, r.status.Oldest
+			t.pending, t.oldest = r.status.Pending, r.status.Oldest
 		}
 	case resultWaiting:
-		t.flight, t.state.NextAttempt = r.batchID, r.next
-		t.state.NotBefore = time.Time{}
+		t.setFlight(r.batchID, r.next)
+		t.setNotBefore(time.Time{})
 	case resultEmpty:
-		t.flight = ""
-		if t.gen == gen {
+		t.clearFlight()
+		if t.version == version {
 			// No status arrived since the claim: the store's answer is
 			// the newest word. Otherwise trust the newer status; at
 			// worst the next claim finds nothing again.
-			t.state.Pending = 0
+			t.pending = 0
 		}
 	case resultAborted, resultStoreError:
 		if r.batchID != "" {
-			t.flight, t.state.NextAttempt = r.batchID, r.next
+			t.setFlight(r.batchID, r.next)
 		}
 		if r.kind == resultStoreError {
-			t.state.NotBefore = s.clock.Now().Add(s.pol.interval)
+			t.setNotBefore(s.clock.Now().Add(s.pol.interval))
 		}
 	}
 	if drain && r.kind != resultFinished && r.kind != resultEmpty {
 		// One failed attempt per target and drain: hammering a failing
 		// receiver until the deadline helps nobody.
 		t.held = true
+		s.held = append(s.held, t)
 		return
 	}
 	s.rescheduleLocked(t)

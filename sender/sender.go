@@ -67,10 +67,15 @@ const (
 	ReasonInvalid = "invalid-request"
 )
 
-// Outcomes passed to Options.OnAttempt.
+// Outcomes passed to Options.OnAttempt. An attempt that fails with a
+// retryable error is "retryable" also when it was the last one allowed.
 const (
+	// OutcomeDelivered: the receiver answered 2xx.
 	OutcomeDelivered = "delivered"
+	// OutcomeRetryable: a network error, a timeout, 408, 429 or 5xx.
 	OutcomeRetryable = "retryable"
+	// OutcomePermanent: any other status, or a request that cannot be
+	// built.
 	OutcomePermanent = "permanent"
 )
 
@@ -183,6 +188,7 @@ type Sender struct {
 	queue   dueHeap
 	busy    int       // batches being sent
 	armed   time.Time // deadline of the loop's timer (zero: none)
+	held    []*target // set aside by the running Drain
 	epoch   uint64    // counts wake-ups asked for (tests settle on it)
 
 	// onIdle, when set (by tests), is called each time the Run loop is
@@ -449,18 +455,16 @@ func (s *Sender) Drain(ctx context.Context) error {
 		return fmt.Errorf("drain sender: %w", err)
 	}
 
-	var (
-		wg   sync.WaitGroup
-		held []*target
-	)
+	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
-		// Failed targets go back into the schedule for a later Run.
+		// Targets set aside go back into the schedule for a later Run.
 		s.mu.Lock()
-		for _, t := range held {
+		for _, t := range s.held {
 			t.held = false
 			s.rescheduleLocked(t)
 		}
+		s.held = nil
 		s.mu.Unlock()
 	}()
 	for {
@@ -469,16 +473,13 @@ func (s *Sender) Drain(ctx context.Context) error {
 			s.startLocked(ctx, &wg, s.queue.popTarget(), true)
 		}
 		done := s.busy == 0 && len(s.queue) == 0
-		if done {
-			for _, t := range s.targets {
-				if t.held {
-					held = append(held, t)
-				}
-			}
-		}
+		held := len(s.held)
 		s.mu.Unlock()
+		if done && held > 0 {
+			return fmt.Errorf("drain sender: %d targets: %w", held, ErrUndelivered)
+		}
 		if done {
-			break
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -486,10 +487,6 @@ func (s *Sender) Drain(ctx context.Context) error {
 		case <-s.wake:
 		}
 	}
-	if len(held) > 0 {
-		return fmt.Errorf("drain sender: %d targets: %w", len(held), ErrUndelivered)
-	}
-	return nil
 }
 
 // load merges the store's view of every target into the schedule.
@@ -511,13 +508,13 @@ func (s *Sender) load() error {
 func (s *Sender) startLocked(ctx context.Context, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
-	gen := t.gen
+	version := t.version
 	wg.Go(func() {
 		res := s.deliver(ctx, t.id, drain)
 		s.mu.Lock()
 		s.busy--
 		t.busy = false
-		s.settleLocked(t, res, gen, drain)
+		s.settleLocked(t, res, version, drain)
 		s.epoch++
 		s.mu.Unlock()
 		s.signal()

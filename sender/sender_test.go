@@ -1,0 +1,811 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// checkBatchHeaders checks the headers every batch POST carries and
+// returns its batch id.
+func checkBatchHeaders(t *testing.T, r received, size string) string {
+	t.Helper()
+	if r.method != http.MethodPost {
+		t.Errorf("method = %s, want POST", r.method)
+	}
+	for name, want := range map[string]string{
+		"Content-Type":           "application/json",
+		"User-Agent":             "hookproxy",
+		"X-Hookproxy-Batch-Size": size,
+	} {
+		if got := r.header.Get(name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	id := r.header.Get("Idempotency-Key")
+	if id == "" || r.header.Get("X-Hookproxy-Batch-Id") != id {
+		t.Errorf("Idempotency-Key = %q, X-Hookproxy-Batch-Id = %q: want the same batch id", id, r.header.Get("X-Hookproxy-Batch-Id"))
+	}
+	return id
+}
+
+func TestSizeBatches(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 3, BatchMaxWait: time.Minute}).start()
+
+	for _, b := range bodies(1, 7) {
+		h.put(rc.URL+"/hooks", b, jsonHeader())
+	}
+	state := h.settle()
+	got := rc.got()
+	if len(got) != 2 {
+		t.Fatalf("got %d POSTs before BatchMaxWait, want 2", len(got))
+	}
+	if want := t0.Add(time.Minute); !state.next.Equal(want) {
+		t.Errorf("remainder due at %v, want %v", state.next, want)
+	}
+	if h.advance(time.Minute - time.Millisecond) {
+		t.Error("timer fired before BatchMaxWait")
+	}
+	if len(rc.got()) != 2 {
+		t.Fatal("remainder sent before BatchMaxWait")
+	}
+	if !h.advance(time.Millisecond) {
+		t.Fatal("no timer fired at BatchMaxWait")
+	}
+
+	got = rc.got()
+	if len(got) != 3 {
+		t.Fatalf("got %d POSTs, want 3", len(got))
+	}
+	ids := map[string]bool{}
+	for i, want := range []struct {
+		body, size string
+	}{
+		{array(bodies(1, 3)), "3"},
+		{array(bodies(4, 6)), "3"},
+		{array(bodies(7, 7)), "1"},
+	} {
+		if got[i].body != want.body {
+			t.Errorf("POST %d body = %s, want %s", i+1, got[i].body, want.body)
+		}
+		if got[i].path != "/hooks" {
+			t.Errorf("POST %d path = %s, want /hooks", i+1, got[i].path)
+		}
+		ids[checkBatchHeaders(t, got[i], want.size)] = true
+	}
+	if len(ids) != 3 {
+		t.Errorf("batch ids %v: want 3 different", ids)
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks still pending", n)
+	}
+}
+
+func TestTimeBatches(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchTime: 10 * time.Second}).start()
+
+	h.put(rc.URL, `{"n":1}`, jsonHeader())
+	if state := h.settle(); !state.next.Equal(t0.Add(10 * time.Second)) {
+		t.Errorf("window ends at %v, want %v", state.next, t0.Add(10*time.Second))
+	}
+	h.advance(4 * time.Second)
+	h.put(rc.URL, `{"n":2}`, jsonHeader())
+	// The second hook does not move the window its target opened.
+	if state := h.settle(); !state.next.Equal(t0.Add(10 * time.Second)) {
+		t.Errorf("window ends at %v, want %v", state.next, t0.Add(10*time.Second))
+	}
+	if h.advance(6*time.Second - time.Millisecond) {
+		t.Error("timer fired before the window ended")
+	}
+	if n := len(rc.got()); n != 0 {
+		t.Fatalf("got %d POSTs before the window ended, want 0", n)
+	}
+	if !h.advance(time.Millisecond) {
+		t.Fatal("no timer fired when the window ended")
+	}
+	got := rc.got()
+	if len(got) != 1 || got[0].body != array(bodies(1, 2)) {
+		t.Fatalf("got %+v, want one POST of %s", got, array(bodies(1, 2)))
+	}
+	checkBatchHeaders(t, got[0], "2")
+
+	// The next hook opens a new window.
+	h.put(rc.URL, `{"n":3}`, jsonHeader())
+	if state := h.settle(); !state.next.Equal(t0.Add(20 * time.Second)) {
+		t.Errorf("new window ends at %v, want %v", state.next, t0.Add(20*time.Second))
+	}
+	h.advance(10 * time.Second)
+	if got := rc.got(); len(got) != 2 || got[1].body != `[{"n":3}]` {
+		t.Fatalf("got %+v, want a second POST of [{\"n\":3}]", got)
+	}
+}
+
+func TestMixedBatches(t *testing.T) {
+	clk := newFakeClock(t0)
+	full := newReceiver(t, nil)
+	slow := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 3, BatchTime: 10 * time.Second}).start()
+
+	// slow never fills up: its window ends it. full fills up at once.
+	h.put(slow.URL, `{"n":1}`, jsonHeader())
+	h.put(slow.URL, `{"n":2}`, jsonHeader())
+	for _, b := range bodies(1, 4) {
+		h.put(full.URL, b, jsonHeader())
+	}
+	h.settle()
+	if got := full.got(); len(got) != 1 || got[0].body != array(bodies(1, 3)) {
+		t.Fatalf("full target got %+v, want one POST of %s before the window ended", got, array(bodies(1, 3)))
+	}
+	if n := len(slow.got()); n != 0 {
+		t.Fatalf("slow target got %d POSTs before its window ended", n)
+	}
+	h.advance(10 * time.Second)
+	if got := slow.got(); len(got) != 1 || got[0].body != array(bodies(1, 2)) {
+		t.Fatalf("slow target got %+v, want one POST of %s", got, array(bodies(1, 2)))
+	}
+	if got := full.got(); len(got) != 2 || got[1].body != `[{"n":4}]` {
+		t.Fatalf("full target got %+v, want its remainder after the window", got)
+	}
+}
+
+func TestNoBatching(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{}).start()
+
+	target := rc.URL + "/hook/7?token=abc"
+	hooks := []buffer.Hook{
+		{Method: http.MethodPost, Body: []byte(`{"hook":1}`),
+			Header: http.Header{"Content-Type": {"application/json"}, "User-Agent": {"python-requests/2.31.0"}, "X-Custom": {"one"}}},
+		{Method: http.MethodPut, Body: []byte(`not json`), Header: http.Header{"Content-Type": {"text/plain"}}},
+		{Method: http.MethodPost, Body: []byte(`{"hook":3}`)},
+	}
+	for i := range hooks {
+		hooks[i].Target = target
+		if err := st.Put(context.Background(), &hooks[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.settle()
+	got := rc.got()
+	if len(got) != len(hooks) {
+		t.Fatalf("got %d requests, want %d", len(got), len(hooks))
+	}
+	ids := map[string]bool{}
+	for i, want := range []struct {
+		method, body, ua string
+		header           map[string]string
+	}{
+		{"POST", `{"hook":1}`, "python-requests/2.31.0", map[string]string{"Content-Type": "application/json", "X-Custom": "one"}},
+		{"PUT", `not json`, "hookproxy", map[string]string{"Content-Type": "text/plain"}},
+		{"POST", `{"hook":3}`, "hookproxy", map[string]string{"Content-Type": ""}},
+	} {
+		r := got[i]
+		if r.method != want.method || r.body != want.body || r.path != "/hook/7?token=abc" {
+			t.Errorf("request %d = %s %s %q, want %s /hook/7?token=abc %q", i+1, r.method, r.path, r.body, want.method, want.body)
+		}
+		if ua := r.header.Get("User-Agent"); ua != want.ua {
+			t.Errorf("request %d User-Agent = %q, want %q", i+1, ua, want.ua)
+		}
+		for k, v := range want.header {
+			if got := r.header.Get(k); got != v {
+				t.Errorf("request %d %s = %q, want %q", i+1, k, got, v)
+			}
+		}
+		id := r.header.Get("Idempotency-Key")
+		if id == "" || r.header.Get("X-Hookproxy-Batch-Id") != id {
+			t.Errorf("request %d: Idempotency-Key %q, X-Hookproxy-Batch-Id %q", i+1, id, r.header.Get("X-Hookproxy-Batch-Id"))
+		}
+		if r.header.Get("X-Hookproxy-Batch-Size") != "" {
+			t.Errorf("request %d carries X-Hookproxy-Batch-Size", i+1)
+		}
+		ids[id] = true
+	}
+	if len(ids) != len(hooks) {
+		t.Errorf("ids %v: want one per hook", ids)
+	}
+}
+
+// observed records what OnAttempt and OnGivenUp report.
+type observed struct {
+	mu       sync.Mutex
+	outcomes []string
+	gaveUp   []string
+}
+
+func (o *observed) options(opts Options) Options {
+	opts.OnAttempt = func(outcome string, _ int, _ time.Duration, _ int) {
+		o.mu.Lock()
+		o.outcomes = append(o.outcomes, outcome)
+		o.mu.Unlock()
+	}
+	opts.OnGivenUp = func(reason string, _ int) {
+		o.mu.Lock()
+		o.gaveUp = append(o.gaveUp, reason)
+		o.mu.Unlock()
+	}
+	return opts
+}
+
+func (o *observed) get() (outcomes, gaveUp []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.outcomes...), append([]string(nil), o.gaveUp...)
+}
+
+func TestRetries(t *testing.T) {
+	const interval = 5 * time.Second
+
+	// runFailing sends one hook to rc with Retries retries and walks the
+	// clock through every retry, checking none comes early.
+	runFailing := func(t *testing.T, rc *receiver, opts Options, attempts int) (*buffer.Store, *observed) {
+		t.Helper()
+		clk := newFakeClock(t0)
+		st := openStore(t, t.TempDir(), clk)
+		obs := &observed{}
+		opts.RetryInterval = interval
+		h := newHarness(t, clk, st, obs.options(opts)).start()
+		h.put(rc.URL, `{"n":1}`, jsonHeader())
+		h.settle()
+		for n := 2; n <= attempts; n++ {
+			if h.advance(interval - time.Millisecond) {
+				t.Fatalf("timer fired before RetryInterval passed (attempt %d)", n)
+			}
+			if got := len(rc.got()); got != n-1 {
+				t.Fatalf("%d attempts before RetryInterval passed, want %d", got, n-1)
+			}
+			if !h.advance(time.Millisecond) {
+				t.Fatalf("no timer fired for attempt %d", n)
+			}
+			if got := len(rc.got()); got != n {
+				t.Fatalf("%d attempts, want %d", got, n)
+			}
+		}
+		h.advance(time.Hour) // no further attempt
+		got := rc.got()
+		if len(got) != attempts {
+			t.Fatalf("%d attempts, want %d", len(got), attempts)
+		}
+		for _, r := range got {
+			if key := r.header.Get("Idempotency-Key"); key == "" || key != got[0].header.Get("Idempotency-Key") {
+				t.Errorf("Idempotency-Key %q, first attempt had %q", key, got[0].header.Get("Idempotency-Key"))
+			}
+		}
+		return st, obs
+	}
+
+	t.Run("recovers", func(t *testing.T) {
+		rc := newReceiver(t, failFirst(2, http.StatusInternalServerError))
+		st, obs := runFailing(t, rc, Options{BatchSize: 1, Retries: 3}, 3)
+		if n := pending(t, st); n != 0 {
+			t.Errorf("%d hooks pending after delivery", n)
+		}
+		if dls := deadLetters(t, st); len(dls) != 0 {
+			t.Errorf("dead letters %+v, want none", dls)
+		}
+		outcomes, _ := obs.get()
+		if want := []string{"retryable", "retryable", "delivered"}; strings.Join(outcomes, ",") != strings.Join(want, ",") {
+			t.Errorf("outcomes %v, want %v", outcomes, want)
+		}
+	})
+
+	t.Run("exhausted", func(t *testing.T) {
+		rc := newReceiver(t, failFirst(100, http.StatusServiceUnavailable))
+		st, obs := runFailing(t, rc, Options{BatchSize: 1, Retries: 2}, 3)
+		dls := deadLetters(t, st)
+		if len(dls) != 1 {
+			t.Fatalf("got %d dead letters, want 1", len(dls))
+		}
+		dl := dls[0]
+		if dl.ID != rc.got()[0].header.Get("Idempotency-Key") || dl.Reason != ReasonRetriesExhausted ||
+			dl.Detail != "HTTP 503 Service Unavailable" || dl.LastStatus != 503 || dl.Attempts != 3 ||
+			len(dl.Hooks) != 1 || string(dl.Hooks[0].Body) != `{"n":1}` {
+			t.Errorf("dead letter %+v", dl)
+		}
+		if n := pending(t, st); n != 0 {
+			t.Errorf("%d hooks pending after give-up", n)
+		}
+		if _, gaveUp := obs.get(); len(gaveUp) != 1 || gaveUp[0] != ReasonRetriesExhausted {
+			t.Errorf("OnGivenUp saw %v", gaveUp)
+		}
+	})
+
+	t.Run("discard", func(t *testing.T) {
+		rc := newReceiver(t, failFirst(100, http.StatusInternalServerError))
+		st, obs := runFailing(t, rc, Options{BatchSize: 1, Retries: 1, OnGiveUp: GiveUpDiscard}, 2)
+		if dls := deadLetters(t, st); len(dls) != 0 {
+			t.Errorf("dead letters %+v, want none with discard", dls)
+		}
+		if n := pending(t, st); n != 0 {
+			t.Errorf("%d hooks pending after discard", n)
+		}
+		if _, gaveUp := obs.get(); len(gaveUp) != 1 {
+			t.Errorf("OnGivenUp saw %v", gaveUp)
+		}
+	})
+
+	t.Run("network error", func(t *testing.T) {
+		rc := newReceiver(t, nil)
+		url := rc.URL + "/secret/path?token=hidden"
+		rc.Close() // connection refused from now on
+		clk := newFakeClock(t0)
+		st := openStore(t, t.TempDir(), clk)
+		h := newHarness(t, clk, st, Options{Retries: 0}).start()
+		h.put(url, `{"n":1}`, jsonHeader())
+		h.settle()
+		dls := deadLetters(t, st)
+		if len(dls) != 1 || dls[0].Reason != ReasonRetriesExhausted || dls[0].LastStatus != 0 || dls[0].Detail == "" {
+			t.Fatalf("dead letters %+v, want one given up after a network error", dls)
+		}
+		if strings.Contains(dls[0].Detail, "token") || strings.Contains(dls[0].Detail, "secret") {
+			t.Errorf("detail %q repeats the target's path or query", dls[0].Detail)
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		release := make(chan struct{})
+		rc := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		t.Cleanup(func() { close(release) })
+		clk := newFakeClock(t0)
+		st := openStore(t, t.TempDir(), clk)
+		h := newHarness(t, clk, st, Options{Retries: 0, SendTimeout: 50 * time.Millisecond}).start()
+		h.put(rc.URL, `{"n":1}`, jsonHeader())
+		h.settle()
+		dls := deadLetters(t, st)
+		if len(dls) != 1 || dls[0].Detail != "no response within 50ms" {
+			t.Fatalf("dead letters %+v, want one given up after a timeout", dls)
+		}
+	})
+}
+
+func TestPermanentFailures(t *testing.T) {
+	t.Run("404", func(t *testing.T) {
+		clk := newFakeClock(t0)
+		rc := newReceiver(t, failFirst(100, http.StatusNotFound))
+		st := openStore(t, t.TempDir(), clk)
+		h := newHarness(t, clk, st, Options{BatchSize: 2, Retries: 5}).start()
+		h.put(rc.URL, `{"n":1}`, jsonHeader())
+		h.put(rc.URL, `{"n":2}`, jsonHeader())
+		h.settle()
+		h.advance(time.Hour)
+		if n := len(rc.got()); n != 1 {
+			t.Fatalf("%d attempts, want 1: a 404 is not retried", n)
+		}
+		dls := deadLetters(t, st)
+		if len(dls) != 1 || dls[0].Reason != ReasonStatus || dls[0].Detail != "HTTP 404 Not Found" ||
+			dls[0].Attempts != 1 || len(dls[0].Hooks) != 2 {
+			t.Fatalf("dead letters %+v, want one with reason status after one attempt", dls)
+		}
+	})
+
+	t.Run("redirect", func(t *testing.T) {
+		clk := newFakeClock(t0)
+		elsewhere := newReceiver(t, nil)
+		rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, elsewhere.URL, http.StatusFound)
+		})
+		st := openStore(t, t.TempDir(), clk)
+		h := newHarness(t, clk, st, Options{BatchSize: 1, Retries: 5}).start()
+		h.put(rc.URL, `{"n":1}`, jsonHeader())
+		h.settle()
+		if n := len(elsewhere.got()); n != 0 {
+			t.Fatalf("the redirect was followed (%d requests)", n)
+		}
+		dls := deadLetters(t, st)
+		if len(dls) != 1 || dls[0].Reason != ReasonStatus || dls[0].Detail != "HTTP 302 Found" {
+			t.Fatalf("dead letters %+v, want one for the 302", dls)
+		}
+	})
+
+	t.Run("invalid target", func(t *testing.T) {
+		clk := newFakeClock(t0)
+		st := openStore(t, t.TempDir(), clk)
+		h := newHarness(t, clk, st, Options{Retries: 5}).start()
+		h.put("ftp://example.invalid/x", `{"n":1}`, jsonHeader())
+		h.settle()
+		dls := deadLetters(t, st)
+		if len(dls) != 1 || dls[0].Reason != ReasonInvalid {
+			t.Fatalf("dead letters %+v, want one with reason %s", dls, ReasonInvalid)
+		}
+	})
+}
+
+func TestSlowTargetDoesNotDelayOthers(t *testing.T) {
+	clk := newFakeClock(t0)
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	slow := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	fast := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{}).start()
+
+	h.put(slow.URL, `{"n":1}`, jsonHeader())
+	select {
+	case <-entered:
+	case <-time.After(guard):
+		t.Fatal("slow receiver got nothing")
+	}
+	for _, b := range bodies(1, 3) {
+		h.put(fast.URL, b, jsonHeader())
+	}
+	for i := range 3 {
+		if r := waitArrival(t, fast); r.body != bodies(i+1, i+1)[0] {
+			t.Errorf("fast target got %s, want %s", r.body, bodies(i+1, i+1)[0])
+		}
+	}
+	select {
+	case <-entered:
+		t.Fatal("slow target got a second request while its first was in flight")
+	default:
+	}
+	free()
+	h.settle()
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending", n)
+	}
+}
+
+func TestRestartResendsSameBatch(t *testing.T) {
+	t.Run("claimed, never sent", func(t *testing.T) {
+		clk := newFakeClock(t0)
+		rc := newReceiver(t, nil)
+		dir := t.TempDir()
+		st := openStore(t, dir, clk)
+		putHook(t, st, rc.URL, `{"n":1}`, jsonHeader())
+		putHook(t, st, rc.URL, `{"n":2}`, jsonHeader())
+		targets, err := st.Targets()
+		if err != nil || len(targets) != 1 {
+			t.Fatalf("Targets = %v, %v", targets, err)
+		}
+		b, err := st.Claim(targets[0].ID, 10, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		putHook(t, st, rc.URL, `{"n":3}`, jsonHeader()) // after the claim: not in the batch
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		st = openStore(t, dir, clk)
+		// Size and window far away: only the batch in flight is due.
+		h := newHarness(t, clk, st, Options{BatchSize: 10, BatchMaxWait: time.Hour}).start()
+		h.settle()
+		got := rc.got()
+		if len(got) != 1 {
+			t.Fatalf("got %d POSTs after restart, want 1", len(got))
+		}
+		if id := checkBatchHeaders(t, got[0], "2"); id != b.ID {
+			t.Errorf("batch id %s after restart, want %s", id, b.ID)
+		}
+		if got[0].body != array(bodies(1, 2)) {
+			t.Errorf("body %s, want %s", got[0].body, array(bodies(1, 2)))
+		}
+		if n := pending(t, st); n != 1 {
+			t.Errorf("%d hooks pending, want the one captured after the claim", n)
+		}
+	})
+
+	t.Run("attempts continue", func(t *testing.T) {
+		clk := newFakeClock(t0)
+		rc := newReceiver(t, failFirst(100, http.StatusInternalServerError))
+		dir := t.TempDir()
+		opts := Options{Retries: 1, RetryInterval: 5 * time.Second}
+		st := openStore(t, dir, clk)
+		h := newHarness(t, clk, st, opts).start()
+		h.put(rc.URL, `{"n":1}`, jsonHeader())
+		h.settle()
+		h.stop()
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		clk.Advance(time.Second)
+		st = openStore(t, dir, clk)
+		h = newHarness(t, clk, st, opts).start()
+		if state := h.settle(); !state.next.Equal(t0.Add(5 * time.Second)) {
+			t.Errorf("after restart the retry is due at %v, want %v", state.next, t0.Add(5*time.Second))
+		}
+		if n := len(rc.got()); n != 1 {
+			t.Fatalf("%d attempts before the recorded next attempt, want 1", n)
+		}
+		h.advance(4 * time.Second)
+		got := rc.got()
+		if len(got) != 2 || got[1].header.Get("Idempotency-Key") != got[0].header.Get("Idempotency-Key") {
+			t.Fatalf("got %d attempts; want 2 with the same Idempotency-Key", len(got))
+		}
+		dls := deadLetters(t, st)
+		if len(dls) != 1 || dls[0].Attempts != 2 || dls[0].Reason != ReasonRetriesExhausted {
+			t.Fatalf("dead letters %+v, want one after 2 attempts (1 + 1 retry)", dls)
+		}
+	})
+}
+
+func TestDrain(t *testing.T) {
+	clk := newFakeClock(t0)
+	a := newReceiver(t, nil)
+	b := newReceiver(t, nil)
+	c := newReceiver(t, failFirst(1, http.StatusInternalServerError))
+	d := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 10, BatchMaxWait: time.Hour, Retries: 3}).start()
+
+	// Partial batches, their wait far from over.
+	for _, body := range bodies(1, 3) {
+		h.put(a.URL, body, jsonHeader())
+	}
+	for _, body := range bodies(1, 2) {
+		h.put(b.URL, body, jsonHeader())
+	}
+	// A full batch that failed and waits for its retry.
+	for _, body := range bodies(1, 10) {
+		h.put(c.URL, body, jsonHeader())
+	}
+	h.settle()
+	if n := len(a.got()) + len(b.got()); n != 0 {
+		t.Fatalf("%d partial batches sent before the drain", n)
+	}
+	if n := len(c.got()); n != 1 {
+		t.Fatalf("%d attempts to c before the drain, want 1", n)
+	}
+	h.stop()
+	// Hooks that arrive while Run is stopped are drained too, batch by
+	// batch.
+	for _, body := range bodies(1, 25) {
+		h.put(d.URL, body, jsonHeader())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	if err := h.snd.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		rc     *receiver
+		bodies []string
+	}{
+		{"a", a, []string{array(bodies(1, 3))}},
+		{"b", b, []string{array(bodies(1, 2))}},
+		{"c", c, []string{array(bodies(1, 10)), array(bodies(1, 10))}},
+		{"d", d, []string{array(bodies(1, 10)), array(bodies(11, 20)), array(bodies(21, 25))}},
+	} {
+		got := tc.rc.got()
+		if len(got) != len(tc.bodies) {
+			t.Errorf("%s got %d POSTs, want %d", tc.name, len(got), len(tc.bodies))
+			continue
+		}
+		for i := range got {
+			if got[i].body != tc.bodies[i] {
+				t.Errorf("%s POST %d = %s, want %s", tc.name, i+1, got[i].body, tc.bodies[i])
+			}
+		}
+	}
+	if got := c.got(); got[0].header.Get("Idempotency-Key") != got[1].header.Get("Idempotency-Key") {
+		t.Error("the drained retry has a new batch id")
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending after Drain", n)
+	}
+}
+
+func TestDrainLeavesFailuresOnDisk(t *testing.T) {
+	clk := newFakeClock(t0)
+	bad := newReceiver(t, failFirst(100, http.StatusBadGateway))
+	good := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 2, Retries: 10})
+	for _, body := range bodies(1, 3) {
+		h.put(bad.URL, body, jsonHeader())
+		h.put(good.URL, body, jsonHeader())
+	}
+	// Drain without a Run before it: it loads the targets itself.
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	err := h.snd.Drain(ctx)
+	if !errors.Is(err, ErrUndelivered) {
+		t.Fatalf("Drain = %v, want ErrUndelivered", err)
+	}
+	if n := len(bad.got()); n != 1 {
+		t.Errorf("%d attempts to the failing receiver, want 1 per drain", n)
+	}
+	if n := len(good.got()); n != 2 {
+		t.Errorf("%d POSTs to the good receiver, want 2", n)
+	}
+	if n := pending(t, st); n != 3 {
+		t.Errorf("%d hooks pending, want the failing target's 3 left on disk", n)
+	}
+	// The failed target is back in the schedule, at its retry time.
+	if d := h.snd.OldestDue(clk.Now().Add(DefaultRetryInterval + time.Second)); d != time.Second {
+		t.Errorf("OldestDue = %v, want 1s past the retry", d)
+	}
+}
+
+func TestRunAndDrainExclusive(t *testing.T) {
+	clk := newFakeClock(t0)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{}).start()
+	h.settle()
+	if err := h.snd.Run(context.Background()); !errors.Is(err, ErrBusy) {
+		t.Errorf("second Run = %v, want ErrBusy", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h.snd.Drain(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Drain during Run = %v, want it to wait for Run until its context ends", err)
+	}
+}
+
+// stubStore is a Store that records claims and has nothing to give.
+type stubStore struct{ claims atomic.Int64 }
+
+func (s *stubStore) Targets() ([]buffer.TargetStatus, error) { return nil, nil }
+func (s *stubStore) Claim(buffer.TargetID, int, int64) (*buffer.Batch, error) {
+	s.claims.Add(1)
+	return nil, buffer.ErrNoHooks
+}
+func (s *stubStore) RecordAttempt(buffer.TargetID, string, buffer.Failure) error { return nil }
+func (s *stubStore) Ack(buffer.TargetID, string) (buffer.TargetStatus, error) {
+	return buffer.TargetStatus{}, nil
+}
+func (s *stubStore) Discard(buffer.TargetID, string) (buffer.TargetStatus, error) {
+	return buffer.TargetStatus{}, nil
+}
+func (s *stubStore) GiveUp(buffer.TargetID, string, string, buffer.Failure) (buffer.TargetStatus, error) {
+	return buffer.TargetStatus{}, nil
+}
+
+func TestSchedulerScale(t *testing.T) {
+	const n = 100_000
+	clk := newFakeClock(t0)
+	stub := &stubStore{}
+	h := newHarness(t, clk, nil, Options{Store: stub, BatchTime: time.Hour}).start()
+	h.settle()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+
+	start := time.Now()
+	for i := range n {
+		h.snd.Notify(buffer.TargetStatus{
+			ID: buffer.TargetID(i + 1), URL: "http://receiver.example/t" + strconv.Itoa(i),
+			Pending: 1, Oldest: t0, Version: 1,
+		})
+	}
+	elapsed := time.Since(start)
+	state := h.settle()
+
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	t.Logf("%d notifications in %v; heap grew %d bytes (%d per target)",
+		n, elapsed, int64(after.HeapAlloc)-int64(before.HeapAlloc), (int64(after.HeapAlloc)-int64(before.HeapAlloc))/n)
+	h.snd.mu.Lock()
+	scheduled := len(h.snd.queue)
+	h.snd.mu.Unlock()
+	if scheduled != n {
+		t.Errorf("%d targets scheduled, want %d", scheduled, n)
+	}
+	if !state.next.Equal(t0.Add(time.Hour)) {
+		t.Errorf("timer armed for %v, want %v", state.next, t0.Add(time.Hour))
+	}
+	if g := runtime.NumGoroutine(); g > goroutines {
+		t.Errorf("goroutines grew from %d to %d", goroutines, g)
+	}
+	if c := stub.claims.Load(); c != 0 {
+		t.Errorf("%d claims while nothing is due", c)
+	}
+	if d := h.snd.OldestDue(t0.Add(time.Hour - time.Second)); d != 0 {
+		t.Errorf("OldestDue before the due time = %v, want 0", d)
+	}
+	if d := h.snd.OldestDue(t0.Add(time.Hour + time.Minute)); d != time.Minute {
+		t.Errorf("OldestDue = %v, want 1m", d)
+	}
+	runtime.KeepAlive(h)
+}
+
+func TestDrainCancelledKeepsTargetsScheduled(t *testing.T) {
+	clk := newFakeClock(t0)
+	entered := make(chan struct{}, 1)
+	rc := newReceiver(t, func(n int, _ http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			entered <- struct{}{}
+			<-r.Context().Done()
+		}
+	})
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Retries: 3})
+	h.put(rc.URL, `{"n":1}`, jsonHeader())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	drained := make(chan error, 1)
+	go func() { drained <- h.snd.Drain(ctx) }()
+	select {
+	case <-entered:
+	case <-time.After(guard):
+		t.Fatal("Drain sent nothing")
+	}
+	cancel()
+	select {
+	case err := <-drained:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Drain = %v, want context.Canceled", err)
+		}
+	case <-time.After(guard):
+		t.Fatal("Drain did not return after its context ended")
+	}
+	targets, err := st.Targets()
+	if err != nil || len(targets) != 1 || targets[0].InFlight == nil || targets[0].InFlight.Attempts != 0 {
+		t.Fatalf("Targets = %+v, %v: want the batch in flight with the cut attempt not counted", targets, err)
+	}
+
+	// The next Run picks the batch up at once.
+	h.start()
+	h.settle()
+	got := rc.got()
+	if len(got) != 2 || got[1].header.Get("Idempotency-Key") != got[0].header.Get("Idempotency-Key") {
+		t.Fatalf("got %d requests, want the same batch sent again by Run", len(got))
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending", n)
+	}
+}
+
+func TestStaleStatusKeepsRetryInterval(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, failFirst(1, http.StatusInternalServerError))
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Retries: 3}).start()
+	h.put(rc.URL, `{"n":1}`, jsonHeader())
+	h.settle()
+	targets, err := st.Targets()
+	if err != nil || len(targets) != 1 {
+		t.Fatalf("Targets = %v, %v", targets, err)
+	}
+	// A status that claims the batch may go at once (it cannot, from
+	// the store; this stands for any status the sender misreads).
+	h.snd.Notify(buffer.TargetStatus{
+		ID: targets[0].ID, Pending: 1, Oldest: t0, Version: targets[0].Version + 1000,
+		InFlight: &buffer.Batch{ID: "stale"},
+	})
+	if state := h.settle(); !state.next.Equal(t0.Add(DefaultRetryInterval)) {
+		t.Errorf("retry due at %v, want %v", state.next, t0.Add(DefaultRetryInterval))
+	}
+	if n := len(rc.got()); n != 1 {
+		t.Fatalf("%d attempts before RetryInterval passed, want 1", n)
+	}
+	h.advance(DefaultRetryInterval)
+	if n := len(rc.got()); n != 2 {
+		t.Fatalf("%d attempts, want 2", n)
+	}
+}
