@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+var crashCycles = flag.Int("crash.cycles", 20, "SIGKILL/restart cycles of TestCrashLosesNoAcknowledgedHook (raise for a soak)")
+
+// TestCrashLosesNoAcknowledgedHook runs the binary under a steady stream
+// of hooks from concurrent clients, kills it with SIGKILL at random
+// moments, restarts it on the same data dir each time, and checks that
+// every hook that got a 202 reached the receiver.
+func TestCrashLosesNoAcknowledgedHook(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary; run without -short")
+	}
+	rc := newReceiver(t, nil)
+	dir := t.TempDir()
+	port := freePort(t)
+	settings := map[string]string{
+		"DATA_DIR": dir, "LISTEN": "127.0.0.1:" + port,
+		"BATCH_SIZE": "10", "BATCH_TIME": "20ms", "RETRY_INTERVAL": "50ms", "RETRIES": "1000",
+		"LOG_LEVEL": "info",
+	}
+	proxyURL, _ := url.Parse("http://127.0.0.1:" + port)
+	target := rc.srv.URL + "/crash"
+
+	var (
+		mu      sync.Mutex
+		acked   = map[string]bool{}
+		ackCh   = make(chan struct{}, 1) // a new ack happened
+		up      = make(chan struct{})    // closed while a process is up
+		stop    = make(chan struct{})
+		clients sync.WaitGroup
+	)
+	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	for c := range 4 {
+		clients.Go(func() {
+			client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}, Timeout: waitLimit}
+			for i := 0; ; i++ {
+				mu.Lock()
+				ready := up
+				mu.Unlock()
+				select {
+				case <-stop:
+					return
+				case <-ready:
+				}
+				key := fmt.Sprintf("%d-%d", c, i)
+				body := []byte(`{"hook":{"event":"crash"},"data":{"key":"` + key + `"}}`)
+				resp, err := client.Post(target, "application/json", bytes.NewReader(body))
+				if err != nil {
+					continue // killed mid-request: not acknowledged
+				}
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusAccepted {
+					mu.Lock()
+					acked[key] = true
+					mu.Unlock()
+					select {
+					case ackCh <- struct{}{}:
+					default:
+					}
+				}
+			}
+		})
+	}
+
+	kills := 0
+	for range *crashCycles {
+		p := startProcess(t, settings)
+		mu.Lock()
+		close(up)
+		mu.Unlock()
+		// Kill after a random number of new acknowledgements.
+		target := ackedCount() + 1 + rand.IntN(60)
+		for ackedCount() < target {
+			<-ackCh
+		}
+		mu.Lock()
+		up = make(chan struct{})
+		mu.Unlock()
+		p.signal(t, syscall.SIGKILL)
+		p.wait(t)
+		kills++
+	}
+	// A last start delivers what is left, then the clients stop.
+	p := startProcess(t, settings)
+	close(stop)
+	mu.Lock()
+	close(up)
+	mu.Unlock()
+	clients.Wait()
+
+	want := ackedCount()
+	deliveredKeys := map[string]int{}
+	got := rc.waitFor(t, "every acknowledged hook", func(g []received) bool {
+		clear(deliveredKeys)
+		for _, r := range g {
+			var hooks []struct {
+				Data struct {
+					Key string `json:"key"`
+				} `json:"data"`
+			}
+			if json.Unmarshal(r.Body, &hooks) != nil {
+				continue
+			}
+			for _, h := range hooks {
+				deliveredKeys[h.Data.Key]++
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for k := range acked {
+			if deliveredKeys[k] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t)
+
+	lost, dups, extra := 0, 0, 0
+	for k := range acked {
+		if deliveredKeys[k] == 0 {
+			lost++
+		}
+	}
+	for k, n := range deliveredKeys {
+		dups += n - 1
+		if !acked[k] {
+			extra++ // stored, then killed before the 202 reached the client
+		}
+	}
+	t.Logf("crash test: %d SIGKILLs, %d hooks acknowledged, %d lost, %d duplicate deliveries, %d delivered without a 202, %d batch requests",
+		kills, want, lost, dups, extra, len(got))
+	if lost > 0 {
+		t.Fatalf("%d acknowledged hooks lost", lost)
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
