@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -44,6 +45,31 @@ type Config struct {
 
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
+
+	// The admin listener (health, readiness, metrics, JSON API).
+	AdminListen string   `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090"`
+	AdminToken  string   `env:"ADMIN_TOKEN"`
+	StallAfter  Duration `env:"STALL_AFTER" envDefault:"2m"`
+
+	// HTTPS interception and upstream TLS (tls.go).
+	CACertFile     string   `env:"CA_CERT_FILE"`
+	CAKeyFile      string   `env:"CA_KEY_FILE"`
+	CABundleFile   string   `env:"CA_BUNDLE_FILE"`
+	MITMHosts      []string `env:"MITM_HOSTS" envSeparator:","`
+	UpstreamCAFile string   `env:"UPSTREAM_CA_FILE"`
+	ProxyAuth      string   `env:"PROXY_AUTH"`
+
+	// Delivery policy (delivery.go): backoff, limits, redirects, 410
+	// Gone, signatures and the egress guard.
+	RetryBackoff        string   `env:"RETRY_BACKOFF" envDefault:"exponential"`
+	RetryMaxInterval    Duration `env:"RETRY_MAX_INTERVAL" envDefault:"10m"`
+	RetryMaxAge         Duration `env:"RETRY_MAX_AGE" envDefault:"24h"`
+	BatchMaxBytes       ByteSize `env:"BATCH_MAX_BYTES" envDefault:"0"`
+	FollowRedirects     bool     `env:"FOLLOW_REDIRECTS" envDefault:"false"`
+	GoneWebhook         string   `env:"GONE_WEBHOOK"`
+	SigningSecret       []string `env:"SIGNING_SECRET" envSeparator:","`
+	AllowPrivateTargets bool     `env:"ALLOW_PRIVATE_TARGETS" envDefault:"false"`
+	AllowCIDRs          []string `env:"ALLOW_CIDRS" envSeparator:","`
 }
 
 // loadConfig parses and validates the configuration from environ
@@ -118,8 +144,8 @@ func (c *Config) validate() error {
 	if c.BatchMaxWait <= 0 {
 		bad("BATCH_MAX_WAIT", c.BatchMaxWait, "must be positive")
 	}
-	if c.Retries < 0 {
-		bad("RETRIES", c.Retries, "must be 0 or more")
+	if c.Retries < -1 {
+		bad("RETRIES", c.Retries, "must be -1 (retry until delivered), 0 or more")
 	}
 	if c.RetryInterval <= 0 {
 		bad("RETRY_INTERVAL", c.RetryInterval, "must be positive")
@@ -151,6 +177,14 @@ func (c *Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("LOG_FORMAT", c.LogFormat, "must be text or json")
 	}
+	if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+		bad("ADMIN_LISTEN", c.AdminListen, "must be an address such as 127.0.0.1:9090")
+	}
+	if c.StallAfter < 0 {
+		bad("STALL_AFTER", c.StallAfter, "must be 0 (no stall check) or positive")
+	}
+	c.validateHTTPS(bad)    // tls.go
+	c.validateDelivery(bad) // delivery.go
 	return errors.Join(errs...)
 }
 

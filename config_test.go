@@ -59,6 +59,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"HOOKPROXY_SEND_CONCURRENCY=0", "HOOKPROXY_SEND_CONCURRENCY=0"},
 		{"HOOKPROXY_LOG_LEVEL=loud", "HOOKPROXY_LOG_LEVEL=loud"},
 		{"HOOKPROXY_LOG_FORMAT=xml", "HOOKPROXY_LOG_FORMAT=xml"},
+		{"HOOKPROXY_ADMIN_LISTEN=9090", "HOOKPROXY_ADMIN_LISTEN=9090"},
+		{"HOOKPROXY_STALL_AFTER=-1s", "HOOKPROXY_STALL_AFTER=-1s"},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig([]string{tt.env})

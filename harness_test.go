@@ -40,11 +40,17 @@ func startHookproxy(tb testing.TB, settings map[string]string) *instance {
 	tb.Helper()
 	environ := []string{
 		"HOOKPROXY_LISTEN=127.0.0.1:0",
+		"HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0",
 		"HOOKPROXY_LOG_FORMAT=json",
 		"HOOKPROXY_LOG_LEVEL=debug",
 	}
 	if _, ok := settings["DATA_DIR"]; !ok {
 		environ = append(environ, "HOOKPROXY_DATA_DIR="+tb.TempDir())
+	}
+	if _, ok := settings["ALLOW_PRIVATE_TARGETS"]; !ok {
+		// The receivers are on loopback, which the egress guard refuses
+		// by default.
+		environ = append(environ, "HOOKPROXY_ALLOW_PRIVATE_TARGETS=true")
 	}
 	for k, v := range settings {
 		environ = append(environ, envPrefix+k+"="+v)

@@ -97,9 +97,12 @@ func startProcess(tb testing.TB, settings map[string]string) *process {
 		tb.Fatalf("build: %v", err)
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_LOG_FORMAT=json", "HOOKPROXY_LOG_LEVEL=debug"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_LOG_FORMAT=json", "HOOKPROXY_LOG_LEVEL=debug"}
 	if _, ok := settings["DATA_DIR"]; !ok {
 		cmd.Env = append(cmd.Env, "HOOKPROXY_DATA_DIR="+tb.TempDir())
+	}
+	if _, ok := settings["ALLOW_PRIVATE_TARGETS"]; !ok {
+		cmd.Env = append(cmd.Env, "HOOKPROXY_ALLOW_PRIVATE_TARGETS=true") // loopback receivers
 	}
 	for k, v := range settings {
 		cmd.Env = append(cmd.Env, envPrefix+k+"="+v)

@@ -25,6 +25,6 @@ func main() {
 	}()
 	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "hookproxy:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err)) // 1, or the operator commands' codes for scripts
 	}
 }

@@ -11,15 +11,19 @@ import (
 	"sync"
 	"time"
 
+	"hookproxy/admin"
 	"hookproxy/buffer"
 	"hookproxy/proxy"
 	"hookproxy/sender"
 )
 
-// The buffer is what the proxy and the sender each declare they need.
+// The buffer and the sender are what the proxy, the sender and the admin
+// API each declare they need.
 var (
-	_ proxy.Store  = (*buffer.Store)(nil)
-	_ sender.Store = (*buffer.Store)(nil)
+	_ proxy.Store    = (*buffer.Store)(nil)
+	_ sender.Store   = (*buffer.Store)(nil)
+	_ admin.Store    = (*buffer.Store)(nil)
+	_ admin.Progress = (*sender.Sender)(nil)
 )
 
 // version is stamped at build time with -ldflags "-X main.version=v1.2.3".
@@ -38,8 +42,14 @@ func versionString() string {
 const usage = `usage: hookproxy [command]
 
 commands:
-  serve     run the proxy and the sender (the default)
-  version   print the version
+  serve         run the proxy and the sender (the default)
+  status        targets and totals of a running hookproxy
+  dead          list, show, replay or purge dead letters
+  retry-failed  replay every dead letter
+  ca            print the HTTPS interception CA (--bundle: the bundle for the app)
+  version       print the version
+
+"hookproxy <command> -h" tells more.
 
 Settings are environment variables (HOOKPROXY_*); see README.md.
 `
@@ -48,10 +58,16 @@ Settings are environment variables (HOOKPROXY_*); see README.md.
 // run hookproxy in-process.
 func run(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
+		// Operator commands talk to a running hookproxy's admin API.
+		if handled, err := runCLI(ctx, args[0], args[1:], environ, stdout, stderr); handled {
+			return err
+		}
 		switch args[0] {
 		case "serve":
 			args = args[1:]
-		case "version", "--version":
+		case "ca":
+			return runCA(args[1:], environ, stdout, stderr) // tls.go
+		case "--version":
 			fmt.Fprintln(stdout, "hookproxy", versionString())
 			return nil
 		case "help", "-h", "--help":
@@ -99,19 +115,45 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Error("close store", "error", err)
 		}
 	}()
+	metrics := admin.NewMetrics(versionString())
+
+	// HTTPS: the interception CA, the app's bundle, the roots that verify
+	// receivers (tls.go).
+	hs, err := setupHTTPS(cfg, log.With("component", "https"))
+	if err != nil {
+		return err
+	}
+	// Every delivery dial, redirect hops included, goes through the
+	// egress guard (delivery.go); pass-through traffic does not.
+	delivery := newDeliveryTransport(hs.upstreamTLS, cfg.SendConcurrency, cfg.egressGuard())
+	defer delivery.CloseIdleConnections()
+	cfg.logDeliveryPolicy(log.With("component", "sender"))
 
 	snd, err := sender.New(sender.Options{
 		Store:         store,
 		BatchSize:     cfg.BatchSize,
 		BatchTime:     time.Duration(cfg.BatchTime),
 		BatchMaxWait:  time.Duration(cfg.BatchMaxWait),
+		BatchMaxBytes: int64(cfg.BatchMaxBytes),
 		Retries:       cfg.Retries,
+		Backoff:       cfg.RetryBackoff,
 		RetryInterval: time.Duration(cfg.RetryInterval),
-		OnGiveUp:      cfg.OnGiveUp,
-		SendTimeout:   time.Duration(cfg.SendTimeout),
-		Concurrency:   cfg.SendConcurrency,
-		UserAgent:     "hookproxy/" + versionString(),
-		Logger:        log.With("component", "sender"),
+		// Never below RETRY_INTERVAL: an old interval of an hour keeps
+		// working without a second setting.
+		RetryMaxInterval: max(time.Duration(cfg.RetryMaxInterval), time.Duration(cfg.RetryInterval)),
+		RetryMaxAge:      time.Duration(cfg.RetryMaxAge),
+		OnGiveUp:         cfg.OnGiveUp,
+		SendTimeout:      time.Duration(cfg.SendTimeout),
+		Concurrency:      cfg.SendConcurrency,
+		UserAgent:        "hookproxy/" + versionString(),
+		Transport:        delivery,
+		FollowRedirects:  cfg.FollowRedirects,
+		SigningSecrets:   cfg.SigningSecret,
+		GoneWebhook:      cfg.GoneWebhook,
+		Logger:           log.With("component", "sender"),
+		OnAttempt:        metrics.Attempt,
+		OnDelivered:      metrics.Delivered,
+		OnGivenUp:        metrics.GivenUp,
 	})
 	if err != nil {
 		return fmt.Errorf("sender: %w", err)
@@ -127,6 +169,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		OnStoreError:     cfg.OnStoreError,
 		IdleTimeout:      time.Duration(cfg.IdleTimeout),
 		Logger:           log.With("component", "proxy"),
+		OnCapture:        metrics.CaptureObserved,
+		OnPassThrough:    metrics.PassThrough,
+		// HTTPS interception and proxy credentials (tls.go).
+		TLSConfig:         hs.ca.TLSConfig,
+		MITMHosts:         cfg.MITMHosts,
+		UpstreamTLSConfig: hs.upstreamTLS,
+		ProxyAuth:         cfg.ProxyAuth,
 	})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -135,6 +184,48 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+
+	// The admin listener serves until everything else has stopped, so
+	// readiness and metrics stay visible through the drain.
+	adm, err := admin.New(admin.Options{
+		Store:           store,
+		Progress:        snd,
+		Metrics:         metrics,
+		Token:           cfg.AdminToken,
+		StallAfter:      time.Duration(cfg.StallAfter),
+		MaxPendingBytes: int64(cfg.MaxPendingBytes),
+		DiskUsage:       store.DiskUsage,
+		OnTargetChange:  snd.Notify,
+		Version:         versionString(),
+		Logger:          log.With("component", "admin"),
+		CACert:          hs.ca.CertPEM(),
+	})
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("admin: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("listen %s (HOOKPROXY_ADMIN_LISTEN): %w", cfg.AdminListen, err)
+	}
+	adminServed := make(chan error, 1)
+	go func() { adminServed <- adm.Serve(adminLn) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := adm.Shutdown(ctx); err != nil {
+			log.Warn("admin shutdown", "error", err)
+		}
+		if err := <-adminServed; err != nil {
+			log.Error("admin listener stopped", "error", err)
+		}
+	}()
+	log.Info("admin listening", "admin_addr", adminLn.Addr().String(), "token", cfg.AdminToken != "")
+	if cfg.AdminToken == "" && !isLoopback(adminLn.Addr()) {
+		log.Warn("admin API open to the network without a token: set HOOKPROXY_ADMIN_TOKEN", "admin_addr", adminLn.Addr().String())
+	}
+
 	st := store.Stats()
 	log.Info("hookproxy started", "version", versionString(), "proxy_addr", ln.Addr().String(),
 		"data_dir", cfg.DataDir, "pending_hooks", st.PendingHooks, "pending_targets", st.PendingTargets)
@@ -153,8 +244,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		adm.SetDraining(true)
 		log.Info("shutting down: intake stopped, draining pending batches", "drain_timeout", cfg.DrainTimeout)
 	case err := <-served:
+		adm.SetDraining(true)
 		runErr = fmt.Errorf("proxy stopped: %w", err)
 		log.Error("proxy stopped", "error", err)
 	}
@@ -177,4 +270,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	st = store.Stats()
 	log.Info("hookproxy stopped", "pending_hooks", st.PendingHooks, "pending_targets", st.PendingTargets)
 	return runErr
+}
+
+// isLoopback reports whether a listener's address is a loopback one.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -101,13 +101,14 @@ type hostPattern struct {
 // hostMatcher matches request host names; an empty one matches every host.
 type hostMatcher []hostPattern
 
-// parseHostPatterns parses Options.CaptureHosts.
-func parseHostPatterns(in []string) (hostMatcher, error) {
+// parseHostPatterns parses Options.CaptureHosts or Options.MITMHosts;
+// what names them in errors ("capture host", "MITM host").
+func parseHostPatterns(what string, in []string) (hostMatcher, error) {
 	m := make(hostMatcher, 0, len(in))
 	for _, s := range in {
 		hp, err := parseHostPattern(s)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s %w", what, err)
 		}
 		m = append(m, hp)
 	}
@@ -123,11 +124,11 @@ func parseHostPattern(s string) (hostPattern, error) {
 	name = normalizeHost(name)
 	switch {
 	case name == "":
-		return hostPattern{}, fmt.Errorf("capture host %q is empty", s)
+		return hostPattern{}, fmt.Errorf("%q is empty", s)
 	case strings.Contains(name, "*"):
-		return hostPattern{}, fmt.Errorf("capture host %q: only \"*\" or a leading \"*.\" may be a wildcard", s)
+		return hostPattern{}, fmt.Errorf("%q: only \"*\" or a leading \"*.\" may be a wildcard", s)
 	case strings.ContainsAny(name, "/@?# \t") || (strings.Contains(name, ":") && net.ParseIP(name) == nil):
-		return hostPattern{}, fmt.Errorf("capture host %q: patterns hold a host name only, no scheme, port or path", s)
+		return hostPattern{}, fmt.Errorf("%q: patterns hold a host name only, no scheme, port or path", s)
 	case wildcard:
 		return hostPattern{suffix: "." + name}, nil
 	}

@@ -27,14 +27,21 @@ func (p *Proxy) Serve(l net.Listener) error {
 }
 
 // Shutdown stops accepting connections, waits for requests in progress to
-// finish (as http.Server.Shutdown does), then closes every hijacked
-// connection (CONNECT tunnels) and the idle upstream connections of the
-// default transport. When ctx ends first it closes every connection at
+// finish (as http.Server.Shutdown does, and inside intercepted tunnels
+// too), then closes every hijacked connection (CONNECT tunnels) and the
+// idle upstream connections of the default transport. When ctx ends first it closes every connection at
 // once and returns the context's error.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	// From here on a response inside an intercepted tunnel ends its
+	// tunnel.
+	p.active.drain()
 	err := p.srv.Shutdown(ctx)
 	if err != nil {
 		_ = p.srv.Close()
+	} else {
+		// http.Server does not see requests inside intercepted tunnels:
+		// they finish (their answers written) before the tunnels close.
+		err = p.active.wait(ctx)
 	}
 	p.conns.closeAll()
 	if p.ownTransport != nil {
@@ -241,5 +248,59 @@ func (s *connSet) closeAll() {
 	s.mu.Unlock()
 	for c := range conns {
 		_ = c.Close()
+	}
+}
+
+// activeSet counts the requests in progress inside intercepted tunnels.
+type activeSet struct {
+	draining atomic.Bool
+	mu       sync.Mutex
+	n        int
+	// idle is closed when n drops to zero while wait waits.
+	idle chan struct{}
+}
+
+// start counts a request in.
+func (s *activeSet) start() {
+	s.mu.Lock()
+	s.n++
+	s.mu.Unlock()
+}
+
+// isDraining reports whether Shutdown has begun.
+func (s *activeSet) isDraining() bool { return s.draining.Load() }
+
+// done counts a request out.
+func (s *activeSet) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n--
+	if s.n == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// drain marks the start of Shutdown.
+func (s *activeSet) drain() { s.draining.Store(true) }
+
+// wait returns once no request is in progress, or with ctx's error.
+func (s *activeSet) wait(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		if s.n == 0 {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.idle == nil {
+			s.idle = make(chan struct{})
+		}
+		idle := s.idle
+		s.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }

@@ -51,13 +51,27 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// countingListener counts accepted connections and closes closed when
-// it is closed.
+// countingListener counts accepted connections, keeps them (as accepted,
+// before the proxy wraps them) and closes closed when it is closed.
 type countingListener struct {
 	net.Listener
 	accepts   atomic.Int32
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	mu       sync.Mutex
+	accepted []net.Conn
+}
+
+// conn returns the i-th accepted connection.
+func (l *countingListener) conn(tb testing.TB, i int) net.Conn {
+	tb.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i >= len(l.accepted) {
+		tb.Fatalf("connection %d not accepted (%d so far)", i, len(l.accepted))
+	}
+	return l.accepted[i]
 }
 
 func (l *countingListener) Close() error {
@@ -69,6 +83,9 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err == nil {
 		l.accepts.Add(1)
+		l.mu.Lock()
+		l.accepted = append(l.accepted, c)
+		l.mu.Unlock()
 	}
 	return c, err
 }

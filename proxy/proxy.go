@@ -3,22 +3,35 @@
 // through.
 //
 // A request is captured when it is a proxy request (absolute form, as sent
-// through HTTP_PROXY), its method is one of Options.CaptureMethods, its body
-// is JSON (application/json or a +json media type) and its host matches
+// through HTTP_PROXY, or read inside an intercepted HTTPS tunnel), its
+// method is one of Options.CaptureMethods, its body is JSON
+// (application/json or a +json media type) and its host matches
 // Options.CaptureHosts. A captured request is answered 202 Accepted only
 // after Store.Put has made the hook durable, and not one byte of it goes to
-// the receiver. Everything else, CONNECT tunnels included, is forwarded
-// with its bodies streamed both ways.
+// the receiver. Everything else is forwarded with its bodies streamed both
+// ways.
+//
+// HTTPS: python requests sends an https:// request through HTTPS_PROXY as a
+// CONNECT and then speaks TLS inside the tunnel. With Options.TLSConfig set,
+// a CONNECT to a host that Options.MITMHosts selects is intercepted: the
+// proxy completes the app's TLS handshake with a certificate for the host
+// (the app trusts the issuing CA), reads the requests inside the tunnel and
+// applies the capture rule to each; what is not captured goes upstream over
+// TLS that the upstream transport verifies. Every other CONNECT is relayed
+// byte for byte.
 //
 // The proxy is built on github.com/elazarl/goproxy. Serve wraps the
 // listener so that client connections get TCP_QUICKACK re-armed around
 // every read (python requests otherwise stalls ~40 ms per POST on a reused
 // proxy connection), hijacked (CONNECT) connections get an idle timeout,
-// and Shutdown closes them.
+// and Shutdown closes them. The TLS of an intercepted tunnel reads through
+// the same wrapper, so requests inside it get the re-armed flag too.
 package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -118,9 +131,36 @@ type Options struct {
 	// arrival to the hook being durable. It must not block or modify h.
 	OnCapture func(h *buffer.Hook, d time.Duration)
 	// OnPassThrough, when set, is called for each request the proxy
-	// forwards unchanged, CONNECT requests included, before it is sent
-	// upstream. It must not block, modify r or read its body.
+	// forwards unchanged, before it is sent upstream: requests inside
+	// intercepted tunnels, and CONNECT requests whose tunnel is relayed
+	// byte for byte (an intercepted CONNECT is not one). It must not
+	// block, modify r or read its body.
 	OnPassThrough func(r *http.Request)
+
+	// TLSConfig, when set, turns HTTPS interception on: it returns the
+	// server TLS configuration that answers the app inside a CONNECT
+	// tunnel to host (a host name or IP address, without port), holding
+	// a certificate for host that the app trusts. An error ends the
+	// tunnel with 502. Nil: every CONNECT is relayed byte for byte.
+	TLSConfig func(host string) (*tls.Config, error)
+	// MITMHosts are the host patterns whose CONNECT tunnels are
+	// intercepted when TLSConfig is set, in the syntax of CaptureHosts,
+	// matched against the CONNECT's host without its port. Nil or empty
+	// means every host.
+	MITMHosts []string
+	// UpstreamTLSConfig is the client TLS configuration of the default
+	// transport (used when Transport is nil): which roots verify the
+	// receivers of pass-through and forwarded requests. Nil means Go's
+	// defaults: the system roots, and verification always on.
+	UpstreamTLSConfig *tls.Config
+
+	// ProxyAuth, when set to "user:password", makes the proxy require
+	// those credentials in Proxy-Authorization (Basic) on every proxy
+	// request and every CONNECT, answering 407 Proxy Authentication
+	// Required otherwise. Requests inside a tunnel are covered by their
+	// CONNECT's credentials (clients send them on the CONNECT only).
+	// Empty: no authentication.
+	ProxyAuth string
 }
 
 // Proxy is the capturing forward proxy. It is an http.Handler; Serve runs
@@ -136,6 +176,17 @@ type Proxy struct {
 	log         *slog.Logger
 	onCapture   func(*buffer.Hook, time.Duration)
 	onPass      func(*http.Request)
+
+	// mitm answers a CONNECT to a host of mitmHosts; nil when
+	// interception is off.
+	mitm      *goproxy.ConnectAction
+	tlsConfig func(string) (*tls.Config, error)
+	mitmHosts hostMatcher
+	// auth is the SHA-256 of "user:password"; nil: no authentication.
+	auth *[sha256.Size]byte
+	// active counts requests in progress inside intercepted tunnels,
+	// which http.Server.Shutdown does not wait for.
+	active activeSet
 
 	upstream goproxy.RoundTripper
 	// ownTransport is the transport New built, closed by Shutdown; nil
@@ -157,9 +208,23 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new proxy: %w", err)
 	}
-	hosts, err := parseHostPatterns(opts.CaptureHosts)
+	hosts, err := parseHostPatterns("capture host", opts.CaptureHosts)
 	if err != nil {
 		return nil, fmt.Errorf("new proxy: %w", err)
+	}
+	mitmHosts, err := parseHostPatterns("MITM host", opts.MITMHosts)
+	if err != nil {
+		return nil, fmt.Errorf("new proxy: %w", err)
+	}
+	var auth *[sha256.Size]byte
+	if opts.ProxyAuth != "" {
+		user, _, ok := strings.Cut(opts.ProxyAuth, ":")
+		if !ok || user == "" {
+			// The value is a secret: it is not repeated here.
+			return nil, errors.New("new proxy: ProxyAuth is not of the form user:password")
+		}
+		sum := sha256.Sum256([]byte(opts.ProxyAuth))
+		auth = &sum
 	}
 	maxBody := opts.MaxBodyBytes
 	switch {
@@ -199,7 +264,13 @@ func New(opts Options) (*Proxy, error) {
 		log:         log,
 		onCapture:   opts.OnCapture,
 		onPass:      opts.OnPassThrough,
+		tlsConfig:   opts.TLSConfig,
+		mitmHosts:   mitmHosts,
+		auth:        auth,
 		idle:        idle,
+	}
+	if opts.TLSConfig != nil {
+		p.mitm = &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: p.mitmTLSConfig}
 	}
 
 	// goproxy dials CONNECT tunnels with Tr.DialContext, so it needs an
@@ -207,7 +278,7 @@ func New(opts Options) (*Proxy, error) {
 	rt := opts.Transport
 	dialTr, _ := rt.(*http.Transport)
 	if rt == nil {
-		p.ownTransport = newTransport()
+		p.ownTransport = newTransport(opts.UpstreamTLSConfig)
 		rt, dialTr = p.ownTransport, p.ownTransport
 	} else if dialTr == nil {
 		dialTr = &http.Transport{Proxy: nil, DialContext: newDialer().DialContext}
@@ -224,6 +295,9 @@ func New(opts Options) (*Proxy, error) {
 	gp.ConnectDialWithReq = nil
 	gp.Verbose = false
 	gp.Logger = goproxyLogger{log: log}
+	// Intercepted tunnels speak HTTP/1.1 only (python requests offers
+	// nothing else): one request loop, whose requests p.active can follow.
+	gp.AllowHTTP2 = false
 	// Pass-through is transparent: the client's Accept-Encoding reaches
 	// the receiver and the response's encoding reaches the client.
 	gp.KeepAcceptEncoding = true
@@ -252,8 +326,13 @@ func newDialer() *net.Dialer {
 
 // newTransport is the upstream transport used when Options.Transport is
 // nil. Proxy is nil on purpose: the process's HTTP_PROXY points at us.
-func newTransport() *http.Transport {
+// tlsConfig nil means Go's defaults (system roots, verified).
+func newTransport(tlsConfig *tls.Config) *http.Transport {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone()
+	}
 	return &http.Transport{
+		TLSClientConfig:       tlsConfig,
 		Proxy:                 nil,
 		DialContext:           newDialer().DialContext,
 		ForceAttemptHTTP2:     true,
@@ -270,16 +349,45 @@ func newTransport() *http.Transport {
 // reqStateKey is the context key of a request's *reqState.
 type reqStateKey struct{}
 
-// reqState is what the upstream round trip reports back to ServeHTTP.
+// reqState follows one request from its handler to its response.
 type reqState struct {
-	// aborted is set when the upstream response body broke off.
+	// aborted is set when the upstream response body broke off; ServeHTTP
+	// reads it.
 	aborted atomic.Bool
+	// active is set for a request inside an intercepted tunnel: it is
+	// counted there until finish, called once its response is written
+	// (goproxy closes the response body then).
+	active   *activeSet
+	finished atomic.Bool
+}
+
+// lastInTunnel reports whether the response to a request inside an
+// intercepted tunnel should end the tunnel: Shutdown has begun.
+func (st *reqState) lastInTunnel() bool {
+	return st.active != nil && st.active.isDraining()
+}
+
+// finish ends the request's count in active; later calls do nothing.
+func (st *reqState) finish() {
+	if st.active != nil && st.finished.CompareAndSwap(false, true) {
+		st.active.done()
+	}
 }
 
 // ServeHTTP handles one request: it captures it, forwards it, or opens a
 // CONNECT tunnel. Served by a plain http.Server instead of Serve, it
 // works, but tunnels get no idle timeout and outlive Shutdown.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Requests inside a tunnel never come here: they are covered by the
+	// CONNECT's credentials.
+	if p.auth != nil && (r.Method == http.MethodConnect || r.URL.IsAbs()) && !p.authorized(r) {
+		p.log.Warn("proxy request refused: no valid credentials", "method", r.Method,
+			"target", r.URL.Host, "status", http.StatusProxyAuthRequired)
+		w.Header().Set("Proxy-Authenticate", `Basic realm="hookproxy"`)
+		writeJSONError(w, http.StatusProxyAuthRequired,
+			"proxy authentication required: use a proxy URL of the form http://user:password@host:port")
+		return
+	}
 	st := new(reqState)
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
 	p.gp.ServeHTTP(w, r)
@@ -302,6 +410,37 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	// errors into a 502 instead of goproxy's 500 (or, in a MITM tunnel, a
 	// bare EOF).
 	ctx.RoundTripper = p.upstream
+	tun, _ := ctx.UserData.(*mitmTunnel)
+	if tun == nil {
+		return p.route(r, start)
+	}
+
+	// A request read inside an intercepted tunnel. Shutdown waits for it
+	// until its response is written; a response made once Shutdown has
+	// begun also ends the tunnel.
+	p.active.start()
+	st := &reqState{active: &p.active}
+	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
+	var resp *http.Response
+	if tun.carries(r.URL) {
+		r, resp = p.route(r, start)
+	} else {
+		// The certificate and MITMHosts were chosen for the CONNECT's
+		// host: a request for another host does not ride on them.
+		p.log.Warn("request refused: host differs from its tunnel's", "target", r.URL.Host,
+			"tunnel", tun.host, "status", http.StatusMisdirectedRequest)
+		resp = jsonErrorResponse(r, http.StatusMisdirectedRequest,
+			"request host "+r.URL.Host+" is not the host of its CONNECT tunnel")
+	}
+	if resp != nil {
+		resp.Body = &trackedBody{ReadCloser: resp.Body, st: st}
+		resp.Close = resp.Close || st.lastInTunnel()
+	}
+	return r, resp
+}
+
+// route captures r or prepares it for pass-through.
+func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Response) {
 	if p.captures(r) {
 		return p.capture(r, start)
 	}
@@ -317,19 +456,64 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	return r, nil
 }
 
-// tunnel accepts a CONNECT and relays bytes unchanged. HTTPS interception
-// will return a ConnectMitm action from onConnect instead.
+// tunnel accepts a CONNECT and relays bytes unchanged.
 var tunnel = &goproxy.ConnectAction{Action: goproxy.ConnectAccept}
 
-// onConnect decides what to do with a CONNECT request.
+// onConnect decides what to do with a CONNECT request: intercept it when
+// interception is on and MITMHosts selects its host, relay it otherwise.
 func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
 	// Requests inside an intercepted tunnel inherit the CONNECT's
-	// RoundTripper.
+	// RoundTripper and UserData.
 	ctx.RoundTripper = p.upstream
+	// The CONNECT names host:port; patterns hold host names only.
+	if p.mitm != nil && p.mitmHosts.match(ctx.Req.URL.Hostname()) {
+		ctx.UserData = newMITMTunnel(ctx.Req.URL)
+		return p.mitm, host
+	}
 	if p.onPass != nil {
 		p.onPass(ctx.Req)
 	}
 	return tunnel, host
+}
+
+// mitmTLSConfig is the intercepting ConnectAction's TLSConfig: the
+// server configuration for the CONNECT's host.
+func (p *Proxy) mitmTLSConfig(host string, ctx *goproxy.ProxyCtx) (*tls.Config, error) {
+	cfg, err := p.tlsConfig(ctx.Req.URL.Hostname())
+	if err != nil {
+		p.log.Warn("intercept failed: no certificate", "target", host, "status", http.StatusBadGateway, "error", err)
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// mitmTunnel is the ctx.UserData of an intercepted CONNECT, which every
+// request read inside the tunnel inherits.
+type mitmTunnel struct {
+	host string // normalized host name of the CONNECT
+	port string // its port; "443" when the CONNECT named none
+}
+
+func newMITMTunnel(u *url.URL) *mitmTunnel {
+	t := &mitmTunnel{host: normalizeHost(u.Hostname()), port: u.Port()}
+	if t.port == "" {
+		t.port = "443"
+	}
+	return t
+}
+
+// carries reports whether a request for u belongs in the tunnel: same
+// host, same port (python requests leaves out the default port of the
+// scheme in Host).
+func (t *mitmTunnel) carries(u *url.URL) bool {
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	return normalizeHost(u.Hostname()) == t.host && port == t.port
 }
 
 // onResponse removes the upstream connection's hop-by-hop headers from a
@@ -365,30 +549,47 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 		if req.Context().Err() == nil {
 			u.log.Warn("upstream request failed", "target", req.URL.Host, "status", http.StatusBadGateway, "error", err)
 		}
-		return jsonErrorResponse(req, http.StatusBadGateway, "upstream request failed: "+err.Error()), nil
+		resp = jsonErrorResponse(req, http.StatusBadGateway, "upstream request failed: "+err.Error())
 	}
 	st, _ := req.Context().Value(reqStateKey{}).(*reqState)
-	// A 101 body is the upgraded connection (an io.ReadWriter goproxy
-	// relies on): leave it unwrapped.
-	if st != nil && resp.Body != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-		resp.Body = &abortBody{ReadCloser: resp.Body, st: st}
+	if st == nil {
+		return resp, nil
 	}
+	if st.lastInTunnel() {
+		resp.Close = true
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil {
+		// A 101 body is the upgraded connection (an io.ReadWriter goproxy
+		// relies on): left unwrapped, and a tunnel of its own from here
+		// on, no longer a request in progress.
+		st.finish()
+		return resp, nil
+	}
+	resp.Body = &trackedBody{ReadCloser: resp.Body, st: st}
 	return resp, nil
 }
 
-// abortBody records in st that a response body ended with an error.
-type abortBody struct {
+// trackedBody is a response body that records in st that it ended with
+// an error, and that finishes st's request when closed.
+type trackedBody struct {
 	io.ReadCloser
 	st *reqState
 }
 
 // Read implements io.Reader.
-func (b *abortBody) Read(p []byte) (int, error) {
+func (b *trackedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && !errors.Is(err, io.EOF) {
 		b.st.aborted.Store(true)
 	}
 	return n, err
+}
+
+// Close implements io.Closer.
+func (b *trackedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.st.finish()
+	return err
 }
 
 // withoutURL drops the URL from a transport error: it may carry a query

@@ -980,7 +980,7 @@ func TestHostMatcher(t *testing.T) {
 		{[]string{"[::1]"}, "::1", true},
 	}
 	for _, tt := range tests {
-		m, err := parseHostPatterns(tt.patterns)
+		m, err := parseHostPatterns("capture host", tt.patterns)
 		if err != nil {
 			t.Fatalf("parse %v: %v", tt.patterns, err)
 		}

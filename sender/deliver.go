@@ -24,17 +24,25 @@ const maxDrainBody = 64 << 10
 // deliver takes one turn at a target: it claims the target's batch (the
 // one in flight, or a new one), makes one attempt, and records the
 // outcome in the store. In drain mode the batch's retry time is ignored.
-func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) result {
+// A target marked gone gets no attempt: the batch is given up at once.
+func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bool) result {
 	if ctx.Err() != nil {
 		return result{kind: resultAborted}
 	}
-	b, err := s.store.Claim(id, s.pol.claim, 0)
+	b, err := s.store.Claim(id, s.pol.claim, s.pol.maxBytes)
 	if errors.Is(err, buffer.ErrNoHooks) {
 		return result{kind: resultEmpty}
 	}
 	if err != nil {
 		s.log.Error("claim batch", "target_id", uint64(id), "error", err)
 		return result{kind: resultStoreError}
+	}
+	host := targetHost(b.Target)
+	if gone {
+		// Dead-lettered without a send (f.At zero: no final attempt) until
+		// an operator clears the mark.
+		return s.giveUp(id, b, host, b.Attempts, ReasonGone,
+			buffer.Failure{Status: b.LastStatus, Error: "not sent: the target is marked gone (it answered 410 Gone)"})
 	}
 	res := result{batchID: b.ID, next: b.NextAttempt}
 	if !drain && b.NextAttempt.After(s.clock.Now()) {
@@ -44,10 +52,9 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) re
 		return res
 	}
 
-	host := targetHost(b.Target)
 	attempt := b.Attempts + 1
 	start := s.clock.Now()
-	status, err := s.send(ctx, b)
+	resp, err := s.send(ctx, b, start)
 	end := s.clock.Now()
 	d := end.Sub(start)
 	if err != nil && ctx.Err() != nil {
@@ -57,14 +64,17 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) re
 		res.kind = resultAborted
 		return res
 	}
-	out := classify(status, err)
-	detail := describe(status, err, s.timeout)
+	out, reason := classify(resp.status, err)
+	detail := describe(resp.status, err, s.timeout)
+	if resp.redirect != "" && out == outcomePermanent {
+		detail = fmt.Sprintf("redirect to %s not followed (%s)", resp.redirect, detail)
+	}
 	attrs := []slog.Attr{
 		slog.String("batch_id", b.ID),
 		slog.String("target", host),
 		slog.Int("attempt", attempt),
 		slog.Int("hooks", len(b.Hooks)),
-		slog.Int("status", status),
+		slog.Int("status", resp.status),
 		slog.Duration("duration", d),
 		slog.String("outcome", out.String()),
 	}
@@ -75,10 +85,10 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) re
 	}
 	s.log.LogAttrs(context.Background(), level, "delivery attempt", attrs...)
 	if s.onAttempt != nil {
-		s.onAttempt(out.String(), status, d, len(b.Hooks))
+		s.onAttempt(out.String(), resp.status, d, len(b.Hooks))
 	}
 
-	f := buffer.Failure{At: end, Status: status, Error: detail}
+	f := buffer.Failure{At: end, Status: resp.status, Error: detail}
 	switch out {
 	case outcomeDelivered:
 		st, err := s.store.Ack(id, b.ID)
@@ -93,11 +103,18 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) re
 		}
 		return result{kind: resultFinished, status: st}
 	case outcomeRetryable:
-		wait, ok := retryDelay(attempt, s.pol)
-		if !ok {
-			return s.giveUp(id, b, host, attempt, ReasonRetriesExhausted, f)
+		fa := failedAttempt{Attempts: attempt, Created: b.Created, At: end}
+		if honoursRetryAfter(resp.status) {
+			fa.RetryAfter, fa.HasRetryAfter = parseRetryAfter(resp.header.Get("Retry-After"), end)
 		}
-		f.Next = end.Add(wait)
+		next, giveUp := nextAttempt(s.pol, fa, s.rand())
+		if giveUp != "" {
+			if giveUp == ReasonMaxAge {
+				f.Error = fmt.Sprintf("%s; the batch is %v old", detail, end.Sub(b.Created).Round(time.Second))
+			}
+			return s.giveUp(id, b, host, attempt, giveUp, f)
+		}
+		f.Next = next
 		if err := s.store.RecordAttempt(id, b.ID, f); err != nil {
 			s.log.Error("record attempt", "batch_id", b.ID, "target", host,
 				"error", fmt.Errorf("send batch %s: %w", b.ID, err))
@@ -107,12 +124,34 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain bool) re
 		res.kind, res.next = resultWaiting, f.Next
 		return res
 	default:
-		reason := ReasonStatus
-		if errors.Is(err, errInvalidRequest) {
-			reason = ReasonInvalid
+		if reason == ReasonGone {
+			return s.gone(id, b, host, attempt, f)
 		}
 		return s.giveUp(id, b, host, attempt, reason, f)
 	}
+}
+
+// gone handles a 410 Gone: the target is marked gone first (so that
+// nothing more is sent to it, also after a crash right after), then the
+// batch is given up with reason gone, and the gone webhook is due.
+func (s *Sender) gone(id buffer.TargetID, b *buffer.Batch, host string, attempt int, f buffer.Failure) result {
+	if _, err := s.store.SetGone(id, true); err != nil {
+		// The batch is still given up; the target's next batch gets the
+		// 410 again, and another try at the mark.
+		s.log.Error("mark target gone", "batch_id", b.ID, "target", host, "error", err)
+	} else {
+		s.log.Warn("target marked gone: its hooks are dead-lettered until the mark is cleared",
+			"target", host, "target_id", uint64(id), "batch_id", b.ID)
+	}
+	res := s.giveUp(id, b, host, attempt, ReasonGone, f)
+	if res.kind == resultFinished {
+		n := goneNotice{Target: b.Target, HookIDs: make([]string, len(b.Hooks))}
+		for i := range b.Hooks {
+			n.HookIDs[i] = b.Hooks[i].ID
+		}
+		res.gone = &n
+	}
+	return res
 }
 
 // giveUp dead-letters or discards the batch, as configured.
@@ -141,21 +180,42 @@ func (s *Sender) giveUp(id buffer.TargetID, b *buffer.Batch, host string, attemp
 	return result{kind: resultFinished, status: st}
 }
 
-// send makes one attempt and returns the response status.
-func (s *Sender) send(ctx context.Context, b *buffer.Batch) (int, error) {
+// response is what an attempt keeps of the receiver's answer.
+type response struct {
+	status int
+	header http.Header
+	// redirect is the host a 3xx pointed at (Location resolved against
+	// the request; "" when none).
+	redirect string
+}
+
+// send makes one attempt, at now, and returns the receiver's answer
+// (its zero value for a network error).
+func (s *Sender) send(ctx context.Context, b *buffer.Batch, now time.Time) (response, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	req, err := s.newRequest(ctx, b)
+	req, err := s.newRequest(ctx, b, now)
 	if err != nil {
-		return 0, err
+		return response{}, err
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, err
+		// A redirect the policy refused still returns its response
+		// (body closed).
+		if resp != nil && errors.Is(err, errRedirect) {
+			return response{status: resp.StatusCode, header: resp.Header}, err
+		}
+		return response{}, err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
 	_ = resp.Body.Close()
-	return resp.StatusCode, nil
+	r := response{status: resp.StatusCode, header: resp.Header}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		if loc, err := resp.Location(); err == nil && loc.Host != "" {
+			r.redirect = loc.Host
+		}
+	}
+	return r, nil
 }
 
 // newRequest builds the request of a batch. With batching on, it is one
@@ -163,8 +223,9 @@ func (s *Sender) send(ctx context.Context, b *buffer.Batch) (int, error) {
 // the hook as the app sent it (method, end-to-end headers, body). Either
 // way it carries the batch id as Idempotency-Key, which also lets
 // net/http resend it by itself when a kept-alive connection turns out to
-// be dead.
-func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch) (*http.Request, error) {
+// be dead, and, with signing secrets, the Standard Webhooks signature
+// headers for the attempt's time now.
+func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch, now time.Time) (*http.Request, error) {
 	u, err := url.Parse(b.Target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("target is not an http or https URL: %w", errInvalidRequest)
@@ -172,11 +233,15 @@ func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch) (*http.Request
 	if len(b.Hooks) == 0 {
 		return nil, fmt.Errorf("batch holds no hooks: %w", errInvalidRequest)
 	}
-	var req *http.Request
+	var (
+		req  *http.Request
+		body []byte
+	)
 	// A batch claimed under a batching configuration may hold several
 	// hooks after a restart without one: it is still sent whole.
 	if s.pol.batching() || len(b.Hooks) > 1 {
-		req, err = http.NewRequestWithContext(ctx, http.MethodPost, b.Target, bytes.NewReader(buildBatch(b.Hooks)))
+		body = buildBatch(b.Hooks)
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, b.Target, bytes.NewReader(body))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidRequest, err)
 		}
@@ -189,7 +254,8 @@ func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch) (*http.Request
 		if method == "" {
 			method = http.MethodPost
 		}
-		req, err = http.NewRequestWithContext(ctx, method, b.Target, bytes.NewReader(h.Body))
+		body = h.Body
+		req, err = http.NewRequestWithContext(ctx, method, b.Target, bytes.NewReader(body))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidRequest, err)
 		}
@@ -202,6 +268,7 @@ func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch) (*http.Request
 	}
 	req.Header.Set("Idempotency-Key", b.ID)
 	req.Header.Set("X-Hookproxy-Batch-Id", b.ID)
+	s.signer.sign(req.Header, b.ID, now, body)
 	return req, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"hookproxy/buffer"
+	"hookproxy/egress"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -206,10 +207,17 @@ func newHarness(tb testing.TB, clk *fakeClock, st *buffer.Store, opts Options) *
 	if opts.Store == nil {
 		opts.Store = st
 	}
+	if opts.Guard == nil {
+		// The receivers are on loopback, which the zero guard refuses.
+		opts.Guard = &egress.Guard{AllowPrivate: true}
+	}
 	snd, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The middle of the jitter range: exponential waits are exactly
+	// RetryInterval, 2x, 4x... (below the cap) unless a test draws others.
+	snd.rand = func() float64 { return 0.5 }
 	h := &harness{tb: tb, clk: clk, store: st, snd: snd, reports: make(chan struct{}, 1)}
 	snd.onIdle = h.report
 	if st != nil {

@@ -3,7 +3,11 @@ package sender
 import (
 	"errors"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
+
+	"hookproxy/egress"
 )
 
 // policy is the normalized batching and retry configuration.
@@ -12,8 +16,13 @@ type policy struct {
 	window   time.Duration // BatchTime; 0: no time trigger
 	maxWait  time.Duration // size-only mode: longest wait of a remainder
 	claim    int           // most hooks one batch holds
-	retries  int           // retries after the first attempt
-	interval time.Duration // RetryInterval
+	maxBytes int64         // most body bytes one batch holds (0: no limit)
+
+	retries     int           // retries after the first attempt; RetryForever: no limit
+	backoff     string        // BackoffExponential or BackoffFixed
+	interval    time.Duration // RetryInterval: the fixed wait, or the first exponential one
+	maxInterval time.Duration // cap of a wait, Retry-After included (>= interval)
+	maxAge      time.Duration // give up on a batch this old after a failure (0: no limit)
 }
 
 // batching reports whether hooks are grouped into JSON-array batches;
@@ -34,6 +43,9 @@ type schedState struct {
 	NextAttempt time.Time
 	// NotBefore holds the target back after a store error.
 	NotBefore time.Time
+	// Gone is set while the target is marked gone: what it has pending
+	// is dead-lettered at once, without a send.
+	Gone bool
 }
 
 // dueTime says when the target's next batch is due, as a pure function
@@ -44,14 +56,18 @@ type schedState struct {
 func dueTime(st schedState, p policy, now time.Time) (time.Time, bool) {
 	var due time.Time
 	switch {
+	case st.Pending <= 0 && !st.InFlight:
+		return time.Time{}, false
+	case st.Gone:
+		// Nothing is sent to a gone target, so there is nothing to wait
+		// for: its hooks go to the dead-letter store at once.
+		due = now
 	case st.InFlight:
 		// One batch in flight per target: it goes first, at its retry time.
 		due = st.NextAttempt
 		if due.IsZero() {
 			due = now
 		}
-	case st.Pending <= 0:
-		return time.Time{}, false
 	default:
 		oldest := st.Oldest
 		if oldest.IsZero() {
@@ -78,14 +94,114 @@ func dueTime(st schedState, p policy, now time.Time) (time.Time, bool) {
 	return due, true
 }
 
-// retryDelay says whether a batch that has failed `failed` attempts gets
-// another one, and how long after the failure. It is the one place of the
-// retry policy (a fixed interval today; exponential backoff can grow here).
-func retryDelay(failed int, p policy) (time.Duration, bool) {
-	if failed > p.retries {
+// failedAttempt is what the retry policy needs to know of a batch whose
+// attempt just failed with a retryable error.
+type failedAttempt struct {
+	// Attempts counts the attempts made so far, this one included.
+	Attempts int
+	// Created is when the batch was formed (its first claim).
+	Created time.Time
+	// At is when the attempt failed.
+	At time.Time
+	// RetryAfter is the receiver's Retry-After, as a wait from At; only
+	// meaningful when HasRetryAfter.
+	RetryAfter    time.Duration
+	HasRetryAfter bool
+}
+
+// nextAttempt says when a batch whose attempt failed with a retryable
+// error is tried again, or why it is given up (ReasonRetriesExhausted,
+// ReasonMaxAge; "" when it is tried again). It is a pure function of its
+// arguments; rnd, in [0, 1), draws the jitter.
+//
+// The wait is backoff's; a Retry-After may lengthen it, never shorten
+// it, and never past p.maxInterval. The age limit is checked at the
+// failure: a batch at least p.maxAge old is given up whatever its
+// count, and otherwise gets its next attempt even when that comes after
+// the limit.
+func nextAttempt(p policy, f failedAttempt, rnd float64) (time.Time, string) {
+	if p.retries != RetryForever && f.Attempts > p.retries {
+		return time.Time{}, ReasonRetriesExhausted
+	}
+	if p.maxAge > 0 && !f.Created.IsZero() && f.At.Sub(f.Created) >= p.maxAge {
+		return time.Time{}, ReasonMaxAge
+	}
+	wait := backoff(f.Attempts, p, rnd)
+	if f.HasRetryAfter {
+		wait = max(wait, min(f.RetryAfter, p.maxInterval))
+	}
+	return f.At.Add(wait), ""
+}
+
+// jitter is the spread of an exponential wait: +-20%, so targets that
+// failed together do not retry in lockstep.
+const jitter = 0.2
+
+// backoff is the wait after the failed-th failed attempt (from 1). Fixed:
+// always p.interval, with no jitter (the old batch deliverer's exact
+// schedule). Exponential: p.interval doubled for each failure after the
+// first, capped at p.maxInterval, then drawn uniformly by rnd (in
+// [0, 1)) from [0.8 d, min(1.2 d, p.maxInterval)], so that a wait never
+// passes the cap and waits at the cap are spread too.
+func backoff(failed int, p policy, rnd float64) time.Duration {
+	if p.backoff == BackoffFixed {
+		return p.interval
+	}
+	d := p.interval
+	// Doubling stops at the cap, so this loop runs some 60 times at most
+	// even when retries are unlimited.
+	for i := 1; i < failed && d < p.maxInterval; i++ {
+		if d > p.maxInterval/2 {
+			d = p.maxInterval
+			break
+		}
+		d *= 2
+	}
+	d = min(d, p.maxInterval)
+	// In floating point, so that 1.2 d cannot overflow a Duration.
+	lo := float64(d) * (1 - jitter)
+	hi := min(float64(d)*(1+jitter), float64(p.maxInterval))
+	rnd = min(max(rnd, 0), 1)
+	return time.Duration(lo + rnd*(hi-lo))
+}
+
+// parseRetryAfter reads a Retry-After header value, in delay-seconds or
+// as an HTTP date, as a wait from now. A date in the past is a wait of
+// zero; a value that is neither form is ignored (false).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
 		return 0, false
 	}
-	return p.interval, true
+	if isDigits(v) {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs > int64(1<<62/time.Second) {
+			// More digits than a Duration holds: as long as can be, and
+			// the cap decides.
+			return time.Duration(1<<63 - 1), true
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}
+
+func isDigits(s string) bool {
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// honoursRetryAfter reports whether a Retry-After on a response with
+// this status is taken into account.
+func honoursRetryAfter(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
 }
 
 // outcome classifies one delivery attempt.
@@ -113,21 +229,32 @@ func (o outcome) String() string {
 // target URL that does not parse, say): retrying would not help.
 var errInvalidRequest = errors.New("invalid request")
 
-// classify maps an attempt's HTTP status or error to an outcome: 2xx is
-// delivered; a network error, a timeout, 408, 429 and 5xx are worth a
-// retry; everything else (3xx, since redirects are not followed, and the
-// other 4xx) is permanent.
-func classify(status int, err error) outcome {
+// errRedirect marks a redirect the redirect policy refused to follow.
+var errRedirect = errors.New("not followed")
+
+// classify maps an attempt's HTTP status or error to an outcome and, for
+// a permanent one, the reason it is given up with. 2xx is delivered; a
+// network error, a timeout, 408, 425, 429 and 5xx are worth a retry; a
+// destination the egress guard refuses, 410 Gone, any other 3xx or 4xx,
+// a refused redirect and a request that cannot be built are permanent.
+func classify(status int, err error) (outcome, string) {
 	switch {
 	case errors.Is(err, errInvalidRequest):
-		return outcomePermanent
+		return outcomePermanent, ReasonInvalid
+	case errors.Is(err, egress.ErrBlocked):
+		return outcomePermanent, ReasonBlocked
+	case errors.Is(err, errRedirect):
+		return outcomePermanent, ReasonStatus
 	case err != nil:
-		return outcomeRetryable
+		return outcomeRetryable, ""
 	case status >= 200 && status < 300:
-		return outcomeDelivered
-	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
-		return outcomeRetryable
+		return outcomeDelivered, ""
+	case status == http.StatusRequestTimeout, status == http.StatusTooEarly,
+		status == http.StatusTooManyRequests, status >= 500:
+		return outcomeRetryable, ""
+	case status == http.StatusGone:
+		return outcomePermanent, ReasonGone
 	default:
-		return outcomePermanent
+		return outcomePermanent, ReasonStatus
 	}
 }

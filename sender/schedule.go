@@ -19,6 +19,7 @@ type target struct {
 	index   int  // position in the heap; -1 when not scheduled
 	busy    bool // a worker is sending its batch
 	held    bool // set aside by Drain after a failed attempt
+	gone    bool // marked gone: its hooks are dead-lettered, not sent
 	// extra is set only while a batch is in flight or the target is held
 	// back, so that the many targets that only wait do not pay for it.
 	extra *targetExtra
@@ -35,7 +36,7 @@ type targetExtra struct {
 
 // schedState is the input of the due policy.
 func (t *target) schedState() schedState {
-	st := schedState{Pending: t.pending, Oldest: t.oldest}
+	st := schedState{Pending: t.pending, Oldest: t.oldest, Gone: t.gone}
 	if x := t.extra; x != nil {
 		st.InFlight, st.NextAttempt, st.NotBefore = x.flight != "", x.next, x.notBefore
 	}
@@ -96,7 +97,7 @@ func (s *Sender) applyLocked(st buffer.TargetStatus) bool {
 		return false
 	}
 	t.version = st.Version
-	t.pending, t.oldest = st.Pending, st.Oldest
+	t.pending, t.oldest, t.gone = st.Pending, st.Oldest, st.Gone
 	if f := st.InFlight; f != nil {
 		if t.flight() != f.ID {
 			t.setFlight(f.ID, f.NextAttempt)
@@ -165,6 +166,9 @@ type result struct {
 	status  buffer.TargetStatus // resultFinished
 	batchID string              // the batch in flight, when known
 	next    time.Time           // its next attempt
+	// gone, when set, is to be sent to the gone webhook (the receiver
+	// answered 410).
+	gone *goneNotice
 }
 
 // settleLocked applies a worker's result to t, which the worker just
@@ -177,7 +181,7 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 		t.setNotBefore(time.Time{})
 		if r.status.Version > t.version {
 			t.version = r.status.Version
-			t.pending, t.oldest = r.status.Pending, r.status.Oldest
+			t.pending, t.oldest, t.gone = r.status.Pending, r.status.Oldest, r.status.Gone
 		}
 	case resultWaiting:
 		t.setFlight(r.batchID, r.next)

@@ -1,8 +1,12 @@
 // Package sender delivers the hooks kept in the buffer to their receivers.
 //
 // It decides when a target's batch is due (by size, by time, both, or
-// each hook alone), claims the batch from the store, sends it, classifies
-// the outcome, schedules retries and gives up to the dead-letter store.
+// each hook alone), claims the batch from the store, sends it (signed,
+// when secrets are set, through a client whose every dial the egress
+// guard checks), classifies the outcome, schedules retries (fixed or
+// exponential backoff, Retry-After), marks targets that answer 410 Gone
+// and gives up to the dead-letter store. The policy itself (due times,
+// backoff, classification) is pure functions in policy.go.
 //
 // One scheduler serves every target: a min-heap of due times and a single
 // timer for the earliest, so idle targets cost a small heap entry and no
@@ -16,12 +20,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
 	"hookproxy/buffer"
+	"hookproxy/egress"
 )
 
 // Store is what the sender needs of the durable buffer; *buffer.Store
@@ -42,8 +49,11 @@ type Store interface {
 	Ack(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
 	// Discard removes the batch without keeping it.
 	Discard(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
-	// GiveUp moves the batch to the dead-letter store.
+	// GiveUp moves the batch to the dead-letter store; f.At zero means
+	// it is given up without a final attempt.
 	GiveUp(id buffer.TargetID, batchID, reason string, f buffer.Failure) (buffer.TargetStatus, error)
+	// SetGone sets or clears the target's gone mark.
+	SetGone(id buffer.TargetID, gone bool) (buffer.TargetStatus, error)
 }
 
 // Values of Options.OnGiveUp.
@@ -57,25 +67,50 @@ const (
 // Reasons passed to Store.GiveUp and Options.OnGiveUp.
 const (
 	// ReasonRetriesExhausted: every allowed attempt failed with a
-	// retryable error (network error, timeout, 408, 429, 5xx).
+	// retryable error (network error, timeout, 408, 425, 429, 5xx).
 	ReasonRetriesExhausted = "retries-exhausted"
+	// ReasonMaxAge: an attempt failed with a retryable error when the
+	// batch was already Options.RetryMaxAge old.
+	ReasonMaxAge = "max-age"
 	// ReasonStatus: the receiver answered a status that no retry can fix
-	// (3xx, since redirects are not followed, or a 4xx other than 408/429).
+	// (a 3xx that is not followed, or a 4xx other than 408, 410, 425 and
+	// 429), or a redirect could not be followed.
 	ReasonStatus = "status"
+	// ReasonGone: the receiver answered 410 Gone, or the target was
+	// already marked gone and the batch was not sent.
+	ReasonGone = "gone"
+	// ReasonBlocked: the egress guard refused the target's address (or a
+	// redirect's); it is never retried.
+	ReasonBlocked = "blocked"
 	// ReasonInvalid: the batch cannot be sent at all (the target is not an
 	// http or https URL).
 	ReasonInvalid = "invalid-request"
 )
+
+// Values of Options.Backoff.
+const (
+	// BackoffExponential doubles the wait after each failed attempt, from
+	// RetryInterval up to RetryMaxInterval, with +-20% jitter.
+	BackoffExponential = "exponential"
+	// BackoffFixed waits RetryInterval after every failed attempt, as the
+	// old batch deliverer did.
+	BackoffFixed = "fixed"
+)
+
+// RetryForever as Options.Retries retries a batch until it is delivered
+// (or is Options.RetryMaxAge old, or fails permanently).
+const RetryForever = -1
 
 // Outcomes passed to Options.OnAttempt. An attempt that fails with a
 // retryable error is "retryable" also when it was the last one allowed.
 const (
 	// OutcomeDelivered: the receiver answered 2xx.
 	OutcomeDelivered = "delivered"
-	// OutcomeRetryable: a network error, a timeout, 408, 429 or 5xx.
+	// OutcomeRetryable: a network error, a timeout, 408, 425, 429 or
+	// 5xx.
 	OutcomeRetryable = "retryable"
-	// OutcomePermanent: any other status, or a request that cannot be
-	// built.
+	// OutcomePermanent: any other status, a destination the egress guard
+	// refused, or a request that cannot be built.
 	OutcomePermanent = "permanent"
 )
 
@@ -98,12 +133,32 @@ type Options struct {
 	BatchMaxWait time.Duration
 	// MaxBatchHooks caps a batch in time-only mode. Zero: 1000.
 	MaxBatchHooks int
+	// BatchMaxBytes caps the body bytes of a batch: a batch that would
+	// pass it is cut before the hook that would, and the rest goes in
+	// the next one. A single hook larger than that still goes, alone.
+	// Zero: no limit.
+	BatchMaxBytes int64
 
 	// Retries is how many times a failed batch is tried again after its
-	// first attempt. Zero: no retry.
+	// first attempt; RetryForever (-1) retries until it is delivered.
+	// Zero: no retry.
 	Retries int
-	// RetryInterval is the wait between attempts. Zero: 5s.
+	// Backoff is how the wait between attempts grows: BackoffExponential
+	// (the default, also for "") or BackoffFixed.
+	Backoff string
+	// RetryInterval is the wait after a failed attempt: every time with
+	// BackoffFixed, after the first failure with BackoffExponential (then
+	// doubled for each further one). Zero: 5s.
 	RetryInterval time.Duration
+	// RetryMaxInterval caps the wait between attempts, the exponential
+	// ones and those a receiver's Retry-After asks for. Zero: 10m, or
+	// RetryInterval when that is longer; less than RetryInterval is an
+	// error.
+	RetryMaxInterval time.Duration
+	// RetryMaxAge gives up on a batch that fails with a retryable error
+	// when it was formed at least this long ago, whatever its count
+	// (reason ReasonMaxAge). Zero: no age limit.
+	RetryMaxAge time.Duration
 	// OnGiveUp is what happens to a batch that is given up on:
 	// GiveUpDeadLetter (the default, also for "") or GiveUpDiscard.
 	OnGiveUp string
@@ -112,15 +167,44 @@ type Options struct {
 	SendTimeout time.Duration
 	// Concurrency is how many targets are sent to at once. Zero: 16.
 	Concurrency int
-	// Client sends the requests. Nil: a client of the sender's own that
-	// never uses the process's proxy settings (they point at hookproxy
-	// itself), pools connections, verifies TLS and does not follow
-	// redirects (a 3xx is a permanent failure). A client given here
-	// should not follow redirects either.
+	// Client sends the requests. Nil: a client of the sender's own, on
+	// Transport, with the redirect policy FollowRedirects says. A client
+	// given here is used as it is: Transport, Guard and FollowRedirects
+	// do not apply to it, so it must check destinations and refuse
+	// redirects itself.
 	Client *http.Client
+	// Transport is the transport of the sender's own client. Nil: one of
+	// the sender's own that never uses the process's proxy settings (they
+	// point at hookproxy itself), pools connections, verifies TLS and
+	// dials through Guard. A transport given here must check destinations
+	// itself (DialContext from Guard.Dialer).
+	Transport http.RoundTripper
+	// Guard refuses destinations on the operator's own networks (SSRF
+	// protection) at dial time in the sender's own transport, for every
+	// redirect hop too; a refused batch is given up at once with reason
+	// ReasonBlocked. Nil: the zero egress.Guard, which lets through
+	// public addresses only.
+	Guard *egress.Guard
+	// FollowRedirects makes the sender's own client follow up to
+	// MaxRedirects redirects to http and https URLs (each hop goes
+	// through Guard), as long as the method stays the same (a 301, 302
+	// or 303 that would turn a POST into a GET is not followed). False:
+	// a 3xx is a permanent failure.
+	FollowRedirects bool
 	// UserAgent is sent with every batch, and with a single hook that has
 	// none of its own. Empty: "hookproxy".
 	UserAgent string
+	// SigningSecrets, when set, sign every delivery the Standard Webhooks
+	// way: webhook-id (the batch id), webhook-timestamp (the attempt's
+	// unix seconds) and webhook-signature, one "v1,<base64>" per secret
+	// separated by spaces (several while a secret is rotated). Each is a
+	// "whsec_" secret (see ParseSigningSecret). Empty: no signature.
+	SigningSecrets []string
+	// GoneWebhook, when set, is POSTed {"target": URL, "hook_ids": [...]}
+	// (JSON) each time a receiver answers 410 Gone, so the app can delete
+	// the subscription. It is sent by the same client (through Guard),
+	// tried a few times, and given up on with a log line. Empty: none.
+	GoneWebhook string
 
 	// Logger receives one line per delivery attempt and one per give-up.
 	// Nil: nothing is logged.
@@ -144,13 +228,18 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultBatchMaxWait  = time.Minute
-	DefaultMaxBatchHooks = 1000
-	DefaultRetryInterval = 5 * time.Second
-	DefaultSendTimeout   = 15 * time.Second
-	DefaultConcurrency   = 16
-	DefaultUserAgent     = "hookproxy"
+	DefaultBatchMaxWait     = time.Minute
+	DefaultMaxBatchHooks    = 1000
+	DefaultRetryInterval    = 5 * time.Second
+	DefaultRetryMaxInterval = 10 * time.Minute
+	DefaultSendTimeout      = 15 * time.Second
+	DefaultConcurrency      = 16
+	DefaultUserAgent        = "hookproxy"
 )
+
+// MaxRedirects is how many redirects one attempt follows at most when
+// Options.FollowRedirects is set.
+const MaxRedirects = 5
 
 // ErrBusy is returned by Run when the sender is already running or
 // draining.
@@ -171,12 +260,21 @@ type Sender struct {
 	client    *http.Client
 	ownClient bool
 	userAgent string
+	signer    *signer
 	log       *slog.Logger
 	clock     Clock
+	// rand draws the jitter of retry waits, in [0, 1).
+	rand func() float64
+
+	goneWebhook string
+	goneWaits   []time.Duration // between gone webhook attempts
 
 	onAttempt   func(string, int, time.Duration, int)
 	onDelivered func(int)
 	onGivenUp   func(string, int)
+	// onGoneNotified, when set (by tests), is called when a gone webhook
+	// was sent (nil) or given up on.
+	onGoneNotified func(error)
 
 	// gate is held by Run or Drain, so they never send at the same time.
 	gate chan struct{}
@@ -226,11 +324,42 @@ func New(opts Options) (*Sender, error) {
 	if opts.MaxBatchHooks < 0 {
 		bad("MaxBatchHooks", opts.MaxBatchHooks)
 	}
-	if opts.Retries < 0 {
-		bad("Retries", opts.Retries)
+	if opts.BatchMaxBytes < 0 {
+		bad("BatchMaxBytes", opts.BatchMaxBytes)
+	}
+	if opts.Retries < RetryForever {
+		errs = append(errs, fmt.Errorf("%s is %d, want %d (retry forever) or more", "Retries", opts.Retries, RetryForever))
+	}
+	switch opts.Backoff {
+	case "", BackoffExponential, BackoffFixed:
+	default:
+		errs = append(errs, fmt.Errorf("%s is %q, want %q or %q", "Backoff", opts.Backoff, BackoffExponential, BackoffFixed))
 	}
 	if opts.RetryInterval < 0 {
 		bad("RetryInterval", opts.RetryInterval)
+	}
+	if opts.RetryMaxInterval < 0 {
+		bad("RetryMaxInterval", opts.RetryMaxInterval)
+	}
+	if opts.RetryMaxInterval > 0 && opts.RetryMaxInterval < orDefault(opts.RetryInterval, DefaultRetryInterval) {
+		errs = append(errs, fmt.Errorf("RetryMaxInterval %v is less than RetryInterval %v",
+			opts.RetryMaxInterval, orDefault(opts.RetryInterval, DefaultRetryInterval)))
+	}
+	if opts.RetryMaxAge < 0 {
+		bad("RetryMaxAge", opts.RetryMaxAge)
+	}
+	var keys [][]byte
+	for i, secret := range opts.SigningSecrets {
+		key, err := ParseSigningSecret(secret)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SigningSecrets[%d]: %w", i, err))
+		}
+		keys = append(keys, key)
+	}
+	if opts.GoneWebhook != "" {
+		if u, err := url.Parse(opts.GoneWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, errors.New("GoneWebhook is not an http or https URL"))
+		}
 	}
 	if opts.SendTimeout < 0 {
 		bad("SendTimeout", opts.SendTimeout)
@@ -251,9 +380,13 @@ func New(opts Options) (*Sender, error) {
 		size:     opts.BatchSize,
 		window:   opts.BatchTime,
 		maxWait:  orDefault(opts.BatchMaxWait, DefaultBatchMaxWait),
+		maxBytes: opts.BatchMaxBytes,
 		retries:  opts.Retries,
+		backoff:  orDefault(opts.Backoff, BackoffExponential),
 		interval: orDefault(opts.RetryInterval, DefaultRetryInterval),
+		maxAge:   opts.RetryMaxAge,
 	}
+	p.maxInterval = orDefault(opts.RetryMaxInterval, max(DefaultRetryMaxInterval, p.interval))
 	switch {
 	case p.size > 0:
 		p.claim = p.size
@@ -272,6 +405,9 @@ func New(opts Options) (*Sender, error) {
 		userAgent:   orDefault(opts.UserAgent, DefaultUserAgent),
 		log:         opts.Logger,
 		clock:       opts.Clock,
+		rand:        rand.Float64,
+		goneWebhook: opts.GoneWebhook,
+		goneWaits:   goneWebhookWaits,
 		onAttempt:   opts.OnAttempt,
 		onDelivered: opts.OnDelivered,
 		onGivenUp:   opts.OnGivenUp,
@@ -279,9 +415,16 @@ func New(opts Options) (*Sender, error) {
 		wake:        make(chan struct{}, 1),
 		targets:     make(map[buffer.TargetID]*target),
 	}
+	if len(keys) > 0 {
+		s.signer = &signer{keys: keys}
+	}
 	if s.client == nil {
-		s.client = newClient(s.workers)
-		s.ownClient = true
+		tr := opts.Transport
+		if tr == nil {
+			tr = newTransport(s.workers, opts.Guard)
+			s.ownClient = true
+		}
+		s.client = &http.Client{Transport: tr, CheckRedirect: redirectPolicy(opts.FollowRedirects)}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -301,12 +444,14 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
-// newClient builds the sender's own HTTP client.
-func newClient(workers int) *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
+// newTransport builds the sender's own transport, whose every
+// connection, redirect hops included, is checked by guard at dial time.
+func newTransport(workers int, guard *egress.Guard) *http.Transport {
+	dialer := guard.Dialer(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+	return &http.Transport{
 		// Never the process's proxy settings: in the sidecar they point at
-		// hookproxy itself, and deliveries would loop back into it.
+		// hookproxy itself, and deliveries would loop back into it (and
+		// the guard would check the proxy's address, not the target's).
 		Proxy:       nil,
 		DialContext: dialer.DialContext,
 		// A custom DialContext turns HTTP/2 off unless asked for.
@@ -317,11 +462,37 @@ func newClient(workers int) *http.Client {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{
-		Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+}
+
+// redirectPolicy is the sender's http.Client.CheckRedirect. Not
+// following, a 3xx is the attempt's answer. Following, a hop is refused
+// (errRedirect, a permanent failure) when it is not to an http or https
+// URL, when it would change the method (net/http turns a POST into a
+// body-less GET on 301, 302 and 303: "delivering" that would lose the
+// hooks), or after MaxRedirects hops. The egress guard checks every hop
+// at dial time.
+func redirectPolicy(follow bool) func(*http.Request, []*http.Request) error {
+	if !follow {
+		return func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	return func(req *http.Request, via []*http.Request) error {
+		host := req.URL.Host
+		if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirect to a %q URL: %w", req.URL.Scheme, errRedirect)
+		}
+		// via holds the first request and the hops followed so far.
+		if hops := len(via) - 1; hops >= MaxRedirects {
+			return fmt.Errorf("redirect to %s after %d redirects: %w", host, hops, errRedirect)
+		}
+		if m := via[0].Method; req.Method != m {
+			status := 0
+			if req.Response != nil {
+				status = req.Response.StatusCode
+			}
+			return fmt.Errorf("redirect to %s: a %d would turn the %s into a %s: %w",
+				host, status, m, req.Method, errRedirect)
+		}
+		return nil
 	}
 }
 
@@ -508,9 +679,14 @@ func (s *Sender) load() error {
 func (s *Sender) startLocked(ctx context.Context, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
-	version := t.version
+	version, gone := t.version, t.gone
 	wg.Go(func() {
-		res := s.deliver(ctx, t.id, drain)
+		res := s.deliver(ctx, t.id, drain, gone)
+		if res.gone != nil && s.goneWebhook != "" {
+			// In the background: the target's turn is over, and the
+			// webhook's retries must not hold a worker.
+			wg.Go(func() { s.notifyGone(ctx, *res.gone) })
+		}
 		s.mu.Lock()
 		s.busy--
 		t.busy = false

@@ -261,6 +261,7 @@ func TestRetries(t *testing.T) {
 		st := openStore(t, t.TempDir(), clk)
 		obs := &observed{}
 		opts.RetryInterval = interval
+		opts.Backoff = BackoffFixed
 		h := newHarness(t, clk, st, obs.options(opts)).start()
 		h.put(rc.URL, `{"n":1}`, jsonHeader())
 		h.settle()
@@ -414,7 +415,8 @@ func TestPermanentFailures(t *testing.T) {
 			t.Fatalf("the redirect was followed (%d requests)", n)
 		}
 		dls := deadLetters(t, st)
-		if len(dls) != 1 || dls[0].Reason != ReasonStatus || dls[0].Detail != "HTTP 302 Found" {
+		want := "redirect to " + strings.TrimPrefix(elsewhere.URL, "http://") + " not followed (HTTP 302 Found)"
+		if len(dls) != 1 || dls[0].Reason != ReasonStatus || dls[0].Detail != want {
 			t.Fatalf("dead letters %+v, want one for the 302", dls)
 		}
 	})
@@ -682,6 +684,9 @@ func (s *stubStore) Discard(buffer.TargetID, string) (buffer.TargetStatus, error
 	return buffer.TargetStatus{}, nil
 }
 func (s *stubStore) GiveUp(buffer.TargetID, string, string, buffer.Failure) (buffer.TargetStatus, error) {
+	return buffer.TargetStatus{}, nil
+}
+func (s *stubStore) SetGone(buffer.TargetID, bool) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
 

@@ -1,0 +1,413 @@
+package admin
+
+import (
+	"context"
+	"io"
+	"net/http"
+	neturl "net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// TestTokenGuardsEveryRouteButHealthz: with a token set, every route but
+// /healthz (unknown ones too) refuses a request without it, with a wrong
+// one or with another scheme, and accepts the right one.
+func TestTokenGuardsEveryRouteButHealthz(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	id := strconv.FormatUint(uint64(targetOf(t, st, "http://a.test/hook")), 10)
+	dead := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	const token = "s3cret-token"
+	_, url := serve(t, Options{Store: st, Metrics: NewMetrics("test"), Token: token, CACert: []byte("-----BEGIN CERTIFICATE-----\n")})
+
+	routes := []struct{ method, path string }{
+		{"GET", "/readyz"},
+		{"GET", "/metrics"},
+		{"GET", "/ca.pem"},
+		{"GET", "/api/status"},
+		{"GET", "/api/targets"},
+		{"GET", "/api/targets/" + id},
+		{"POST", "/api/targets/" + id + "/clear-gone"},
+		{"GET", "/api/dead-letters"},
+		{"GET", "/api/dead-letters/" + dead},
+		{"POST", "/api/dead-letters/replay?id=" + dead},
+		{"DELETE", "/api/dead-letters?id=" + dead},
+		{"GET", "/no/such/route"},
+	}
+	for _, rt := range routes {
+		for _, auth := range []string{"", "Bearer wrong", "Bearer " + token + "x", "Basic " + token, token} {
+			req, _ := http.NewRequest(rt.method, url+rt.path, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s %s with Authorization %q: %d, want 401 with a challenge", rt.method, rt.path, auth, resp.StatusCode)
+			}
+		}
+	}
+	// The right token opens every route (the purge runs last, after the
+	// replay found the dead letter gone: 404 is an answer past the guard).
+	for _, rt := range routes {
+		if code := call(t, rt.method, url+rt.path, token, nil, nil); code == http.StatusUnauthorized {
+			t.Errorf("%s %s with the token: 401", rt.method, rt.path)
+		}
+	}
+	if code := call(t, "GET", url+"/healthz", "", nil, nil); code != http.StatusOK {
+		t.Errorf("/healthz without token: %d, want 200", code)
+	}
+}
+
+// TestDeadLetterAPI: list with filters, show with bodies, replay by
+// target (the hooks go back in their original order, behind what is
+// pending), purge by id.
+func TestDeadLetterAPI(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	metrics := NewMetrics("test")
+	_, url := serve(t, Options{Store: st, Metrics: metrics, Now: clk.Now})
+	a, b := "http://a.test/hook?key=1", "http://b.test/hook"
+
+	aIDs := put(t, st, a, `{"n":1}`, `{"n":2}`, `{"n":3}`)
+	put(t, st, b, `{"n":10}`, "\xff\xfe")
+	bID := targetOf(t, st, b)
+	clk.Add(time.Second)
+	deadA1 := kill(t, st, clk, a, 2, "retries-exhausted", 503)
+	clk.Add(time.Second)
+	deadA2 := kill(t, st, clk, a, 1, "status", 400)
+	deadB := kill(t, st, clk, b, 0, "status", 422)
+	pendingA := put(t, st, a, `{"n":4}`)
+
+	var list DeadLetterList
+	if code := call(t, "GET", url+"/api/dead-letters", "", nil, &list); code != 200 {
+		t.Fatalf("list: %d", code)
+	}
+	if got := ids(list.DeadLetters); !slices.Equal(got, []string{deadA1, deadA2, deadB}) || list.Total != 3 {
+		t.Fatalf("list = %v (total %d), want oldest first %v", got, list.Total, []string{deadA1, deadA2, deadB})
+	}
+	d := list.DeadLetters[0]
+	if d.Target != a || d.Reason != "retries-exhausted" || d.LastStatus != 503 || d.Attempts != 1 ||
+		!slices.Equal(d.HookIDs, aIDs[:2]) || d.HookCount != 2 || d.BodyBytes != 14 ||
+		!d.FirstAttempt.Equal(t0.Add(time.Second)) || !d.LastAttempt.Equal(t0.Add(time.Second)) {
+		t.Errorf("first dead letter = %+v", d)
+	}
+
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"?target=" + escape(a), []string{deadA1, deadA2}},
+		{"?reason=status", []string{deadA2, deadB}},
+		{"?target=" + escape(a) + "&reason=status", []string{deadA2}},
+		{"?target_id=" + strconv.FormatUint(uint64(bID), 10), []string{deadB}},
+		{"?limit=2", []string{deadA1, deadA2}},
+		{"?limit=2&offset=2", []string{deadB}},
+		{"?offset=5", []string{}},
+	} {
+		var l DeadLetterList
+		if code := call(t, "GET", url+"/api/dead-letters"+tt.query, "", nil, &l); code != 200 {
+			t.Fatalf("list %s: %d", tt.query, code)
+		}
+		if got := ids(l.DeadLetters); !slices.Equal(got, tt.want) {
+			t.Errorf("list %s = %v, want %v", tt.query, got, tt.want)
+		}
+	}
+
+	var detail DeadLetterDetail
+	if code := call(t, "GET", url+"/api/dead-letters/"+deadB, "", nil, &detail); code != 200 {
+		t.Fatalf("show: %d", code)
+	}
+	if len(detail.Hooks) != 2 || detail.Hooks[0].Body != `{"n":10}` || string(detail.Hooks[1].BodyBase64) != "\xff\xfe" ||
+		detail.Hooks[1].Body != "" || detail.Hooks[0].Method != "POST" {
+		t.Errorf("show = %+v", detail.Hooks)
+	}
+	if h := detail.Hooks[0].Header; h.Get("Authorization") != "[redacted]" || h.Get("Content-Type") != "application/json" {
+		t.Errorf("show headers = %v, want Authorization redacted and the rest kept", h)
+	}
+	var eb ErrorBody
+	if code := call(t, "GET", url+"/api/dead-letters/NOSUCH", "", nil, &eb); code != 404 || eb.Message == "" || eb.Status != 404 {
+		t.Errorf("show unknown = %d %+v, want 404 with a message", code, eb)
+	}
+
+	var rep ReplayResult
+	if code := call(t, "POST", url+"/api/dead-letters/replay", "", Selector{Target: a}, &rep); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	if rep.DeadLetters != 2 || rep.Hooks != 3 || !slices.Equal(rep.IDs, []string{deadA1, deadA2}) {
+		t.Errorf("replay = %+v", rep)
+	}
+	// Back in the queue behind the hook captured meanwhile, in their
+	// original order, with their ids.
+	batch, err := st.Claim(targetOf(t, st, a), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range batch.Hooks {
+		got = append(got, h.ID)
+	}
+	if want := append(pendingA, aIDs...); !slices.Equal(got, want) {
+		t.Errorf("queue of a after replay = %v, want %v", got, want)
+	}
+
+	var pur PurgeResult
+	if code := call(t, "DELETE", url+"/api/dead-letters?id="+deadB+"&id=NOSUCH", "", nil, &pur); code != 200 {
+		t.Fatalf("purge: %d", code)
+	}
+	if pur.DeadLetters != 1 || !slices.Equal(pur.IDs, []string{deadB}) || !slices.Equal(pur.NotFound, []string{"NOSUCH"}) {
+		t.Errorf("purge = %+v", pur)
+	}
+	if code := call(t, "DELETE", url+"/api/dead-letters?id="+deadB, "", nil, &eb); code != 404 {
+		t.Errorf("purge again = %d, want 404", code)
+	}
+	if code := call(t, "GET", url+"/api/dead-letters", "", nil, &list); code != 200 || len(list.DeadLetters) != 0 {
+		t.Errorf("list after replay and purge = %d %v", code, ids(list.DeadLetters))
+	}
+	var status Status
+	if call(t, "GET", url+"/api/status", "", nil, &status); status.DeadLetters != 0 {
+		t.Errorf("status after purge counts %d dead letters (stale cache)", status.DeadLetters)
+	}
+}
+
+// TestSelectorsAreExplicit: replay and purge refuse an empty or
+// ambiguous selection instead of taking it as "all".
+func TestSelectorsAreExplicit(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/", `{}`)
+	kill(t, st, clk, "http://a.test/", 0, "status", 400)
+	_, url := serve(t, Options{Store: st})
+	for _, tt := range []struct {
+		method, query string
+		body          any
+	}{
+		{"POST", "", nil},
+		{"POST", "", Selector{}},
+		{"POST", "", map[string]any{"everything": true}},
+		{"POST", "?all=true", Selector{All: true}},
+		{"POST", "", Selector{All: true, Target: "http://a.test/"}},
+		{"POST", "", Selector{IDs: []string{"X"}, Reason: "status"}},
+		{"DELETE", "", nil},
+		{"DELETE", "?all=maybe", nil},
+		{"DELETE", "?target_id=x", nil},
+		{"DELETE", "?all=false", nil},
+	} {
+		var eb ErrorBody
+		path := "/api/dead-letters"
+		if tt.method == "POST" {
+			path += "/replay"
+		}
+		if code := call(t, tt.method, url+path+tt.query, "", tt.body, &eb); code != 400 || eb.Message == "" {
+			t.Errorf("%s %s%s %+v = %d %+v, want 400 with a message", tt.method, path, tt.query, tt.body, code, eb)
+		}
+	}
+	if ds, _ := st.ListDeadLetters(buffer.DeadLetterFilter{}, false); len(ds) != 1 {
+		t.Fatalf("a refused selection changed the dead letters: %d left", len(ds))
+	}
+	var pur PurgeResult
+	if code := call(t, "DELETE", url+"/api/dead-letters?all=true", "", nil, &pur); code != 200 || pur.DeadLetters != 1 {
+		t.Errorf("purge all = %d %+v", code, pur)
+	}
+	var rep ReplayResult
+	if code := call(t, "POST", url+"/api/dead-letters/replay", "", Selector{All: true}, &rep); code != 200 || rep.DeadLetters != 0 || rep.IDs == nil {
+		t.Errorf("replay all of nothing = %d %+v, want 200 with none", code, rep)
+	}
+}
+
+// TestTargetsAPI: per-target detail, sorting, paging, clear-gone.
+func TestTargetsAPI(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	var changed []buffer.TargetStatus
+	_, url := serve(t, Options{Store: st, Now: clk.Now, OnTargetChange: func(s buffer.TargetStatus) { changed = append(changed, s) }})
+	old, big, gone := "http://old.test/", "http://big.test/", "http://gone.test/"
+	put(t, st, old, `{"a":1}`)
+	clk.Add(10 * time.Second)
+	put(t, st, big, `{}`, `{}`, `{}`)
+	put(t, st, gone, `{}`)
+	clk.Add(5 * time.Second)
+	fail(t, st, clk, old, 1, 503, 30*time.Second)
+	clk.Add(20 * time.Second)
+	goneID := targetOf(t, st, gone)
+	if _, err := st.SetGone(goneID, true); err != nil {
+		t.Fatal(err)
+	}
+
+	var one Target
+	oldID := targetOf(t, st, old)
+	if code := call(t, "GET", url+"/api/targets/"+strconv.FormatUint(uint64(oldID), 10), "", nil, &one); code != 200 {
+		t.Fatalf("get: %d", code)
+	}
+	if one.URL != old || one.PendingHooks != 1 || one.PendingBytes != 7 || one.OldestAgeSeconds != 35 ||
+		one.Attempts != 1 || one.LastStatus != 503 || one.LastError == "" || one.InFlight == nil ||
+		one.NextAttemptInSeconds == nil || *one.NextAttemptInSeconds != 10 || one.Gone {
+		t.Errorf("target = %+v", one)
+	}
+
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{big, old, gone}},
+		{"?sort=pending&order=asc", []string{gone, old, big}}, // ties by bytes
+		{"?sort=age", []string{old, big, gone}},
+		{"?sort=id", []string{old, big, gone}},
+		{"?sort=id&order=desc", []string{gone, big, old}},
+		{"?limit=1&offset=1", []string{old}},
+	} {
+		var tl TargetList
+		if code := call(t, "GET", url+"/api/targets"+tt.query, "", nil, &tl); code != 200 {
+			t.Fatalf("list %s: %d", tt.query, code)
+		}
+		var got []string
+		for _, x := range tl.Targets {
+			got = append(got, x.URL)
+		}
+		if !slices.Equal(got, tt.want) || tl.Total != 3 {
+			t.Errorf("list %s = %v (total %d), want %v", tt.query, got, tl.Total, tt.want)
+		}
+	}
+	for _, q := range []string{"?sort=url", "?order=up", "?limit=0", "?limit=1001", "?offset=-1"} {
+		if code := call(t, "GET", url+"/api/targets"+q, "", nil, nil); code != 400 {
+			t.Errorf("list %s = %d, want 400", q, code)
+		}
+	}
+
+	path := url + "/api/targets/" + strconv.FormatUint(uint64(goneID), 10)
+	if code := call(t, "GET", path, "", nil, &one); code != 200 || !one.Gone {
+		t.Fatalf("gone target = %d %+v", code, one)
+	}
+	if code := call(t, "POST", path+"/clear-gone", "", nil, &one); code != 200 || one.Gone {
+		t.Fatalf("clear-gone = %d %+v", code, one)
+	}
+	if len(changed) != 1 || changed[0].ID != goneID || changed[0].Gone {
+		t.Errorf("OnTargetChange got %+v, want the cleared target", changed)
+	}
+	if s, _ := st.Target(goneID); s.Gone {
+		t.Error("gone mark still set in the store")
+	}
+	for _, p := range []string{"/api/targets/999", "/api/targets/999/clear-gone"} {
+		method := "GET"
+		if strings.HasSuffix(p, "gone") {
+			method = "POST"
+		}
+		if code := call(t, method, url+p, "", nil, nil); code != 404 {
+			t.Errorf("%s %s = %d, want 404", method, p, code)
+		}
+	}
+	if code := call(t, "GET", url+"/api/targets/abc", "", nil, nil); code != 400 {
+		t.Errorf("bad id = %d, want 400", code)
+	}
+}
+
+// TestErrorsAreJSON: unknown routes, wrong methods and a missing CA
+// answer with a JSON message.
+func TestErrorsAreJSON(t *testing.T) {
+	st := openStore(t, newClock())
+	_, url := serve(t, Options{Store: st})
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/nope", 404},
+		{"GET", "/metrics", 404}, // no Metrics given
+		{"GET", "/ca.pem", 404},
+		{"PUT", "/api/targets", 405},
+		{"GET", "/api/dead-letters/replay", 404}, // an id, not the action
+	} {
+		var eb ErrorBody
+		if code := call(t, tt.method, url+tt.path, "", nil, &eb); code != tt.want || eb.Message == "" {
+			t.Errorf("%s %s = %d %+v, want %d with a message", tt.method, tt.path, code, eb, tt.want)
+		}
+	}
+}
+
+func TestCAPEM(t *testing.T) {
+	pem := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	_, url := serve(t, Options{Store: openStore(t, newClock()), CACert: pem})
+	resp, err := http.Get(url + "/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || string(got) != string(pem) {
+		t.Errorf("/ca.pem = %d %q, %v", resp.StatusCode, got, err)
+	}
+}
+
+// TestClient: the Client reaches every route and turns error answers
+// into *APIError.
+func TestClient(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/", `{"n":1}`)
+	dead := kill(t, st, clk, "http://a.test/", 0, "status", 400)
+	put(t, st, "http://b.test/", `{"n":2}`)
+	_, url := serve(t, Options{Store: st, Token: "tok", Version: "v9", Now: clk.Now})
+	ctx := context.Background()
+
+	bad, err := NewClient(url, "wrong", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Status(ctx); err == nil || err.(*APIError).Status != 401 {
+		t.Errorf("wrong token: %v, want a 401 APIError", err)
+	}
+	c, err := NewClient(url+"/", "tok", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if s, err := c.Status(ctx); err != nil || s.Version != "v9" || s.PendingHooks != 1 || s.DeadLetters != 1 || !s.Ready {
+		t.Errorf("Status = %+v, %v", s, err)
+	}
+	if tl, err := c.Targets(ctx, TargetQuery{Sort: "age"}); err != nil || len(tl.Targets) != 1 {
+		t.Errorf("Targets = %+v, %v", tl, err)
+	}
+	if dl, err := c.DeadLetters(ctx, DeadLetterQuery{Reason: "status"}); err != nil || len(dl.DeadLetters) != 1 {
+		t.Errorf("DeadLetters = %+v, %v", dl, err)
+	}
+	if d, err := c.DeadLetter(ctx, dead); err != nil || len(d.Hooks) != 1 || d.Hooks[0].Body != `{"n":1}` {
+		t.Errorf("DeadLetter = %+v, %v", d, err)
+	}
+	if _, err := c.DeadLetter(ctx, "NOSUCH"); !IsNotFound(err) {
+		t.Errorf("DeadLetter(NOSUCH) = %v, want not found", err)
+	}
+	if _, err := c.Replay(ctx, Selector{}); err == nil {
+		t.Error("Replay with an empty selector went through")
+	}
+	if r, err := c.Replay(ctx, Selector{IDs: []string{dead}}); err != nil || r.Hooks != 1 {
+		t.Errorf("Replay = %+v, %v", r, err)
+	}
+	if r, err := c.Purge(ctx, Selector{All: true}); err != nil || r.DeadLetters != 0 {
+		t.Errorf("Purge = %+v, %v", r, err)
+	}
+	if rd, err := c.Ready(ctx); err != nil || !rd.Ready {
+		t.Errorf("Ready = %+v, %v", rd, err)
+	}
+	if _, err := NewClient("127.0.0.1:9090", "", nil); err == nil {
+		t.Error("NewClient accepted a URL without a scheme")
+	}
+}
+
+func ids(ds []DeadLetter) []string {
+	out := []string{}
+	for _, d := range ds {
+		out = append(out, d.ID)
+	}
+	return out
+}
+
+func escape(s string) string { return neturl.QueryEscape(s) }

@@ -1,0 +1,184 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"hookproxy/buffer"
+)
+
+// t0 is the fixed start of every test clock.
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// clock is a settable time source shared by the store and the server.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: t0} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// openStore opens a real Badger store in a temporary directory.
+func openStore(tb testing.TB, clk *clock) *buffer.Store {
+	tb.Helper()
+	st, err := buffer.Open(buffer.Options{Dir: tb.TempDir(), GCInterval: -1, Now: clk.Now})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return st
+}
+
+// put captures one hook per body for target and returns their ids.
+func put(tb testing.TB, st *buffer.Store, target string, bodies ...string) []string {
+	tb.Helper()
+	ids := make([]string, len(bodies))
+	for i, b := range bodies {
+		h := &buffer.Hook{Target: target, Method: "POST", Body: []byte(b),
+			Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {"Token s3cret"}}}
+		if err := st.Put(context.Background(), h); err != nil {
+			tb.Fatal(err)
+		}
+		ids[i] = h.ID
+	}
+	return ids
+}
+
+// targetOf returns the id of target's record.
+func targetOf(tb testing.TB, st *buffer.Store, target string) buffer.TargetID {
+	tb.Helper()
+	sts, err := st.Targets()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, s := range sts {
+		if s.URL == target {
+			return s.ID
+		}
+	}
+	tb.Fatalf("no target %s", target)
+	return 0
+}
+
+// fail claims target's next batch of at most n hooks and records a failed
+// attempt with status, the next one due after retry.
+func fail(tb testing.TB, st *buffer.Store, clk *clock, target string, n, status int, retry time.Duration) *buffer.Batch {
+	tb.Helper()
+	id := targetOf(tb, st, target)
+	b, err := st.Claim(id, n, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := clk.Now()
+	if err := st.RecordAttempt(id, b.ID, buffer.Failure{At: now, Status: status, Error: http.StatusText(status), Next: now.Add(retry)}); err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// kill claims target's next batch of at most n hooks and gives it up with
+// reason after an attempt that got status; it returns the dead letter id.
+func kill(tb testing.TB, st *buffer.Store, clk *clock, target string, n int, reason string, status int) string {
+	tb.Helper()
+	id := targetOf(tb, st, target)
+	b, err := st.Claim(id, n, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := buffer.Failure{At: clk.Now(), Status: status, Error: "HTTP " + http.StatusText(status)}
+	if _, err := st.GiveUp(id, b.ID, reason, f); err != nil {
+		tb.Fatal(err)
+	}
+	return b.ID
+}
+
+// serve runs an admin server for opts on a loopback listener.
+func serve(tb testing.TB, opts Options) (*Server, string) {
+	tb.Helper()
+	srv, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	tb.Cleanup(ts.Close)
+	return srv, ts.URL
+}
+
+// call sends a request with an optional token and JSON body, decodes a
+// JSON answer into out (when not nil) and returns the status.
+func call(tb testing.TB, method, url, token string, body any, out any) int {
+	tb.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			tb.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// progress is a Progress whose answer the test sets.
+type progress struct {
+	mu      sync.Mutex
+	overdue time.Duration
+	asked   time.Time
+}
+
+func (p *progress) OldestDue(now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked = now
+	return p.overdue
+}
+
+func (p *progress) set(d time.Duration) {
+	p.mu.Lock()
+	p.overdue = d
+	p.mu.Unlock()
+}

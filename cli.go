@@ -1,0 +1,576 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"hookproxy/admin"
+)
+
+// Exit codes of the command line, for scripts.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the command failed: admin API unreachable, refused or in error
+	exitUsage    = 2 // wrong command, flag or argument
+	exitNotFound = 3 // a dead letter or target named was not found (the others were processed)
+)
+
+// exitError carries an exit code other than exitFailure.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode is the process exit code for run's error.
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitFailure
+}
+
+func usageErr(format string, a ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
+}
+
+const cliUsage = `usage: hookproxy <command> [flags]
+
+operator commands (they talk to a running hookproxy's admin API):
+  status                      targets and totals
+  dead list                   list dead letters
+  dead show ID                a dead letter with its hook bodies
+  dead replay SELECTOR        send dead letters again: back into their target's queue, in order
+  dead purge SELECTOR         delete dead letters
+  retry-failed                replay every dead letter (= dead replay --all)
+  version                     print the version
+
+SELECTOR is --all, --target URL, --target-id N, or dead letter ids;
+--reason R narrows --all, --target and --target-id.
+
+flags:
+  --admin-url URL   admin API (HOOKPROXY_ADMIN_URL; default http:// + HOOKPROXY_ADMIN_LISTEN)
+  --token T         bearer token (HOOKPROXY_ADMIN_TOKEN)
+  --timeout D       give up after D (default 30s)
+  --json            print the API's JSON instead of text
+  status:    --sort pending|age|id, --limit N (default 50)
+  dead list: --target URL, --target-id N, --reason R, --limit N, --offset N
+
+exit codes: 0 done, 1 failed, 2 usage, 3 not found.
+`
+
+// cliConfig is what the command line reads from the environment: only
+// the admin API's address and token, so that it works beside a server
+// configuration it does not need to validate.
+type cliConfig struct {
+	AdminURL    string `env:"ADMIN_URL"`
+	AdminToken  string `env:"ADMIN_TOKEN"`
+	AdminListen string `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9090"`
+}
+
+// cliRunner is one invocation of an operator command.
+type cliRunner struct {
+	stdout, stderr io.Writer
+	fs             *flag.FlagSet
+	adminURL       string
+	token          string
+	timeout        time.Duration
+	json           bool
+}
+
+// runCLI runs the operator command cmd with args; it reports handled
+// false when cmd is not one of them (serve and the rest are run's).
+func runCLI(ctx context.Context, cmd string, args []string, environ []string, stdout, stderr io.Writer) (handled bool, err error) {
+	switch cmd {
+	case "status", "dead", "retry-failed", "version":
+	default:
+		return false, nil
+	}
+	cfg, err := env.ParseAsWithOptions[cliConfig](env.Options{Environment: env.ToMap(environ), Prefix: envPrefix})
+	if err != nil {
+		return true, fmt.Errorf("configuration: %w", err)
+	}
+	c := &cliRunner{stdout: stdout, stderr: stderr, fs: flag.NewFlagSet(cmd, flag.ContinueOnError)}
+	c.fs.SetOutput(io.Discard)
+	c.fs.StringVar(&c.adminURL, "admin-url", cfg.AdminURL, "")
+	c.fs.StringVar(&c.token, "token", cfg.AdminToken, "")
+	c.fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "")
+	c.fs.BoolVar(&c.json, "json", false, "")
+	if c.adminURL == "" {
+		c.adminURL = listenURL(cfg.AdminListen)
+	}
+
+	switch cmd {
+	case "version":
+		err = c.version(args)
+	case "status":
+		err = c.status(ctx, args)
+	case "retry-failed":
+		err = c.replay(ctx, args, true)
+	case "dead":
+		if len(args) == 0 {
+			err = usageErr("dead: want list, show, replay or purge")
+			break
+		}
+		switch sub, rest := args[0], args[1:]; sub {
+		case "list", "ls":
+			err = c.deadList(ctx, rest)
+		case "show":
+			err = c.deadShow(ctx, rest)
+		case "replay":
+			err = c.replay(ctx, rest, false)
+		case "purge":
+			err = c.purge(ctx, rest)
+		default:
+			err = usageErr("dead %s: want list, show, replay or purge", sub)
+		}
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, cliUsage)
+		return true, nil
+	}
+	if exitCode(err) == exitUsage {
+		fmt.Fprint(stderr, cliUsage)
+	}
+	return true, err
+}
+
+// listenURL is the URL of a listen address, with a wildcard host taken as
+// the loopback.
+func listenURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// parse parses flags anywhere among args and returns the other arguments.
+func (c *cliRunner) parse(args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageErr("%s: %v", c.fs.Name(), err)
+		}
+		args = c.fs.Args()
+		if len(args) == 0 {
+			return rest, nil
+		}
+		rest, args = append(rest, args[0]), args[1:]
+	}
+}
+
+// client returns the admin API client and the context of the command.
+func (c *cliRunner) client(ctx context.Context) (*admin.Client, context.Context, context.CancelFunc, error) {
+	cl, err := admin.NewClient(c.adminURL, c.token, nil)
+	if err != nil {
+		return nil, nil, nil, usageErr("%v (set HOOKPROXY_ADMIN_URL or --admin-url)", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return cl, ctx, func() { cancel(); cl.Close() }, nil
+}
+
+// apiErr makes an API error readable and gives it its exit code.
+func (c *cliRunner) apiErr(err error) error {
+	var ae *admin.APIError
+	switch {
+	case errors.As(err, &ae) && ae.Status == 401:
+		return fmt.Errorf("%w (set HOOKPROXY_ADMIN_TOKEN or --token)", err)
+	case errors.As(err, &ae) && ae.Status == 404:
+		return &exitError{code: exitNotFound, err: err}
+	case errors.As(err, &ae):
+		return err
+	default:
+		return fmt.Errorf("admin API at %s: %w (is hookproxy running? set HOOKPROXY_ADMIN_URL or --admin-url)", c.adminURL, err)
+	}
+}
+
+func (c *cliRunner) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cliRunner) version(args []string) error {
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErr("version takes no arguments")
+	}
+	if c.json {
+		return c.printJSON(map[string]string{"version": versionString()})
+	}
+	fmt.Fprintln(c.stdout, "hookproxy", versionString())
+	return nil
+}
+
+func (c *cliRunner) status(ctx context.Context, args []string) error {
+	var q admin.TargetQuery
+	c.fs.StringVar(&q.Sort, "sort", "pending", "")
+	c.fs.IntVar(&q.Limit, "limit", 50, "")
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErr("status takes no arguments")
+	}
+	cl, ctx, done, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return c.apiErr(err)
+	}
+	tl, err := cl.Targets(ctx, q)
+	if err != nil {
+		return c.apiErr(err)
+	}
+	if c.json {
+		return c.printJSON(struct {
+			Status  admin.Status     `json:"status"`
+			Targets admin.TargetList `json:"targets"`
+		}{st, tl})
+	}
+	writeStatus(c.stdout, st, tl)
+	return nil
+}
+
+// writeStatus prints the status as text: totals, then a table of targets.
+func writeStatus(w io.Writer, st admin.Status, tl admin.TargetList) {
+	state := "ready"
+	if !st.Ready {
+		state = "NOT READY"
+	}
+	fmt.Fprintf(w, "hookproxy %s: %s\n", st.Version, state)
+	for _, r := range st.Reasons {
+		fmt.Fprintf(w, "  %s: %s\n", r.Check, r.Message)
+	}
+	fmt.Fprintf(w, "pending:      %d hooks, %s, %d targets", st.PendingHooks, bytesize(st.PendingBytes), st.PendingTargets)
+	if st.MaxPendingBytes > 0 {
+		fmt.Fprintf(w, " (quota %s)", bytesize(st.MaxPendingBytes))
+	}
+	if st.PendingHooks > 0 {
+		fmt.Fprintf(w, "; oldest %s ago", seconds(st.OldestAgeSeconds))
+	}
+	fmt.Fprintln(w)
+	if st.OverdueSeconds > 0 {
+		fmt.Fprintf(w, "overdue:      %s\n", seconds(st.OverdueSeconds))
+	}
+	fmt.Fprintf(w, "dead letters: %d (%d hooks)\n", st.DeadLetters, st.DeadLetterHooks)
+	if st.GoneTargets > 0 {
+		fmt.Fprintf(w, "gone targets: %d\n", st.GoneTargets)
+	}
+	if st.DiskBytes > 0 {
+		fmt.Fprintf(w, "disk:         %s\n", bytesize(st.DiskBytes))
+	}
+	if len(tl.Targets) == 0 {
+		fmt.Fprintln(w, "\nno targets with pending hooks")
+		return
+	}
+	fmt.Fprintln(w)
+	tw := table(w)
+	fmt.Fprintln(tw, "ID\tTARGET\tPENDING\tBYTES\tOLDEST\tATTEMPTS\tNEXT\tLAST ERROR\tGONE")
+	for _, t := range tl.Targets {
+		oldest, next, last, gone := "-", "-", "-", ""
+		if t.PendingHooks > 0 {
+			oldest = seconds(t.OldestAgeSeconds)
+		}
+		if in := t.NextAttemptInSeconds; in != nil {
+			if *in > 0 {
+				next = "in " + seconds(*in)
+			} else {
+				next = "due"
+			}
+		}
+		if t.LastError != "" {
+			last = truncate(t.LastError, 40)
+		}
+		if t.Gone {
+			gone = "gone"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n",
+			t.ID, displayURL(t.URL), t.PendingHooks, bytesize(t.PendingBytes), oldest, t.Attempts, next, last, gone)
+	}
+	_ = tw.Flush()
+	if len(tl.Targets) < tl.Total {
+		fmt.Fprintf(w, "(%d of %d targets; see --limit and --sort)\n", len(tl.Targets), tl.Total)
+	}
+}
+
+func (c *cliRunner) deadList(ctx context.Context, args []string) error {
+	var q admin.DeadLetterQuery
+	c.fs.StringVar(&q.Target, "target", "", "")
+	c.fs.Uint64Var(&q.TargetID, "target-id", 0, "")
+	c.fs.StringVar(&q.Reason, "reason", "", "")
+	c.fs.IntVar(&q.Limit, "limit", admin.DefaultLimit, "")
+	c.fs.IntVar(&q.Offset, "offset", 0, "")
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErr("dead list takes no arguments (show takes an id)")
+	}
+	cl, ctx, done, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	dl, err := cl.DeadLetters(ctx, q)
+	if err != nil {
+		return c.apiErr(err)
+	}
+	if c.json {
+		return c.printJSON(dl)
+	}
+	if dl.Total == 0 {
+		fmt.Fprintln(c.stdout, "no dead letters")
+		return nil
+	}
+	tw := table(c.stdout)
+	fmt.Fprintln(tw, "ID\tTARGET\tREASON\tATTEMPTS\tSTATUS\tHOOKS\tBYTES\tGIVEN UP")
+	for _, d := range dl.DeadLetters {
+		status := "-"
+		if d.LastStatus != 0 {
+			status = strconv.Itoa(d.LastStatus)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, displayURL(d.Target), d.Reason, d.Attempts,
+			status, d.HookCount, bytesize(d.BodyBytes), d.GivenUp.UTC().Format(time.RFC3339))
+	}
+	_ = tw.Flush()
+	if len(dl.DeadLetters) < dl.Total {
+		fmt.Fprintf(c.stdout, "(%d of %d dead letters from %d; see --limit and --offset)\n", len(dl.DeadLetters), dl.Total, dl.Offset)
+	}
+	return nil
+}
+
+func (c *cliRunner) deadShow(ctx context.Context, args []string) error {
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usageErr("dead show takes one dead letter id")
+	}
+	cl, ctx, done, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	d, err := cl.DeadLetter(ctx, rest[0])
+	if err != nil {
+		return c.apiErr(err)
+	}
+	if c.json {
+		return c.printJSON(d)
+	}
+	w := c.stdout
+	fmt.Fprintf(w, "dead letter %s\n", d.ID)
+	fmt.Fprintf(w, "target:    %s (id %d)\n", d.Target, d.TargetID)
+	fmt.Fprintf(w, "reason:    %s", d.Reason)
+	if d.Detail != "" {
+		fmt.Fprintf(w, ": %s", d.Detail)
+	}
+	fmt.Fprintf(w, "\nattempts:  %d, first %s, last %s\n", d.Attempts, stamp(d.FirstAttempt), stamp(d.LastAttempt))
+	fmt.Fprintf(w, "given up:  %s\n", stamp(d.GivenUp))
+	fmt.Fprintf(w, "hooks:     %d (%s)\n", d.HookCount, bytesize(d.BodyBytes))
+	for _, h := range d.Hooks {
+		fmt.Fprintf(w, "\n--- hook %s: %s, received %s, %s\n", h.ID, h.Method, stamp(h.Received), bytesize(h.BodyBytes))
+		if h.BodyBase64 != nil {
+			fmt.Fprintf(w, "(binary body, %d bytes; see --json)\n", len(h.BodyBase64))
+			continue
+		}
+		fmt.Fprintln(w, h.Body)
+	}
+	return nil
+}
+
+// selector reads a dead-letter selector from flags and arguments.
+func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
+	var sel admin.Selector
+	c.fs.BoolVar(&sel.All, "all", all, "")
+	c.fs.StringVar(&sel.Target, "target", "", "")
+	c.fs.Uint64Var(&sel.TargetID, "target-id", 0, "")
+	c.fs.StringVar(&sel.Reason, "reason", "", "")
+	rest, err := c.parse(args)
+	if err != nil {
+		return sel, err
+	}
+	sel.IDs = rest
+	if err := sel.Validate(); err != nil {
+		return sel, usageErr("%s: %v", c.fs.Name(), err)
+	}
+	return sel, nil
+}
+
+func (c *cliRunner) replay(ctx context.Context, args []string, all bool) error {
+	sel, err := c.selector(args, all)
+	if err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := cl.Replay(ctx, sel)
+	if err != nil {
+		return c.apiErr(err)
+	}
+	if c.json {
+		if err := c.printJSON(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(c.stdout, "replayed %s (%s): back in their targets' queues\n", plural(res.DeadLetters, "dead letter"), plural(res.Hooks, "hook"))
+	}
+	return notFound(res.NotFound)
+}
+
+func (c *cliRunner) purge(ctx context.Context, args []string) error {
+	sel, err := c.selector(args, false)
+	if err != nil {
+		return err
+	}
+	cl, ctx, done, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := cl.Purge(ctx, sel)
+	if err != nil {
+		return c.apiErr(err)
+	}
+	if c.json {
+		if err := c.printJSON(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(c.stdout, "purged %s\n", plural(res.DeadLetters, "dead letter"))
+	}
+	return notFound(res.NotFound)
+}
+
+// tableWriter aligns tab-separated cells in columns. Flush writes the
+// table, its lines without the padding of empty last cells.
+type tableWriter struct {
+	*tabwriter.Writer
+	buf bytes.Buffer
+	out io.Writer
+}
+
+func table(w io.Writer) *tableWriter {
+	t := &tableWriter{out: w}
+	t.Writer = tabwriter.NewWriter(&t.buf, 0, 0, 2, ' ', 0)
+	return t
+}
+
+func (t *tableWriter) Flush() error {
+	if err := t.Writer.Flush(); err != nil {
+		return err
+	}
+	var out strings.Builder
+	for line := range strings.Lines(t.buf.String()) {
+		out.WriteString(strings.TrimRight(line, " \n"))
+		out.WriteString("\n")
+	}
+	t.buf.Reset()
+	_, err := io.WriteString(t.out, out.String())
+	return err
+}
+
+// notFound is the error for ids that matched no dead letter.
+func notFound(ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return &exitError{code: exitNotFound, err: fmt.Errorf("no such dead letters: %s", strings.Join(ids, ", "))}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// displayURL shortens a target URL for a table: no credentials, and a
+// query (which often holds a token) shown as "?...". --json has it whole.
+func displayURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return truncate(raw, 60)
+	}
+	s := u.Scheme + "://" + u.Host + u.EscapedPath()
+	if u.RawQuery != "" {
+		s += "?..."
+	}
+	return truncate(s, 60)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// seconds formats a number of seconds as a duration to the second.
+func seconds(s float64) string {
+	d := time.Duration(s * float64(time.Second)).Round(time.Second)
+	if d < time.Second {
+		return "<1s"
+	}
+	return d.String()
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// bytesize formats a byte count in binary units.
+func bytesize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

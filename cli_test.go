@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hookproxy/admin"
+	"hookproxy/buffer"
+)
+
+// cliRun runs an operator command in-process against adminURL and
+// returns its output and error.
+func cliRun(tb testing.TB, adminURL string, args ...string) (stdout, stderr string, err error) {
+	tb.Helper()
+	var out, errb bytes.Buffer
+	environ := []string{"HOOKPROXY_ADMIN_URL=" + adminURL}
+	err = run(context.Background(), args, environ, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// TestStatusOutput: "hookproxy status" on a fixed scenario (store and
+// server on a fixed clock) prints exactly this.
+func TestStatusOutput(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	store, err := buffer.Open(buffer.Options{Dir: t.TempDir(), GCInterval: -1, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	put := func(target string, bodies ...string) buffer.TargetID {
+		t.Helper()
+		for _, b := range bodies {
+			if err := store.Put(context.Background(), &buffer.Hook{Target: target, Body: []byte(b)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sts, _ := store.Targets()
+		for _, s := range sts {
+			if s.URL == target {
+				return s.ID
+			}
+		}
+		t.Fatalf("no target %s", target)
+		return 0
+	}
+	crm := put("https://crm.example/hooks?token=secret", `{"pk":1}`, `{"pk":2}`)
+	now = now.Add(30 * time.Second)
+	billing := put("http://billing.example/in", `{"pk":3}`, `{"pk":4}`, `{"pk":5}`)
+	gone := put("http://old.example/hook", `{"pk":6}`)
+	if _, err := store.SetGone(gone, true); err != nil {
+		t.Fatal(err)
+	}
+	// crm's batch failed once and is tried again in 20s; a batch of two
+	// of billing's hooks was dead-lettered.
+	b, err := store.Claim(crm, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordAttempt(crm, b.ID, buffer.Failure{At: now, Status: 503, Error: "HTTP 503 Service Unavailable", Next: now.Add(20 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = store.Claim(billing, 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.GiveUp(billing, b.ID, "status", buffer.Failure{At: now, Status: 422, Error: "HTTP 422 Unprocessable Entity"}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(15 * time.Second)
+
+	adm, err := admin.New(admin.Options{Store: store, Version: "v1.4.0", Now: clock, MaxPendingBytes: 1 << 20,
+		DiskUsage: func() (int64, int64) { return 3 << 20, 512 << 10 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(adm)
+	defer srv.Close()
+
+	out, errOut, err := cliRun(t, srv.URL, "status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut)
+	}
+	want := `hookproxy v1.4.0: ready
+pending:      4 hooks, 32 B, 3 targets (quota 1.0 MiB); oldest 45s ago
+dead letters: 1 (2 hooks)
+gone targets: 1
+disk:         3.5 MiB
+
+ID  TARGET                         PENDING  BYTES  OLDEST  ATTEMPTS  NEXT   LAST ERROR                    GONE
+1   https://crm.example/hooks?...  2        16 B   45s     1         in 5s  HTTP 503 Service Unavailable
+2   http://billing.example/in      1        8 B    15s     0         -      -
+3   http://old.example/hook        1        8 B    15s     0         -      -                             gone
+`
+	if out != want {
+		t.Errorf("status output:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// waitLogs waits until logs hold n lines with message msg.
+func waitLogs(tb testing.TB, logs *lockedBuffer, msg string, n int) {
+	tb.Helper()
+	deadline := time.After(waitLimit)
+	for {
+		changed := logs.wait() // before the count, so a write in between is not missed
+		if strings.Count(logs.String(), `"msg":"`+msg+`"`) >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			tb.Fatalf("waited for %d log lines %q\n%s", n, msg, logs.String())
+		}
+	}
+}
+
+// cliBinary runs the built hookproxy binary as an operator command with
+// the admin URL and token in its environment, checks its exit code and
+// returns its standard output and error.
+func cliBinary(tb testing.TB, adminURL, token string, wantCode int, args ...string) (string, string) {
+	tb.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		tb.Fatalf("build: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = []string{"HOOKPROXY_ADMIN_URL=" + adminURL, "HOOKPROXY_ADMIN_TOKEN=" + token}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	code := 0
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		tb.Fatalf("hookproxy %v: %v", args, err)
+	}
+	if code != wantCode {
+		tb.Fatalf("hookproxy %s: exit code %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, wantCode, out.String(), errb.String())
+	}
+	return out.String(), errb.String()
+}
+
+func decode[T any](tb testing.TB, s string) T {
+	tb.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		tb.Fatalf("decode %T: %v\n%s", v, err, s)
+	}
+	return v
+}
+
+// TestDeadLettersThroughTheCLI: batches a receiver refuses become dead
+// letters; the CLI binary lists, shows, replays by target (delivered, in
+// order, once the receiver is healthy) and purges by id, with exit codes
+// for scripts; the admin listener wants the token everywhere but
+// /healthz.
+func TestDeadLettersThroughTheCLI(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	rc := newReceiver(t, func(int) int {
+		if broken.Load() {
+			return http.StatusBadRequest
+		}
+		return http.StatusOK
+	})
+	const token = "op-token"
+	// The receiver is on loopback, which the egress guard refuses unless told.
+	hp := startHookproxy(t, map[string]string{"BATCH_SIZE": "2", "ADMIN_TOKEN": token, "ALLOW_PRIVATE_TARGETS": "true"})
+	adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
+	a, b := rc.srv.URL+"/a", rc.srv.URL+"/b"
+	c := proxyClient(t, hp.proxyURL)
+	postHooks(t, c, hookRequests(a, 0, 4))
+	postHooks(t, c, hookRequests(b, 100, 2))
+	waitLogs(t, hp.logs, "batch given up", 3)
+	cli := func(code int, args ...string) (string, string) {
+		t.Helper()
+		return cliBinary(t, adminURL, token, code, args...)
+	}
+
+	out, _ := cli(0, "dead", "list", "--json")
+	all := decode[admin.DeadLetterList](t, out)
+	if all.Total != 3 {
+		t.Fatalf("dead list: %d dead letters, want 3\n%s", all.Total, out)
+	}
+	text, _ := cli(0, "dead", "list")
+	for _, d := range all.DeadLetters {
+		if !strings.Contains(text, d.ID) || d.Reason != "status" || d.LastStatus != 400 || d.HookCount != 2 || len(d.HookIDs) != 2 {
+			t.Errorf("dead letter %+v (in the table: %t)", d, strings.Contains(text, d.ID))
+		}
+	}
+	out, _ = cli(0, "dead", "list", "--target", a, "--json")
+	ofA := decode[admin.DeadLetterList](t, out)
+	if ofA.Total != 2 {
+		t.Fatalf("dead list --target a: %d, want 2", ofA.Total)
+	}
+	var ofB string
+	for _, d := range all.DeadLetters {
+		if d.Target == b {
+			ofB = d.ID
+		}
+	}
+
+	show, _ := cli(0, "dead", "show", ofA.DeadLetters[0].ID)
+	for _, want := range []string{"reason:    status: HTTP 400 Bad Request", `"pk":0}`, `"pk":1}`, "target:    " + a} {
+		if !strings.Contains(show, want) {
+			t.Errorf("dead show lacks %q:\n%s", want, show)
+		}
+	}
+
+	broken.Store(false)
+	before := len(rc.requests())
+	out, _ = cli(0, "dead", "replay", "--target", a)
+	if want := "replayed 2 dead letters (4 hooks): back in their targets' queues\n"; out != want {
+		t.Errorf("dead replay = %q, want %q", out, want)
+	}
+	got := rc.waitHooks(t, 6+4) // 6 refused, then the 4 replayed
+	if p := allPKs(t, got[before:]); !slices.Equal(p, seq(0, 4)) {
+		t.Errorf("replayed hooks arrived as %v, want 0..3 in order", p)
+	}
+
+	out, _ = cli(0, "dead", "purge", ofB)
+	if out != "purged 1 dead letter\n" {
+		t.Errorf("dead purge = %q", out)
+	}
+	out, _ = cli(0, "dead", "list", "--json")
+	if left := decode[admin.DeadLetterList](t, out); left.Total != 0 {
+		t.Errorf("%d dead letters left after replay and purge", left.Total)
+	}
+	out, _ = cli(0, "retry-failed", "--json")
+	if res := decode[admin.ReplayResult](t, out); res.DeadLetters != 0 || res.Hooks != 0 {
+		t.Errorf("retry-failed with nothing dead = %+v", res)
+	}
+
+	// Exit codes and messages for scripts.
+	if _, e := cli(3, "dead", "purge", "NOSUCH"); !strings.Contains(e, "NOSUCH") {
+		t.Errorf("purge of an unknown id: stderr %q", e)
+	}
+	cli(3, "dead", "show", "NOSUCH")
+	if _, e := cli(2, "dead", "replay"); !strings.Contains(e, "select dead letters") {
+		t.Errorf("replay without a selector: stderr %q", e)
+	}
+	cli(2, "dead", "frobnicate")
+	if _, e := cliBinary(t, adminURL, "wrong", 1, "status"); !strings.Contains(e, "token") {
+		t.Errorf("wrong token: stderr %q", e)
+	}
+
+	// The listener itself: /healthz is open, the rest wants the token.
+	var body map[string]any
+	if code := getJSON(t, adminURL+"/healthz", "", &body); code != http.StatusOK {
+		t.Errorf("/healthz without token: %d", code)
+	}
+	if code := getJSON(t, adminURL+"/api/status", "", &body); code != http.StatusUnauthorized {
+		t.Errorf("/api/status without token: %d, want 401", code)
+	}
+	if n, _ := metricValue(t, scrapeMetrics(t, adminURL, token), "hookproxy_hooks_captured_total"); n != 6 {
+		t.Errorf("hookproxy_hooks_captured_total = %v, want 6", n)
+	}
+}
+
+// TestCLIErrors: usage errors, an unreachable admin API and a version,
+// in-process.
+func TestCLIErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"dead"}, exitUsage, "want list, show, replay or purge"},
+		{[]string{"dead", "show"}, exitUsage, "one dead letter id"},
+		{[]string{"dead", "replay", "--all", "X"}, exitUsage, "not several"},
+		{[]string{"dead", "purge", "--limit", "3"}, exitUsage, "flag provided but not defined"},
+		{[]string{"status", "extra"}, exitUsage, "no arguments"},
+		{[]string{"status", "--admin-url", "ftp://x"}, exitUsage, "want http://host:port"},
+		{[]string{"status", "--admin-url", "http://127.0.0.1:1", "--timeout", "5s"}, exitFailure, "is hookproxy running?"},
+	} {
+		_, _, err := cliRun(t, "", tt.args...)
+		if exitCode(err) != tt.code || err == nil || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("hookproxy %v: %v (exit %d), want exit %d and %q", tt.args, err, exitCode(err), tt.code, tt.msg)
+		}
+	}
+	out, _, err := cliRun(t, "", "version", "--json")
+	if v := decode[map[string]string](t, out); err != nil || v["version"] != versionString() {
+		t.Errorf("version --json = %q, %v", out, err)
+	}
+	if out, _, err := cliRun(t, "", "status", "-h"); err != nil || !strings.Contains(out, "exit codes") {
+		t.Errorf("status -h = %q, %v", out, err)
+	}
+	if got := listenURL(":9090"); got != "http://127.0.0.1:9090" {
+		t.Errorf("listenURL(:9090) = %s", got)
+	}
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"hookproxy/egress"
+	"hookproxy/sender"
+)
+
+// Delivery policy settings: backoff, redirects, 410 Gone, signatures and
+// the egress guard (SSRF protection). The sender applies them; the guard
+// sits in the delivery transport (tls.go), at dial time.
+
+// validateDelivery checks the delivery policy settings; bad is
+// validate's reporter. Secrets and the gone webhook URL (which may carry
+// a token) are not repeated in errors.
+func (c *Config) validateDelivery(bad func(name string, value any, why string)) {
+	if c.RetryBackoff != sender.BackoffExponential && c.RetryBackoff != sender.BackoffFixed {
+		bad("RETRY_BACKOFF", c.RetryBackoff, "must be exponential or fixed")
+	}
+	if c.RetryMaxInterval <= 0 {
+		bad("RETRY_MAX_INTERVAL", c.RetryMaxInterval, "must be positive")
+	}
+	if c.RetryMaxAge < 0 {
+		bad("RETRY_MAX_AGE", c.RetryMaxAge, "must be 0 (no age limit) or positive")
+	}
+	if c.BatchMaxBytes < 0 {
+		bad("BATCH_MAX_BYTES", c.BatchMaxBytes, "must be 0 (no limit) or positive")
+	}
+	if c.GoneWebhook != "" {
+		if u, err := url.Parse(c.GoneWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("GONE_WEBHOOK", "(hidden)", "must be an http or https URL")
+		}
+	}
+	for i, s := range c.SigningSecret {
+		if _, err := sender.ParseSigningSecret(s); err != nil {
+			bad("SIGNING_SECRET", "(hidden)", fmt.Sprintf("secret %d of %d: %v", i+1, len(c.SigningSecret), err))
+		}
+	}
+	if _, err := egress.ParseCIDRs(c.AllowCIDRs); err != nil {
+		bad("ALLOW_CIDRS", strings.Join(c.AllowCIDRs, ","), err.Error())
+	}
+}
+
+// egressGuard is the guard every delivery dial goes through: public
+// addresses, plus the operator's networks with ALLOW_PRIVATE_TARGETS,
+// plus ALLOW_CIDRS.
+func (c *Config) egressGuard() *egress.Guard {
+	allow, _ := egress.ParseCIDRs(c.AllowCIDRs) // checked by validateDelivery
+	return &egress.Guard{AllowPrivate: c.AllowPrivateTargets, Allow: allow}
+}
+
+// logDeliveryPolicy says at start what the guard lets through and how
+// deliveries are retried and signed (never the secrets themselves).
+func (c *Config) logDeliveryPolicy(log *slog.Logger) {
+	log.Info("delivery policy", "retries", c.Retries, "retry_backoff", c.RetryBackoff,
+		"retry_interval", c.RetryInterval, "retry_max_interval", c.RetryMaxInterval, "retry_max_age", c.RetryMaxAge,
+		"follow_redirects", c.FollowRedirects, "signing_secrets", len(c.SigningSecret), "gone_webhook", c.GoneWebhook != "",
+		"allow_private_targets", c.AllowPrivateTargets, "allow_cidrs", strings.Join(c.AllowCIDRs, ","))
+}

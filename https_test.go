@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"io/fs"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"hookproxy/admin"
+)
+
+// newTLSReceiver is newReceiver served over HTTPS with httptest's
+// self-signed certificate (for 127.0.0.1), which nothing trusts unless
+// told to.
+func newTLSReceiver(tb testing.TB, status func(n int) int) *receiver {
+	tb.Helper()
+	rc := newReceiver(tb, status)
+	plain := rc.srv
+	rc.srv = httptest.NewUnstartedServer(plain.Config.Handler)
+	// Handshakes that fail on purpose would print to stderr.
+	rc.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	rc.srv.StartTLS()
+	plain.Close()
+	tb.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// writeCertPEM writes certs to a PEM file and returns its name.
+func writeCertPEM(tb testing.TB, certs ...*x509.Certificate) string {
+	tb.Helper()
+	var b bytes.Buffer
+	for _, c := range certs {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	name := filepath.Join(tb.TempDir(), "certs.pem")
+	if err := os.WriteFile(name, b.Bytes(), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return name
+}
+
+// pemCerts parses every certificate in a PEM file's bytes.
+func pemCerts(tb testing.TB, b []byte) []*x509.Certificate {
+	tb.Helper()
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return out
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, c)
+	}
+}
+
+// adminURL is the running instance's admin address.
+func (in *instance) adminURL() string {
+	return "http://" + in.logs.field("admin listening", "admin_addr")
+}
+
+// caPEM fetches the CA certificate from the admin listener.
+func (in *instance) caPEM(tb testing.TB) []byte {
+	tb.Helper()
+	resp, err := http.Get(in.adminURL() + "/ca.pem")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("GET /ca.pem: %d %v", resp.StatusCode, err)
+	}
+	return b
+}
+
+// httpsClient sends through proxyURL (which may carry credentials) and
+// trusts exactly roots.
+func httpsClient(tb testing.TB, proxyURL string, roots ...*x509.Certificate) *http.Client {
+	tb.Helper()
+	u, err := url.Parse(proxyURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range roots {
+		pool.AddCert(c)
+	}
+	tr := &http.Transport{Proxy: http.ProxyURL(u), TLSClientConfig: &tls.Config{RootCAs: pool}}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: waitLimit}
+}
+
+// TestHTTPSHookThroughPythonRequests: the app's client, trusting the
+// bundle hookproxy wrote, posts hooks to an https:// receiver through
+// HTTPS_PROXY and gets 202s; a GET in the same session reaches the
+// receiver and returns its real answer; the hooks are delivered as one
+// batch over TLS verified with HOOKPROXY_UPSTREAM_CA_FILE.
+func TestHTTPSHookThroughPythonRequests(t *testing.T) {
+	rc := newTLSReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{
+		"BATCH_SIZE":       "2",
+		"UPSTREAM_CA_FILE": writeCertPEM(t, rc.srv.Certificate()),
+	})
+	bundle := hp.logs.field("HTTPS interception ready", "bundle")
+	if bundle == "" {
+		t.Fatalf("no bundle path in the logs\n%s", hp.logs.String())
+	}
+	target := rc.srv.URL + "/hooks/https?token=abc" // https://127.0.0.1:PORT/...
+	reqs := hookRequests(target, 0, 2)
+	reqs = append(reqs, clientRequest{Method: "GET", URL: rc.srv.URL + "/page?q=1", Headers: map[string]string{"X-Trace": "t1"}})
+	resps := postWithPython(t, hp.proxyURL, reqs, "REQUESTS_CA_BUNDLE="+bundle)
+	checkAccepted(t, resps[:2])
+	if r := resps[2]; r.Status != http.StatusOK || r.Headers["X-Receiver"] != "yes" || r.Body != "receiver saw GET /page" {
+		t.Fatalf("GET in the tunnel: %d %v %q, want the receiver's own answer", r.Status, r.Headers, r.Body)
+	}
+
+	got := rc.waitHooks(t, 2)
+	if len(got) != 2 {
+		t.Fatalf("receiver got %d requests, want the GET and one batch", len(got))
+	}
+	// The batch may well arrive before the GET: it is due as soon as the
+	// second hook is stored.
+	get, batch := got[0], got[1]
+	if get.Method != "GET" {
+		get, batch = batch, get
+	}
+	if get.Method != "GET" || get.Path != "/page?q=1" || get.Header.Get("X-Trace") != "t1" {
+		t.Errorf("GET arrived as %+v", get)
+	}
+	checkBatchHeaders(t, batch)
+	if batch.Path != "/hooks/https?token=abc" {
+		t.Errorf("batch went to %s", batch.Path)
+	}
+	if p := pks(t, batch.hooks(t)); len(p) != 2 || p[0] != 0 || p[1] != 1 {
+		t.Errorf("batch holds %v, want [0 1]", p)
+	}
+}
+
+// TestHTTPSOutsideMITMHostsIsTunnelled: a host that HOOKPROXY_MITM_HOSTS
+// does not select is relayed byte for byte: the app meets the receiver's
+// own certificate and its hook goes straight to the receiver.
+func TestHTTPSOutsideMITMHostsIsTunnelled(t *testing.T) {
+	rc := newTLSReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{"MITM_HOSTS": "hooks.example,*.hooks.example"})
+	receiverCert := writeCertPEM(t, rc.srv.Certificate())
+	resps := postWithPython(t, hp.proxyURL, hookRequests(rc.srv.URL+"/direct", 0, 1), "REQUESTS_CA_BUNDLE="+receiverCert)
+	if r := resps[0]; r.Status != http.StatusOK || r.Headers["X-Receiver"] != "yes" {
+		t.Fatalf("hook through a relayed tunnel: %d %v, want the receiver's own answer", r.Status, r.Headers)
+	}
+	if got := rc.requests(); len(got) != 1 || got[0].Path != "/direct" || got[0].Header.Get("Idempotency-Key") != "" {
+		t.Fatalf("receiver got %+v, want the app's request itself", got)
+	}
+
+	resp, err := httpsClient(t, hp.proxyURL, rc.srv.Certificate()).Get(rc.srv.URL + "/peer")
+	if err != nil {
+		t.Fatalf("client trusting only the receiver: %v", err)
+	}
+	resp.Body.Close()
+	if !resp.TLS.PeerCertificates[0].Equal(rc.srv.Certificate()) {
+		t.Errorf("the client saw a certificate that is not the receiver's")
+	}
+}
+
+// TestHTTPSCAKeptAcrossRestarts: the generated CA is stored in the data
+// directory (key readable by its owner only) and the next start uses the
+// same one; the bundle holds the system roots and the CA; "hookproxy ca"
+// prints the same certificate.
+func TestHTTPSCAKeptAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	hp := startHookproxy(t, map[string]string{"DATA_DIR": dir})
+	first := hp.caPEM(t)
+	hp.stop(t)
+
+	fi, err := os.Stat(filepath.Join(dir, caDirName, "key.pem"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	bundle, err := os.ReadFile(filepath.Join(dir, bundleFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := pemCerts(t, bundle)
+	ca := pemCerts(t, first)[0]
+	if len(certs) < 2 || !certs[len(certs)-1].Equal(ca) {
+		t.Fatalf("bundle holds %d certificates, want the system roots followed by the CA", len(certs))
+	}
+
+	hp = startHookproxy(t, map[string]string{"DATA_DIR": dir})
+	if again := hp.caPEM(t); !bytes.Equal(again, first) {
+		t.Fatalf("restart changed the CA")
+	}
+	if got := hp.logs.field("HTTPS interception ready", "ca"); got != filepath.Join(dir, caDirName, "cert.pem") {
+		t.Errorf("log names the CA %q", got)
+	}
+
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"ca"}, []string{"HOOKPROXY_DATA_DIR=" + dir}, &out, &errOut); err != nil {
+		t.Fatalf("hookproxy ca: %v\n%s", err, errOut.String())
+	}
+	if !bytes.Equal(out.Bytes(), first) {
+		t.Errorf("hookproxy ca printed another certificate")
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"ca", "--bundle"}, []string{"HOOKPROXY_DATA_DIR=" + dir}, &out, &errOut); err != nil {
+		t.Fatalf("hookproxy ca --bundle: %v", err)
+	}
+	if !bytes.Equal(out.Bytes(), bundle) {
+		t.Errorf("hookproxy ca --bundle differs from the bundle file")
+	}
+}
+
+// operatorCA writes a CA of the operator's own to PEM files.
+func operatorCA(tb testing.TB) (cert *x509.Certificate, certFile, keyFile string) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "Operator Root CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, _ = x509.ParseCertificate(der)
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	dir := tb.TempDir()
+	certFile, keyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return cert, certFile, keyFile
+}
+
+// TestHTTPSOperatorCA: with HOOKPROXY_CA_CERT_FILE and _KEY_FILE, leaves
+// chain to the operator's CA and no CA is generated.
+func TestHTTPSOperatorCA(t *testing.T) {
+	ca, certFile, keyFile := operatorCA(t)
+	rc := newTLSReceiver(t, nil)
+	dir := t.TempDir()
+	hp := startHookproxy(t, map[string]string{"DATA_DIR": dir, "CA_CERT_FILE": certFile, "CA_KEY_FILE": keyFile,
+		"UPSTREAM_CA_FILE": writeCertPEM(t, rc.srv.Certificate())})
+	resp, err := httpsClient(t, hp.proxyURL, ca).Post(rc.srv.URL+"/t0", "application/json", strings.NewReader(`{"op":1}`))
+	if err != nil {
+		t.Fatalf("client trusting only the operator's CA: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("hook: %d, want 202", resp.StatusCode)
+	}
+	leaf := resp.TLS.PeerCertificates[0]
+	if err := leaf.CheckSignatureFrom(ca); err != nil {
+		t.Errorf("leaf not signed by the operator's CA: %v", err)
+	}
+	if !bytes.Equal(hp.caPEM(t), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})) {
+		t.Errorf("/ca.pem is not the operator's CA")
+	}
+	if _, err := os.Stat(filepath.Join(dir, caDirName)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a CA was generated although the operator gave one: %v", err)
+	}
+	rc.waitFor(t, "the hook", func(g []received) bool { return len(g) == 1 })
+}
+
+// TestHTTPSUntrustedReceiverIsDeadLettered: a receiver whose certificate
+// hookproxy does not trust gets nothing; the batch is given up with the
+// x509 error as its reason.
+func TestHTTPSUntrustedReceiverIsDeadLettered(t *testing.T) {
+	rc := newTLSReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{"RETRIES": "0"})
+	bundle := hp.logs.field("HTTPS interception ready", "bundle")
+	checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(rc.srv.URL+"/untrusted", 0, 1), "REQUESTS_CA_BUNDLE="+bundle))
+	waitLogs(t, hp.logs, "batch given up", 1)
+
+	var list admin.DeadLetterList
+	if code := getJSON(t, hp.adminURL()+"/api/dead-letters", "", &list); code != http.StatusOK || list.Total != 1 {
+		t.Fatalf("dead letters: %d, %+v", code, list)
+	}
+	d := list.DeadLetters[0]
+	if d.Target != rc.srv.URL+"/untrusted" || !strings.Contains(d.Detail, "x509") || !strings.Contains(d.Detail, "certificate") {
+		t.Errorf("dead letter %+v: want the target and an x509 certificate error", d)
+	}
+	if got := rc.requests(); len(got) != 0 {
+		t.Errorf("an untrusted receiver got %d requests", len(got))
+	}
+}
+
+// TestHTTPSProxyAuth: with HOOKPROXY_PROXY_AUTH, requests and CONNECTs
+// without the right credentials get 407; python requests with
+// http://user:password@host:port works for http:// and https:// targets.
+func TestHTTPSProxyAuth(t *testing.T) {
+	rc := newReceiver(t, nil)
+	tlsRC := newTLSReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{"PROXY_AUTH": "app:pa55:word", "UPSTREAM_CA_FILE": writeCertPEM(t, tlsRC.srv.Certificate())})
+	bundle := hp.logs.field("HTTPS interception ready", "bundle")
+	withCreds := func(userinfo string) string {
+		return strings.Replace(hp.proxyURL, "http://", "http://"+userinfo+"@", 1)
+	}
+
+	for name, proxyURL := range map[string]string{"none": hp.proxyURL, "wrong": withCreds("app:nope")} {
+		resps := postWithPython(t, proxyURL, hookRequests(rc.srv.URL+"/plain", 0, 1))
+		if resps[0].Status != http.StatusProxyAuthRequired || resps[0].Headers["Proxy-Authenticate"] != `Basic realm="hookproxy"` {
+			t.Errorf("%s credentials, plain http: %d %v, want 407 with a Basic challenge", name, resps[0].Status, resps[0].Headers)
+		}
+		// A CONNECT as python sends it: HTTP/1.0, with the credentials as
+		// the only header.
+		c, err := net.Dial("tcp", strings.TrimPrefix(hp.proxyURL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := "CONNECT hooks.example:443 HTTP/1.0\r\n"
+		if name == "wrong" {
+			head += "Proxy-Authorization: Basic YXBwOm5vcGU=\r\n"
+		}
+		_, _ = io.WriteString(c, head+"\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+		c.Close()
+		if err != nil || resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Errorf("%s credentials, CONNECT: %v %v, want 407", name, resp, err)
+		}
+	}
+	if got := rc.requests(); len(got) != 0 {
+		t.Fatalf("refused requests reached the receiver: %d", len(got))
+	}
+
+	reqs := append(hookRequests(rc.srv.URL+"/plain", 0, 1), hookRequests(tlsRC.srv.URL+"/secure", 1, 2)...)
+	checkAccepted(t, postWithPython(t, withCreds("app:pa55:word"), reqs, "REQUESTS_CA_BUNDLE="+bundle))
+	rc.waitFor(t, "the plain hook", func(g []received) bool { return len(g) == 1 })
+	tlsRC.waitFor(t, "the https hooks", func(g []received) bool { return len(g) == 2 })
+	if strings.Contains(hp.logs.String(), "pa55") {
+		t.Errorf("the proxy password reached the logs")
+	}
+}
+
+// TestHTTPSSettingsRefused: bad HTTPS settings stop hookproxy at start
+// with an error that names the variable, and never repeats the proxy
+// password.
+func TestHTTPSSettingsRefused(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		settings map[string]string
+		want     string
+	}{
+		{"cert without key", map[string]string{"CA_CERT_FILE": notPEM}, "HOOKPROXY_CA_KEY_FILE"},
+		{"key without cert", map[string]string{"CA_KEY_FILE": notPEM}, "HOOKPROXY_CA_CERT_FILE"},
+		{"unreadable operator CA", map[string]string{"CA_CERT_FILE": notPEM, "CA_KEY_FILE": notPEM}, "HOOKPROXY_CA_CERT_FILE"},
+		{"proxy auth without password", map[string]string{"PROXY_AUTH": "s3cretuser"}, "HOOKPROXY_PROXY_AUTH"},
+		{"upstream CA not PEM", map[string]string{"UPSTREAM_CA_FILE": notPEM}, "HOOKPROXY_UPSTREAM_CA_FILE"},
+		{"MITM host with a port", map[string]string{"MITM_HOSTS": "hooks.example:443"}, "MITM host"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			environ := []string{"HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_DATA_DIR=" + t.TempDir()}
+			for k, v := range tt.settings {
+				environ = append(environ, envPrefix+k+"="+v)
+			}
+			var logs bytes.Buffer
+			err := run(context.Background(), nil, environ, io.Discard, &logs)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run = %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(logs.String(), "s3cret") {
+				t.Errorf("the proxy credentials were repeated: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,91 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// goneNotice is the body of the gone webhook: the target that answered
+// 410 Gone and the hooks it refused, so that the app can delete the
+// subscription.
+type goneNotice struct {
+	Target  string   `json:"target"`
+	HookIDs []string `json:"hook_ids"`
+}
+
+// goneWebhookWaits are the waits between the attempts of a gone webhook:
+// a few, growing, then it is logged and dropped. It is a courtesy to the
+// app; the dead letters and the gone mark are the record.
+var goneWebhookWaits = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
+
+// notifyGone POSTs n to the gone webhook, trying again after each of
+// s.goneWaits (on the sender's clock) until a 2xx, a permanent answer
+// or ctx's end.
+func (s *Sender) notifyGone(ctx context.Context, n goneNotice) {
+	if s.goneWebhook == "" {
+		return
+	}
+	body, err := json.Marshal(n)
+	if err != nil { // strings only: cannot fail
+		s.log.Error("gone webhook", "error", err)
+		return
+	}
+	host := targetHost(n.Target)
+	for attempt := 1; ; attempt++ {
+		status, err := s.postGone(ctx, body)
+		out, _ := classify(status, err)
+		if out == outcomeDelivered {
+			s.log.Info("gone webhook sent", "target", host, "hooks", len(n.HookIDs), "attempt", attempt, "status", status)
+			if s.onGoneNotified != nil {
+				s.onGoneNotified(nil)
+			}
+			return
+		}
+		detail := describe(status, err, s.timeout)
+		if ctx.Err() != nil || out == outcomePermanent || attempt > len(s.goneWaits) {
+			s.log.Warn("gone webhook not delivered; the dead letters keep the hooks", "target", host,
+				"attempt", attempt, "status", status, "error", detail)
+			if s.onGoneNotified != nil {
+				s.onGoneNotified(fmt.Errorf("gone webhook: %s", detail))
+			}
+			return
+		}
+		s.log.Warn("gone webhook failed; trying again", "target", host, "attempt", attempt,
+			"status", status, "error", detail, "wait", s.goneWaits[attempt-1])
+		t := s.clock.NewTimer(s.goneWaits[attempt-1])
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
+			if s.onGoneNotified != nil {
+				s.onGoneNotified(ctx.Err())
+			}
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// postGone makes one attempt of the gone webhook.
+func (s *Sender) postGone(ctx context.Context, body []byte) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.goneWebhook, bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errInvalidRequest, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", s.userAgent)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"hookproxy/egress"
+	"hookproxy/mitm"
+)
+
+// HTTPS: the CA that signs intercepted tunnels, the trust bundle for the
+// app, and the roots that verify receivers (pass-through and delivery).
+
+// Where hookproxy keeps its generated CA and, by default, the bundle.
+const (
+	caDirName      = "ca"
+	bundleFileName = "ca-bundle.pem"
+)
+
+// httpsSetup is what serve wires into the proxy, the sender and the
+// admin listener.
+type httpsSetup struct {
+	ca         *mitm.Authority
+	bundleFile string
+	// upstreamTLS verifies receivers: the system roots plus
+	// HOOKPROXY_UPSTREAM_CA_FILE. Nil: Go's defaults (the system roots).
+	upstreamTLS *tls.Config
+}
+
+// setupHTTPS opens (or generates) the CA, writes the bundle for the app
+// and loads the upstream roots.
+func setupHTTPS(cfg Config, log *slog.Logger) (*httpsSetup, error) {
+	ca, err := openCA(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hs := &httpsSetup{ca: ca, bundleFile: cfg.caBundleFile()}
+	bundle, err := caBundle(ca, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := mitm.WriteFile(hs.bundleFile, bundle, 0o644); err != nil {
+		return nil, fmt.Errorf("CA bundle (HOOKPROXY_CA_BUNDLE_FILE): %w", err)
+	}
+	if hs.upstreamTLS, err = upstreamTLSConfig(cfg.UpstreamCAFile); err != nil {
+		return nil, err
+	}
+	mitmHosts := "*"
+	if len(cfg.MITMHosts) > 0 {
+		mitmHosts = strings.Join(cfg.MITMHosts, ",")
+	}
+	log.Info("HTTPS interception ready", "ca", ca.Source(), "ca_subject", ca.Certificate().Subject.CommonName,
+		"ca_generated", ca.Generated(), "ca_expires", ca.Certificate().NotAfter.UTC().Format(time.DateOnly),
+		"bundle", hs.bundleFile, "mitm_hosts", mitmHosts, "upstream_ca", cfg.UpstreamCAFile)
+	return hs, nil
+}
+
+// caBundleFile is where the bundle for the app is written.
+func (c *Config) caBundleFile() string {
+	if c.CABundleFile != "" {
+		return c.CABundleFile
+	}
+	return filepath.Join(c.DataDir, bundleFileName)
+}
+
+// openCA loads the operator's CA, or the one hookproxy generated in the
+// data directory (generating it on first use).
+func openCA(cfg Config) (*mitm.Authority, error) {
+	dir := filepath.Join(cfg.DataDir, caDirName)
+	ca, err := mitm.Open(mitm.Options{Dir: dir, CertFile: cfg.CACertFile, KeyFile: cfg.CAKeyFile})
+	if err != nil {
+		if cfg.CACertFile != "" {
+			return nil, fmt.Errorf("CA from HOOKPROXY_CA_CERT_FILE and HOOKPROXY_CA_KEY_FILE: %w", err)
+		}
+		return nil, fmt.Errorf("CA in %s: %w", dir, err)
+	}
+	return ca, nil
+}
+
+// caBundle is the system roots followed by the CA. Without system roots
+// the bundle still works for every intercepted host, so that is a
+// warning, not an error.
+func caBundle(ca *mitm.Authority, log *slog.Logger) ([]byte, error) {
+	roots, _, err := mitm.ReadSystemRoots(mitm.SystemRootFiles())
+	if errors.Is(err, mitm.ErrNoSystemRoots) {
+		log.Warn("no system root certificates found: the CA bundle holds only hookproxy's CA, "+
+			"so the app can reach intercepted hosts only", "looked_in", strings.Join(mitm.SystemRootFiles(), ","))
+	} else if err != nil {
+		return nil, err
+	}
+	return ca.Bundle(roots), nil
+}
+
+// upstreamTLSConfig is the client TLS configuration that verifies
+// receivers: nil (Go's defaults, the system roots) without an extra CA
+// file, the system roots plus the file's certificates with one.
+func upstreamTLSConfig(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("HOOKPROXY_UPSTREAM_CA_FILE: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("HOOKPROXY_UPSTREAM_CA_FILE=%s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// newDeliveryTransport is the transport batches are delivered with:
+// never the process's proxy settings (in the sidecar they point at
+// hookproxy itself, and deliveries would loop back into it, and the guard
+// would check the proxy's address), pooled connections, TLS verified
+// against tlsConfig's roots (nil: the system roots), and every dial
+// checked by guard on the resolved address (nil: public addresses only).
+// The sender adds its redirect policy on top.
+func newDeliveryTransport(tlsConfig *tls.Config, workers int, guard *egress.Guard) *http.Transport {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone()
+	}
+	dialer := guard.Dialer(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+	return &http.Transport{
+		Proxy:           nil,
+		DialContext:     dialer.DialContext,
+		TLSClientConfig: tlsConfig,
+		// A custom DialContext or TLSClientConfig turns HTTP/2 off unless
+		// asked for.
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4 * workers,
+		MaxIdleConnsPerHost:   workers, // many targets often share one receiver host
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// validateHTTPS checks the HTTPS settings; bad is validate's reporter.
+func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
+	if (c.CACertFile == "") != (c.CAKeyFile == "") {
+		bad("CA_CERT_FILE", c.CACertFile, "and HOOKPROXY_CA_KEY_FILE go together: set both or neither")
+	}
+	if c.ProxyAuth != "" {
+		if user, _, ok := strings.Cut(c.ProxyAuth, ":"); !ok || user == "" {
+			// The value is a secret: not repeated in the error.
+			bad("PROXY_AUTH", "(hidden)", "must be user:password")
+		}
+	}
+}
+
+const caUsage = `usage: hookproxy ca [--bundle]
+
+Prints the CA certificate hookproxy signs intercepted HTTPS with (PEM): the
+operator's (HOOKPROXY_CA_CERT_FILE) or the one in HOOKPROXY_DATA_DIR, which
+is generated now if there is none yet, as the first start would.
+
+  --bundle   print the bundle for the app instead: the system roots and the
+             CA, what hookproxy writes to HOOKPROXY_CA_BUNDLE_FILE
+`
+
+// runCA is the "ca" command.
+func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ca", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	bundle := fs.Bool("bundle", false, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, caUsage)
+			return nil
+		}
+		fmt.Fprint(stderr, caUsage)
+		return usageErr("ca: %v", err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprint(stderr, caUsage)
+		return usageErr("ca: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		return err
+	}
+	ca, err := openCA(cfg)
+	if err != nil {
+		return err
+	}
+	out := ca.CertPEM()
+	if *bundle {
+		log := slog.New(slog.NewTextHandler(stderr, nil))
+		if out, err = caBundle(ca, log); err != nil {
+			return err
+		}
+	}
+	_, err = stdout.Write(out)
+	return err
+}
