@@ -195,6 +195,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		StallAfter:      time.Duration(cfg.StallAfter),
 		MaxPendingBytes: int64(cfg.MaxPendingBytes),
 		DiskUsage:       store.DiskUsage,
+		StoreCheck:      store.Check,
 		OnTargetChange:  snd.Notify,
 		Version:         versionString(),
 		Logger:          log.With("component", "admin"),

@@ -67,6 +67,8 @@ type Store struct {
 	byURL        map[string]*target
 	pendingBytes int64
 	notify       func(TargetStatus)
+	// commitErr is the error of the last hook commit, nil after a success.
+	commitErr error
 
 	// Group commit: the first Put to find no commit in progress leads; it
 	// commits everything queued (bounded), answers each waiter, then hands
@@ -558,12 +560,16 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
 		}
 	}
 	if err := txn.Commit(); err != nil {
+		s.mu.Lock()
+		s.commitErr = err
+		s.mu.Unlock()
 		return nil, fmt.Errorf("commit hooks: %w", err)
 	}
 
 	touched := make(map[TargetID]*target)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.commitErr = nil
 	for _, p := range places {
 		t := s.targets[p.id]
 		if t == nil {
@@ -999,6 +1005,22 @@ func (b badgerLogger) Infof(f string, a ...any) {
 func (b badgerLogger) Debugf(string, ...any) {} // per-write chatter
 
 func trim(s string) string { return string(bytes.TrimSpace([]byte(s))) }
+
+// Check reports whether the store accepts writes: ErrClosed after Close,
+// the error of the last hook commit when it failed and none succeeded
+// since, nil otherwise.
+func (s *Store) Check() error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.commitErr != nil {
+		return fmt.Errorf("last commit failed: %w", s.commitErr)
+	}
+	return nil
+}
 
 // SetGone sets or clears the target's gone mark (a receiver answered 410
 // Gone; an operator clears it). It is durable before SetGone returns.

@@ -531,3 +531,20 @@ func TestGoneMarkSurvivesRestartAndAck(t *testing.T) {
 		t.Fatalf("unknown target: err = %v, want ErrNotFound", err)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "http://a.test/", `{}`)
+	if err := s.Check(); err != nil {
+		t.Fatalf("check of a working store: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("check after close: %v, want ErrClosed", err)
+	}
+}

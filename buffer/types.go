@@ -100,7 +100,7 @@ type DeadLetter struct {
 	Target   string
 	Hooks    []Hook
 	// Reason is a short machine-readable cause: "retries-exhausted",
-	// "status", "gone", "blocked", "invalid-request".
+	// "max-age", "status", "gone", "blocked", "invalid-request".
 	Reason string
 	// Detail is a readable explanation (the last status or error).
 	Detail       string
