@@ -44,11 +44,11 @@ ENV HOOKPROXY_LISTEN=:8080 \
     HOOKPROXY_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8080 9090
-# No curl in the image: the binary asks its own admin API (it reads
-# HOOKPROXY_ADMIN_LISTEN and HOOKPROXY_ADMIN_TOKEN from the environment)
-# and exits non-zero when the API does not answer.
+# No curl in the image: the binary asks its own admin API's /readyz (it
+# reads HOOKPROXY_ADMIN_LISTEN and HOOKPROXY_ADMIN_TOKEN from the
+# environment) and exits non-zero unless hookproxy is ready.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["/hookproxy", "status", "--limit", "1", "--timeout", "4s"]
+    CMD ["/hookproxy", "health", "--ready", "--timeout", "4s"]
 # SIGTERM: stop intake, send what is pending for up to
 # HOOKPROXY_DRAIN_TIMEOUT (20s), keep the rest on /data. Give the container
 # longer than that to stop (docker stop -t 40, stop_grace_period: 40s).

@@ -62,6 +62,7 @@ operator commands (they talk to a running hookproxy's admin API):
   dead replay SELECTOR        send dead letters again: back into their target's queue, in order
   dead purge SELECTOR         delete dead letters
   retry-failed                replay every dead letter (= dead replay --all)
+  health [--ready]            exit 0 when hookproxy is alive (--ready: ready, /readyz), 1 when not
   version                     print the version
 
 SELECTOR is --all, --target URL, --target-id N, or dead letter ids;
@@ -101,7 +102,7 @@ type cliRunner struct {
 // false when cmd is not one of them (serve and the rest are run's).
 func runCLI(ctx context.Context, cmd string, args []string, environ []string, stdout, stderr io.Writer) (handled bool, err error) {
 	switch cmd {
-	case "status", "dead", "retry-failed", "version":
+	case "status", "dead", "retry-failed", "version", "health":
 	default:
 		return false, nil
 	}
@@ -124,6 +125,8 @@ func runCLI(ctx context.Context, cmd string, args []string, environ []string, st
 		err = c.version(args)
 	case "status":
 		err = c.status(ctx, args)
+	case "health":
+		err = c.health(ctx, args)
 	case "retry-failed":
 		err = c.replay(ctx, args, true)
 	case "dead":
@@ -228,6 +231,52 @@ func (c *cliRunner) version(args []string) error {
 		return c.printJSON(map[string]string{"version": versionString()})
 	}
 	fmt.Fprintln(c.stdout, "hookproxy", versionString())
+	return nil
+}
+
+// health is for container health checks and exec probes: it needs no
+// curl in the image, and it sends the admin token, which /readyz requires
+// when one is set.
+func (c *cliRunner) health(ctx context.Context, args []string) error {
+	ready := c.fs.Bool("ready", false, "")
+	rest, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErr("health takes no arguments")
+	}
+	cl, ctx, done, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if !*ready {
+		if err := cl.Alive(ctx); err != nil {
+			return c.apiErr(err)
+		}
+		fmt.Fprintln(c.stdout, "alive")
+		return nil
+	}
+	rd, err := cl.Ready(ctx)
+	if err != nil {
+		return c.apiErr(err)
+	}
+	if c.json {
+		if err := c.printJSON(rd); err != nil {
+			return err
+		}
+	}
+	if !rd.Ready {
+		var why []string
+		for _, r := range rd.Reasons {
+			why = append(why, r.Check+": "+r.Message)
+		}
+		return fmt.Errorf("not ready: %s", strings.Join(why, "; "))
+	}
+	if !c.json {
+		fmt.Fprintln(c.stdout, "ready")
+	}
 	return nil
 }
 

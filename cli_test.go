@@ -300,3 +300,24 @@ func TestCLIErrors(t *testing.T) {
 		t.Errorf("listenURL(:9090) = %s", got)
 	}
 }
+
+// TestHealthCommand: the container health check and exec probe. Liveness
+// needs no token; readiness sends the token from the environment.
+func TestHealthCommand(t *testing.T) {
+	const token = "probe-token"
+	hp := startHookproxy(t, map[string]string{"ADMIN_TOKEN": token})
+	adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
+	if out, _, err := cliRun(t, adminURL, "health"); err != nil || strings.TrimSpace(out) != "alive" {
+		t.Fatalf("health = %q, %v; want alive", out, err)
+	}
+	if _, _, err := cliRun(t, adminURL, "health", "--ready"); exitCode(err) != exitFailure {
+		t.Fatalf("health --ready without the token: %v (exit %d), want exit 1", err, exitCode(err))
+	}
+	if out, _, err := cliRun(t, adminURL, "health", "--ready", "--token", token); err != nil || strings.TrimSpace(out) != "ready" {
+		t.Fatalf("health --ready = %q, %v; want ready", out, err)
+	}
+	hp.stop(t)
+	if _, _, err := cliRun(t, adminURL, "health", "--timeout", "5s"); exitCode(err) != exitFailure {
+		t.Fatalf("health of a stopped hookproxy: %v (exit %d), want exit 1", err, exitCode(err))
+	}
+}

@@ -102,6 +102,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	return nil
 }
 
+// Alive checks /healthz: nil when the process answers.
+func (c *Client) Alive(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", nil, nil, nil)
+}
+
 // Ready returns the readiness (a 503 is an answer, not an error).
 func (c *Client) Ready(ctx context.Context) (Readiness, error) {
 	var rd Readiness
