@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"image/png"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the benchmark's helper
+// processes (the no-op endpoint), as the benchmark binary does.
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		if err := serveRole(role, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestShortRunProducesEveryFigure runs the whole program in -short mode,
+// in-process, and checks that every scenario produced every figure (a
+// finite number, not zero unless the row says it may be), the markdown
+// and the chart. It checks that the program works, not the values.
+func TestShortRunProducesEveryFigure(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "BENCHMARKS.md")
+	chart := filepath.Join(dir, "docs", "latency.png")
+	logs := &lockedWriter{}
+	start := time.Now()
+	rep, err := run(t.Context(), []string{"-short", "-out", out, "-png", chart, "-tmp", dir}, io.Discard, logs)
+	if err != nil {
+		t.Fatalf("run: %v\nprogress:\n%s", err, logs)
+	}
+	t.Logf("short run took %v", time.Since(start).Round(time.Millisecond))
+
+	_, redisErr := findRedis("")
+	checkReport(t, rep, redisErr != nil)
+
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Machine", "## Headline targets", "(docs/latency.png)", "## How the figures are made"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("BENCHMARKS.md lacks %q", want)
+		}
+	}
+	for _, sec := range rep.sections {
+		if !bytes.Contains(md, []byte("## "+sec.title)) {
+			t.Errorf("BENCHMARKS.md lacks section %q", sec.title)
+		}
+	}
+	checkPNG(t, chart)
+}
+
+// checkReport checks every section is there and every figure is a
+// number; without redis-server its cells may only say it is missing.
+func checkReport(t *testing.T, rep *report, noRedis bool) {
+	t.Helper()
+	var ids []string
+	for _, sec := range rep.sections {
+		ids = append(ids, sec.id)
+		if len(sec.rows) == 0 {
+			t.Errorf("section %s has no rows", sec.id)
+		}
+		for _, r := range sec.rows {
+			where := fmt.Sprintf("%s %q %q", sec.id, r.label, r.unit)
+			checkCell(t, where+" hookproxy", r.hp, r.zeroOK, false)
+			for i, c := range r.refs {
+				checkCell(t, where+" "+sec.refNames[i], c, r.zeroOK, noRedis && sec.refNames[i] == "redis LPUSH")
+			}
+		}
+	}
+	if got, want := strings.Join(ids, ","), "a,b,b2,c,d,e"; got != want {
+		t.Errorf("sections = %s, want %s", got, want)
+	}
+	if len(rep.headlines) == 0 {
+		t.Error("no headline figures")
+	}
+	for _, h := range rep.headlines {
+		checkCell(t, "headline "+h.what, h.hp, false, false)
+		checkCell(t, "headline "+h.what+" reference", h.ref, false, noRedis && h.refName == "redis LPUSH")
+	}
+}
+
+func checkCell(t *testing.T, where string, c cell, zeroOK, redisMissing bool) {
+	t.Helper()
+	switch {
+	case c.why == "n/a":
+		// No such figure by design (the CPU of an in-process reference).
+	case redisMissing && c.why == errNoRedis.Error():
+		t.Logf("%s: %s", where, c.why)
+	case !c.ok:
+		t.Errorf("%s: no figure: %s", where, c.why)
+	case math.IsNaN(c.v) || math.IsInf(c.v, 0):
+		t.Errorf("%s = %v, want a finite number", where, c.v)
+	case c.v == 0 && !zeroOK:
+		t.Errorf("%s = 0, want a measured figure", where)
+	}
+}
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("decode chart: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 600 || b.Dy() < 400 {
+		t.Errorf("chart is %v, want at least 600x400", b)
+	}
+}
+
+// TestPythonBodyMatchesGo checks that pyclient.py posts byte for byte the
+// body the Go load generator posts, so the two scenarios compare.
+func TestPythonBodyMatchesGo(t *testing.T) {
+	const python = "/usr/bin/python3"
+	const target = "http://127.0.0.1:9/hook"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pyclient.py"), pyclientSource, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{minBodySize, 400, 8192} {
+		code := fmt.Sprintf("import sys; sys.path.insert(0, %q); import pyclient; "+
+			"sys.stdout.buffer.write(pyclient.hook_body(%d, %q))", dir, size, target)
+		cmd := exec.Command(python, "-c", code)
+		cmd.Env = []string{"PYTHONDONTWRITEBYTECODE=1"}
+		got, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", python, err)
+		}
+		want := hookBody(size, target)
+		if !bytes.Equal(got, want) {
+			t.Errorf("size %d: python body differs from Go's:\n%s\n%s", size, got, want)
+		}
+		if len(want) != size || bytes.Count(want, []byte(hookMarker)) != 1 {
+			t.Errorf("size %d: body is %d bytes with %d markers, want %d bytes with 1", size, len(want),
+				bytes.Count(want, []byte(hookMarker)), size)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	lat := make([]time.Duration, 1000)
+	for i := range lat {
+		lat[i] = time.Duration(i+1) * time.Millisecond
+	}
+	tests := []struct {
+		q    float64
+		want float64
+	}{{0.5, 500}, {0.99, 990}, {0.999, 999}, {1, 1000}, {0.0001, 1}}
+	for _, tt := range tests {
+		if got := percentile(lat, tt.q); got != tt.want {
+			t.Errorf("percentile(%v) = %v, want %v", tt.q, got, tt.want)
+		}
+	}
+	if got := percentile(nil, 0.5); !math.IsNaN(got) {
+		t.Errorf("percentile of nothing = %v, want NaN", got)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}}
+	for _, tt := range tests {
+		if got := median(tt.in); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestNum(t *testing.T) {
+	tests := []struct {
+		in   float64
+		want string
+	}{
+		{12345.6, "12,346"}, {999.4, "999"}, {999.6, "1,000"}, {12.34, "12.3"}, {1.234, "1.23"},
+		{0.9996, "1.00"}, {0.12345, "0.123"}, {-2500, "-2,500"},
+	}
+	for _, tt := range tests {
+		if got := num(tt.in); got != tt.want {
+			t.Errorf("num(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// lockedWriter collects the progress lines of a run.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
