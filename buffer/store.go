@@ -12,6 +12,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // Options configures a Store. The zero value of every field but Dir is a
@@ -163,7 +164,13 @@ func Open(opts Options) (*Store, error) {
 		WithIndexCacheSize(8 << 20).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
-		WithMetricsEnabled(false)
+		WithMetricsEnabled(false).
+		// Writes of hooks are serialised by the group commit and target
+		// records by recMu, so Badger's conflict tracking is pure cost.
+		WithDetectConflicts(false).
+		// Compressing tables costs CPU in compactions that competes with
+		// captures on a small sidecar; disk is the cheaper resource.
+		WithCompression(options.None)
 	if opts.InMemory {
 		bopts.Dir, bopts.ValueDir = "", ""
 	}
