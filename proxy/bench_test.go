@@ -76,51 +76,63 @@ func postHook(b *testing.B, client *http.Client, target string) {
 // the in-memory store (the proxy's own cost) and with the real store
 // (synced writes; concurrent captures share a sync), at concurrency 1
 // and 16.
+//
+// The plain-HTTP rows (scheme=http) are the same measurement without the
+// tunnel, for a side-by-side comparison.
 func BenchmarkCaptureMITM(b *testing.B) {
-	for _, storeKind := range []string{"memory", "badger"} {
-		for _, clients := range []int{1, 16} {
-			b.Run(fmt.Sprintf("store=%s/c=%d", storeKind, clients), func(b *testing.B) {
-				var store Store = &fakeStore{}
-				if storeKind == "badger" {
-					store = openStore(b)
-				}
-				ca := newCA(b)
-				tp := startProxy(b, Options{Store: store, TLSConfig: ca.TLSConfig, Logger: infoLogger()})
-				const target = "https://hooks.example/hooks/t0"
-				cs := make([]*http.Client, clients)
-				for i := range cs {
-					tr := &http.Transport{Proxy: http.ProxyURL(tp.URL), TLSClientConfig: trusting(ca.Certificate()), MaxConnsPerHost: 1}
-					b.Cleanup(tr.CloseIdleConnections)
-					cs[i] = &http.Client{Transport: tr}
-					postHook(b, cs[i], target) // CONNECT and handshake, outside the figures
-				}
-				// One token per b.Loop iteration; a worker takes one when it
-				// is free, so at most `clients` requests are in flight.
-				work := make(chan struct{})
-				lats := make([][]time.Duration, clients)
-				var wg sync.WaitGroup
-				for i := range cs {
-					wg.Go(func() {
-						for range work {
-							start := time.Now()
-							postHook(b, cs[i], target)
-							lats[i] = append(lats[i], time.Since(start))
-						}
-					})
-				}
-				for b.Loop() {
-					work <- struct{}{}
-				}
-				close(work)
-				wg.Wait()
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hooks/s")
-				reportLatency(b, slices.Concat(lats...))
-				if n := tp.listener.accepts.Load(); n != int32(clients) {
-					b.Fatalf("%d connections for %d clients: tunnels were not reused", n, clients)
+	for _, scheme := range []string{"https", "http"} {
+		for _, storeKind := range []string{"memory", "badger"} {
+			for _, clients := range []int{1, 16} {
+				benchCaptureTunnel(b, scheme, storeKind, clients)
+			}
+		}
+	}
+}
+
+func benchCaptureTunnel(b *testing.B, scheme, storeKind string, clients int) {
+	b.Run(fmt.Sprintf("scheme=%s/store=%s/c=%d", scheme, storeKind, clients), func(b *testing.B) {
+		var store Store = &fakeStore{}
+		if storeKind == "badger" {
+			store = openStore(b)
+		}
+		ca := newCA(b)
+		tp := startProxy(b, Options{Store: store, TLSConfig: ca.TLSConfig, Logger: infoLogger()})
+		target := scheme + "://hooks.example/hooks/t0"
+		cs := make([]*http.Client, clients)
+		for i := range cs {
+			tr := &http.Transport{Proxy: http.ProxyURL(tp.URL), MaxConnsPerHost: 1}
+			if scheme == "https" {
+				tr.TLSClientConfig = trusting(ca.Certificate())
+			}
+			b.Cleanup(tr.CloseIdleConnections)
+			cs[i] = &http.Client{Transport: tr}
+			postHook(b, cs[i], target) // CONNECT and handshake, outside the figures
+		}
+		// One token per b.Loop iteration; a worker takes one when it
+		// is free, so at most `clients` requests are in flight.
+		work := make(chan struct{})
+		lats := make([][]time.Duration, clients)
+		var wg sync.WaitGroup
+		for i := range cs {
+			wg.Go(func() {
+				for range work {
+					start := time.Now()
+					postHook(b, cs[i], target)
+					lats[i] = append(lats[i], time.Since(start))
 				}
 			})
 		}
-	}
+		for b.Loop() {
+			work <- struct{}{}
+		}
+		close(work)
+		wg.Wait()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hooks/s")
+		reportLatency(b, slices.Concat(lats...))
+		if n := tp.listener.accepts.Load(); n != int32(clients) {
+			b.Fatalf("%d connections for %d clients: connections were not reused", n, clients)
+		}
+	})
 }
 
 // BenchmarkPythonStyleRequest sends requests the way urllib3 does on a
