@@ -7,7 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,6 +178,15 @@ func Open(opts Options) (*Store, error) {
 	if opts.InMemory {
 		bopts.Dir, bopts.ValueDir = "", ""
 	}
+	if !opts.InMemory {
+		n, err := removeEmptyMemtables(opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+		}
+		if n > 0 {
+			log.Warn("removed empty memtable files left by a crash", "count", n)
+		}
+	}
 	db, err := badger.Open(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
@@ -202,6 +215,39 @@ func Open(opts Options) (*Store, error) {
 		go s.gcLoop(ctx, interval)
 	}
 	return s, nil
+}
+
+// removeEmptyMemtables deletes memtable files of size zero. Badger creates
+// a memtable file and only then writes its header; a crash in between
+// leaves an empty file, and Badger then refuses to open the directory
+// ("while opening memtables ... Create a new file", dgraph-io/badger#2207;
+// seen here after SIGKILL). An empty file holds no entry.
+func removeEmptyMemtables(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read dir: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".mem") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return n, fmt.Errorf("stat %s: %w", e.Name(), err)
+		}
+		if info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return n, fmt.Errorf("remove empty memtable %s: %w", e.Name(), err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 func (s *Store) init() error {

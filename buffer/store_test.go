@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -546,5 +548,31 @@ func TestCheck(t *testing.T) {
 	}
 	if err := s.Check(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("check after close: %v, want ErrClosed", err)
+	}
+}
+
+// TestOpenAfterCrashDuringMemtableCreation: Badger creates a memtable file
+// before writing its header; a crash in between left an empty .mem file
+// that made Open fail (seen after SIGKILL in the crash test).
+func TestOpenAfterCrashDuringMemtableCreation(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := put(t, s, "http://a.test/", `{"n":1}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	b, err := s.Claim(statusOf(t, s, "http://a.test/").ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Hooks) != 1 || b.Hooks[0].ID != h.ID {
+		t.Fatalf("after reopen: %+v, want the hook %s", b.Hooks, h.ID)
 	}
 }
