@@ -176,7 +176,7 @@ const methodNotes = `## How the figures are made
 - **No-op endpoint**: a Go ` + "`net/http`" + ` server used as the proxy address that reads each request and answers 202.
   Like hookproxy, and like every server of the benchmark, it re-arms TCP_QUICKACK around each read: python's
   urllib3 leaves Nagle on for proxy connections, and without it every python POST through any Go server waits
-  ~40 ms for a delayed ACK (see TRAPS.md).
+  ~40 ms for a delayed ACK.
 - **redis**: ` + "`redis-server --appendonly yes --appendfsync always --save ''`" + ` on a free loopback port, LPUSH over
   RESP from one connection per worker; emptied (FLUSHALL and an AOF rewrite) before each measurement.
 - **buffer.Put**: the buffer package opened on a fresh directory in the benchmark process, Put called from as

@@ -288,7 +288,7 @@ func New(opts Options) (*Proxy, error) {
 	// NewProxyHttpServer derives Tr (http.ProxyFromEnvironment) and
 	// ConnectDial (HTTPS_PROXY) from the environment; in a sidecar whose
 	// environment points at itself both would proxy to itself, so both are
-	// replaced here (TRAPS.md, goproxy 1).
+	// replaced here.
 	gp := goproxy.NewProxyHttpServer()
 	gp.Tr = dialTr
 	gp.ConnectDial = nil
