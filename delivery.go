@@ -12,7 +12,7 @@ import (
 
 // Delivery policy settings: backoff, redirects, 410 Gone, signatures and
 // the egress guard (SSRF protection). The sender applies them; the guard
-// sits in the delivery transport (tls.go), at dial time.
+// sits in the sender's own transport, at dial time.
 
 // validateDelivery checks the delivery policy settings; bad is
 // validate's reporter. Secrets and the gone webhook URL (which may carry

@@ -123,10 +123,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// Every delivery dial, redirect hops included, goes through the
-	// egress guard (delivery.go); pass-through traffic does not.
-	delivery := newDeliveryTransport(hs.upstreamTLS, cfg.SendConcurrency, cfg.egressGuard())
-	defer delivery.CloseIdleConnections()
 	cfg.logDeliveryPolicy(log.With("component", "sender"))
 
 	snd, err := sender.New(sender.Options{
@@ -146,14 +142,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		SendTimeout:      time.Duration(cfg.SendTimeout),
 		Concurrency:      cfg.SendConcurrency,
 		UserAgent:        "hookproxy/" + versionString(),
-		Transport:        delivery,
-		FollowRedirects:  cfg.FollowRedirects,
-		SigningSecrets:   cfg.SigningSecret,
-		GoneWebhook:      cfg.GoneWebhook,
-		Logger:           log.With("component", "sender"),
-		OnAttempt:        metrics.Attempt,
-		OnDelivered:      metrics.Delivered,
-		OnGivenUp:        metrics.GivenUp,
+		// Every delivery dial, redirect hops included, goes through the
+		// egress guard (delivery.go); pass-through traffic does not.
+		Guard:           cfg.egressGuard(),
+		TLSConfig:       hs.upstreamTLS,
+		FollowRedirects: cfg.FollowRedirects,
+		SigningSecrets:  cfg.SigningSecret,
+		GoneWebhook:     cfg.GoneWebhook,
+		Logger:          log.With("component", "sender"),
+		OnAttempt:       metrics.Attempt,
+		OnDelivered:     metrics.Delivered,
+		OnGivenUp:       metrics.GivenUp,
 	})
 	if err != nil {
 		return fmt.Errorf("sender: %w", err)

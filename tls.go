@@ -8,14 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"hookproxy/egress"
 	"hookproxy/mitm"
 )
 
@@ -121,33 +118,6 @@ func upstreamTLSConfig(caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("HOOKPROXY_UPSTREAM_CA_FILE=%s: no PEM certificate in it", caFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
-}
-
-// newDeliveryTransport is the transport batches are delivered with:
-// never the process's proxy settings (in the sidecar they point at
-// hookproxy itself, and deliveries would loop back into it, and the guard
-// would check the proxy's address), pooled connections, TLS verified
-// against tlsConfig's roots (nil: the system roots), and every dial
-// checked by guard on the resolved address (nil: public addresses only).
-// The sender adds its redirect policy on top.
-func newDeliveryTransport(tlsConfig *tls.Config, workers int, guard *egress.Guard) *http.Transport {
-	if tlsConfig != nil {
-		tlsConfig = tlsConfig.Clone()
-	}
-	dialer := guard.Dialer(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
-	return &http.Transport{
-		Proxy:           nil,
-		DialContext:     dialer.DialContext,
-		TLSClientConfig: tlsConfig,
-		// A custom DialContext or TLSClientConfig turns HTTP/2 off unless
-		// asked for.
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          4 * workers,
-		MaxIdleConnsPerHost:   workers, // many targets often share one receiver host
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
 }
 
 // validateHTTPS checks the HTTPS settings; bad is validate's reporter.

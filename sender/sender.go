@@ -17,6 +17,7 @@ package sender
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -175,10 +176,13 @@ type Options struct {
 	Client *http.Client
 	// Transport is the transport of the sender's own client. Nil: one of
 	// the sender's own that never uses the process's proxy settings (they
-	// point at hookproxy itself), pools connections, verifies TLS and
-	// dials through Guard. A transport given here must check destinations
-	// itself (DialContext from Guard.Dialer).
+	// point at hookproxy itself), pools connections, verifies TLS with
+	// TLSConfig and dials through Guard. A transport given here must check
+	// destinations itself (DialContext from Guard.Dialer).
 	Transport http.RoundTripper
+	// TLSConfig verifies receivers in the sender's own transport (its
+	// RootCAs, for one). Nil: Go's defaults, the system roots.
+	TLSConfig *tls.Config
 	// Guard refuses destinations on the operator's own networks (SSRF
 	// protection) at dial time in the sender's own transport, for every
 	// redirect hop too; a refused batch is given up at once with reason
@@ -421,7 +425,7 @@ func New(opts Options) (*Sender, error) {
 	if s.client == nil {
 		tr := opts.Transport
 		if tr == nil {
-			tr = newTransport(s.workers, opts.Guard)
+			tr = newTransport(s.workers, opts.TLSConfig, opts.Guard)
 			s.ownClient = true
 		}
 		s.client = &http.Client{Transport: tr, CheckRedirect: redirectPolicy(opts.FollowRedirects)}
@@ -445,16 +449,22 @@ func orDefault[T comparable](v, def T) T {
 }
 
 // newTransport builds the sender's own transport, whose every
-// connection, redirect hops included, is checked by guard at dial time.
-func newTransport(workers int, guard *egress.Guard) *http.Transport {
+// connection, redirect hops included, is checked by guard at dial time,
+// and which verifies receivers with tlsConfig (nil: Go's defaults).
+func newTransport(workers int, tlsConfig *tls.Config, guard *egress.Guard) *http.Transport {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone()
+	}
 	dialer := guard.Dialer(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
 	return &http.Transport{
+		TLSClientConfig: tlsConfig,
 		// Never the process's proxy settings: in the sidecar they point at
 		// hookproxy itself, and deliveries would loop back into it (and
 		// the guard would check the proxy's address, not the target's).
 		Proxy:       nil,
 		DialContext: dialer.DialContext,
-		// A custom DialContext turns HTTP/2 off unless asked for.
+		// A custom DialContext or TLSClientConfig turns HTTP/2 off unless
+		// asked for.
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          4 * workers,
 		MaxIdleConnsPerHost:   workers, // many targets often share one receiver host
