@@ -1071,29 +1071,19 @@ func TestDockerfileBuildsTheBinary(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = srv.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = srv.Process.Kill()
 		<-exited
 	})
-	var admin string
-	deadline := time.After(waitLimit)
-	for admin == "" {
-		changed := logs.wait()
-		if logs.field("hookproxy started", "proxy_addr") != "" {
-			admin = logs.field("admin listening", "admin_addr")
-			break
-		}
-		select {
-		case <-changed:
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("%s %q exited at start: %v\n%s", bin, cmdArgs, err, logs.String())
-		case <-deadline:
-			t.Fatalf("%s %q did not start\n%s", bin, cmdArgs, logs.String())
-		}
+	if _, ok := waitStarted(logs, exited); !ok {
+		_ = srv.Process.Kill()
+		<-exited
+		t.Fatalf("%s %q did not start: %v\n%s", bin, cmdArgs, waitErr, logs.String())
 	}
+	admin := logs.field("admin listening", "admin_addr")
 	healthcheck := func() error {
 		c := exec.Command(bin, hc[1:]...)
 		c.Env = []string{"HOOKPROXY_ADMIN_LISTEN=" + admin}
@@ -1108,10 +1098,9 @@ func TestDockerfileBuildsTheBinary(t *testing.T) {
 	}
 	_ = srv.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Errorf("%q after SIGTERM: %v\n%s", cmdArgs, err, logs.String())
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("%q after SIGTERM: %v\n%s", cmdArgs, waitErr, logs.String())
 		}
 	case <-time.After(waitLimit):
 		t.Fatalf("%q did not stop at SIGTERM", cmdArgs)

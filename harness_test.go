@@ -38,6 +38,33 @@ type instance struct {
 // given, and waits until it listens.
 func startHookproxy(tb testing.TB, settings map[string]string) *instance {
 	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &lockedBuffer{}
+	inst := &instance{logs: logs, cancel: cancel, done: make(chan error, 1)}
+	exited := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = run(ctx, nil, testEnviron(tb, settings), io.Discard, logs)
+		close(exited)
+	}()
+	url, ok := waitStarted(logs, exited)
+	if !ok {
+		cancel()
+		<-exited
+		tb.Fatalf("hookproxy did not start: %v\n%s", runErr, logs.String())
+	}
+	inst.proxyURL = url
+	go func() { <-exited; inst.done <- runErr }()
+	tb.Cleanup(func() { inst.stop(tb) })
+	return inst
+}
+
+// testEnviron is the environment of a hookproxy under test: loopback
+// ports chosen by the system, JSON logs, a data dir of its own unless
+// settings names one, loopback receivers allowed unless settings says,
+// and settings (HOOKPROXY_ is added to each name).
+func testEnviron(tb testing.TB, settings map[string]string) []string {
+	tb.Helper()
 	environ := []string{
 		"HOOKPROXY_LISTEN=127.0.0.1:0",
 		"HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0",
@@ -55,29 +82,27 @@ func startHookproxy(tb testing.TB, settings map[string]string) *instance {
 	for k, v := range settings {
 		environ = append(environ, envPrefix+k+"="+v)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
-	inst := &instance{logs: logs, cancel: cancel, done: make(chan error, 1)}
-	go func() { inst.done <- run(ctx, nil, environ, io.Discard, logs) }()
+	return environ
+}
+
+// waitStarted waits for hookproxy's "hookproxy started" log line and
+// returns its proxy URL; ok is false when hookproxy exited first or did
+// not start within waitLimit.
+func waitStarted(logs *lockedBuffer, exited <-chan struct{}) (proxyURL string, ok bool) {
 	deadline := time.After(waitLimit)
 	for {
 		changed := logs.wait() // before the check, so a write in between is not missed
 		if addr := logs.field("hookproxy started", "proxy_addr"); addr != "" {
-			inst.proxyURL = "http://" + addr
-			break
+			return "http://" + addr, true
 		}
 		select {
-		case err := <-inst.done:
-			cancel()
-			tb.Fatalf("hookproxy exited at start: %v\n%s", err, logs.String())
+		case <-exited:
+			return "", false
 		case <-changed:
 		case <-deadline:
-			cancel()
-			tb.Fatalf("hookproxy did not start\n%s", logs.String())
+			return "", false
 		}
 	}
-	tb.Cleanup(func() { inst.stop(tb) })
-	return inst
 }
 
 // stop shuts hookproxy down as SIGTERM does and waits for it.

@@ -97,16 +97,7 @@ func startProcess(tb testing.TB, settings map[string]string) *process {
 		tb.Fatalf("build: %v", err)
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_LOG_FORMAT=json", "HOOKPROXY_LOG_LEVEL=debug"}
-	if _, ok := settings["DATA_DIR"]; !ok {
-		cmd.Env = append(cmd.Env, "HOOKPROXY_DATA_DIR="+tb.TempDir())
-	}
-	if _, ok := settings["ALLOW_PRIVATE_TARGETS"]; !ok {
-		cmd.Env = append(cmd.Env, "HOOKPROXY_ALLOW_PRIVATE_TARGETS=true") // loopback receivers
-	}
-	for k, v := range settings {
-		cmd.Env = append(cmd.Env, envPrefix+k+"="+v)
-	}
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, testEnviron(tb, settings)...)
 	p := &process{cmd: cmd, logs: &lockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.logs
 	if err := cmd.Start(); err != nil {
@@ -117,21 +108,13 @@ func startProcess(tb testing.TB, settings map[string]string) *process {
 		_ = cmd.Process.Kill()
 		<-p.exited
 	})
-	deadline := time.After(waitLimit)
-	for p.proxyURL == "" {
-		changed := p.logs.wait() // before the check, so a write in between is not missed
-		if addr := p.logs.field("hookproxy started", "proxy_addr"); addr != "" {
-			p.proxyURL = "http://" + addr
-			break
-		}
-		select {
-		case <-p.exited:
-			tb.Fatalf("hookproxy exited at start: %v\n%s", p.err, p.logs.String())
-		case <-changed:
-		case <-deadline:
-			tb.Fatalf("hookproxy did not start\n%s", p.logs.String())
-		}
+	url, ok := waitStarted(p.logs, p.exited)
+	if !ok {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		tb.Fatalf("hookproxy did not start: %v\n%s", p.err, p.logs.String())
 	}
+	p.proxyURL = url
 	return p
 }
 
