@@ -71,7 +71,7 @@ func BenchmarkClaimAck(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.Ack(id, batch.ID); err != nil {
+		if _, err := s.Ack(id, batch.ID, NextClaim{}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

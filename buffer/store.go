@@ -903,16 +903,31 @@ func (s *Store) RecordAttempt(id TargetID, batchID string, f Failure) error {
 	return nil
 }
 
+// NextClaim asks Ack to claim the target's next batch in the same
+// transaction that removes the delivered one, so that a target with a
+// backlog costs one synced write per batch instead of two. Its zero value
+// claims nothing.
+type NextClaim struct {
+	// MinHooks is how many hooks must remain pending for the next batch
+	// to be claimed (a full batch is due at once); 0: never claim.
+	MinHooks int
+	// MaxHooks and MaxBytes bound the batch as in Claim.
+	MaxHooks int
+	MaxBytes int64
+}
+
 // Ack removes the delivered in-flight batch and its hooks, and returns the
-// target's new status.
-func (s *Store) Ack(id TargetID, batchID string) (TargetStatus, error) {
-	return s.finish(id, batchID, nil)
+// target's new status. When next asks for it and enough hooks remain, it
+// also claims the next batch (durably, like Claim): the status then holds
+// it as InFlight, and Claim returns it.
+func (s *Store) Ack(id TargetID, batchID string, next NextClaim) (TargetStatus, error) {
+	return s.finish(id, batchID, nil, next)
 }
 
 // Discard removes the in-flight batch and its hooks without keeping them
 // (the on-give-up=discard setting), and returns the target's new status.
 func (s *Store) Discard(id TargetID, batchID string) (TargetStatus, error) {
-	return s.finish(id, batchID, nil)
+	return s.finish(id, batchID, nil, NextClaim{})
 }
 
 // GiveUp moves the in-flight batch, with its hooks, to the dead-letter
@@ -921,7 +936,7 @@ func (s *Store) Discard(id TargetID, batchID string) (TargetStatus, error) {
 // with RecordAttempt; f.At zero means the batch is given up without a
 // final attempt (a target marked gone, say).
 func (s *Store) GiveUp(id TargetID, batchID, reason string, f Failure) (TargetStatus, error) {
-	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f})
+	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f}, NextClaim{})
 }
 
 type deadInfo struct {
@@ -933,8 +948,9 @@ type deadInfo struct {
 // record goes in one transaction (with the dead letter, when given); the
 // hook keys are deleted in the same transaction when they fit, and
 // otherwise right after (a crash in between leaves keys below the head,
-// which Open deletes).
-func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatus, error) {
+// which Open deletes). When next asks for it, the next batch's claim is
+// written in the same transaction.
+func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextClaim) (TargetStatus, error) {
 	if err := s.enter(); err != nil {
 		return TargetStatus{}, err
 	}
@@ -948,6 +964,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatu
 		return TargetStatus{}, err
 	}
 	rec := targetRecord{URL: t.url, Head: fr.lastSeq() + 1, Gone: t.gone}
+	claimNext := next.MinHooks > 0 && !t.gone && t.count-len(fr.Keys) >= next.MinHooks
 	s.mu.Unlock()
 
 	recBytes, _ := json.Marshal(rec)
@@ -956,7 +973,26 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatu
 	if err := txn.Set(targetKey(id), recBytes); err != nil {
 		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
 	}
-	if err := txn.Delete(flightKey(id)); err != nil {
+	var (
+		nextFr *flightRecord
+		oldest time.Time // arrival of the new head, when nextFr is set
+	)
+	if claimNext {
+		nextFr, oldest, err = s.claimAfter(txn, id, rec.Head, next)
+		if err != nil {
+			return TargetStatus{}, fmt.Errorf("finish batch %s: claim the next: %w", batchID, err)
+		}
+	}
+	if nextFr != nil {
+		v, err := json.Marshal(nextFr)
+		if err != nil {
+			return TargetStatus{}, fmt.Errorf("finish batch %s: encode the next: %w", batchID, err)
+		}
+		err = txn.Set(flightKey(id), v)
+	} else {
+		err = txn.Delete(flightKey(id))
+	}
+	if err != nil {
 		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
 	}
 	if dead != nil {
@@ -1010,10 +1046,10 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatu
 	t.count -= len(fr.Keys)
 	t.bytes -= fr.Bytes
 	s.pendingBytes -= fr.Bytes
-	t.inflight = nil
+	t.inflight = nextFr
 	t.version++
-	t.oldest = time.Time{}
-	if t.count > 0 {
+	t.oldest = oldest
+	if t.count > 0 && nextFr == nil {
 		oldest, err := s.headArrival(id, t.head)
 		if err != nil {
 			s.log.Warn("read oldest pending hook", "target_id", id, "error", err)
@@ -1022,6 +1058,47 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo) (TargetStatu
 		t.oldest = oldest
 	}
 	return t.status(), nil
+}
+
+// claimAfter builds the flight record of the target's next batch, from
+// the queue keys at or after head (key-only: a key carries its hook's
+// size), bounded as next says, and returns it with the arrival of its
+// first hook; nil when nothing is pending.
+func (s *Store) claimAfter(txn *badger.Txn, id TargetID, head uint64, next NextClaim) (*flightRecord, time.Time, error) {
+	var (
+		keys  [][]byte
+		total int64
+		first time.Time
+	)
+	prefix := queuePrefix(id)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Seek(seekKey(id, head)); it.ValidForPrefix(prefix); it.Next() {
+		if next.MaxHooks > 0 && len(keys) >= next.MaxHooks {
+			break
+		}
+		k, err := parseQueueKey(it.Item().Key())
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		if next.MaxBytes > 0 && len(keys) > 0 && total+k.size > next.MaxBytes {
+			break
+		}
+		if len(keys) == 0 {
+			first = k.received
+		}
+		keys = append(keys, it.Item().KeyCopy(nil))
+		total += k.size
+	}
+	if len(keys) == 0 {
+		return nil, time.Time{}, nil
+	}
+	seq, err := s.batchSeq.Next()
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("next batch sequence: %w", err)
+	}
+	now := s.now()
+	return &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total}, first, nil
 }
 
 // headArrival returns the arrival time of the first hook at or after seq.

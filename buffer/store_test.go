@@ -94,14 +94,14 @@ func TestPutClaimAckInOrder(t *testing.T) {
 	if again.ID != batch.ID || !slices.Equal(bodies(again), bodies(batch)) {
 		t.Fatalf("second claim = %s %v, want the in-flight batch %s", again.ID, bodies(again), batch.ID)
 	}
-	next, err := s.Ack(st.ID, batch.ID)
+	next, err := s.Ack(st.ID, batch.ID, NextClaim{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if next.Pending != 2 || next.InFlight != nil {
 		t.Fatalf("after ack = %+v, want 2 pending and nothing in flight", next)
 	}
-	if _, err := s.Ack(st.ID, batch.ID); !errors.Is(err, ErrBatchMismatch) {
+	if _, err := s.Ack(st.ID, batch.ID, NextClaim{}); !errors.Is(err, ErrBatchMismatch) {
 		t.Fatalf("second ack: err = %v, want ErrBatchMismatch", err)
 	}
 	rest, err := s.Claim(st.ID, 10, 0)
@@ -114,7 +114,7 @@ func TestPutClaimAckInOrder(t *testing.T) {
 	if rest.ID == batch.ID {
 		t.Fatal("a new batch reused the old batch id")
 	}
-	if _, err := s.Ack(st.ID, rest.ID); err != nil {
+	if _, err := s.Ack(st.ID, rest.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Claim(st.ID, 10, 0); !errors.Is(err, ErrNoHooks) {
@@ -122,6 +122,97 @@ func TestPutClaimAckInOrder(t *testing.T) {
 	}
 	if got := statusOf(t, s, b).Pending; got != 5 {
 		t.Fatalf("other target pending = %d, want 5", got)
+	}
+}
+
+// TestAckClaimsNext: an ack that asks for it claims the next full batch
+// in the same write; the claim is durable (same id after a restart), is
+// bounded like Claim, and is not made when too few hooks remain.
+func TestAckClaimsNext(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	const url = "http://a.test/"
+	for i := range 9 {
+		put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	id := statusOf(t, s, url).ID
+	first, err := s.Claim(id, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := NextClaim{MinHooks: 3, MaxHooks: 3}
+	st, err := s.Ack(id, first.ID, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InFlight == nil || st.InFlight.Size != 3 || st.Pending != 6 {
+		t.Fatalf("after ack = %+v (in flight %+v), want 6 pending and the next 3 in flight", st, st.InFlight)
+	}
+	second := st.InFlight.ID
+	if second == first.ID {
+		t.Fatal("the next batch reused the acknowledged batch's id")
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	b, err := s.Claim(id, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bodies(b), []string{`{"n":3}`, `{"n":4}`, `{"n":5}`}; b.ID != second || !slices.Equal(got, want) {
+		t.Fatalf("after restart claim = %s %v, want %s %v", b.ID, got, second, want)
+	}
+	if got := statusOf(t, s, url).Oldest; got.IsZero() || !got.Equal(b.Hooks[0].Received) {
+		t.Errorf("oldest = %v, want the first in-flight hook's arrival %v", got, b.Hooks[0].Received)
+	}
+
+	// Bounded by bytes: each body is 7 bytes, so 15 bytes hold two.
+	st, err = s.Ack(id, b.ID, NextClaim{MinHooks: 3, MaxHooks: 3, MaxBytes: 15})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InFlight == nil || st.InFlight.Size != 2 {
+		t.Fatalf("byte-bounded next batch = %+v, want 2 hooks", st.InFlight)
+	}
+	// One hook remains after this one: below MinHooks, nothing is claimed.
+	st, err = s.Ack(id, st.InFlight.ID, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InFlight != nil || st.Pending != 1 {
+		t.Fatalf("after the last full batch = %+v, want 1 pending and nothing in flight", st)
+	}
+	last, err := s.Claim(id, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := bodies(last), []string{`{"n":8}`}; !slices.Equal(got, want) {
+		t.Fatalf("remainder = %v, want %v", got, want)
+	}
+}
+
+func TestAckClaimsNothingForGoneTarget(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const url = "http://a.test/"
+	for i := range 4 {
+		put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetGone(id, true); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Ack(id, b.ID, NextClaim{MinHooks: 1, MaxHooks: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InFlight != nil {
+		t.Fatalf("a gone target got a next batch: %+v", st.InFlight)
 	}
 }
 
@@ -139,7 +230,7 @@ func TestClaimMaxBytes(t *testing.T) {
 	if b.Size != 2 || len(b.Hooks) != 2 || b.Bytes != 36 {
 		t.Fatalf("batch of %d hooks, %d bytes; want 2 hooks, 36 bytes", len(b.Hooks), b.Bytes)
 	}
-	if _, err := s.Ack(id, b.ID); err != nil {
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	// A single hook larger than the limit still goes, alone.
@@ -169,7 +260,7 @@ func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Ack(id, first.ID); err != nil {
+	if _, err := s.Ack(id, first.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	inflight, err := s.Claim(id, 3, 0)
@@ -211,7 +302,7 @@ func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
 	}
 	// New hooks after a restart still come after the old ones.
 	put(t, s, url, `{"n":6}`)
-	if _, err := s.Ack(id, again.ID); err != nil {
+	if _, err := s.Ack(id, again.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	last, err := s.Claim(id, 10, 0)
@@ -292,7 +383,7 @@ func TestQuota(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Ack(id, b.ID); err != nil {
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	put(t, s, url, `{"n":1}`) // accepted again once delivered
@@ -515,7 +606,7 @@ func TestGoneMarkSurvivesRestartAndAck(t *testing.T) {
 	if st, err := s.SetGone(id, true); err != nil || !st.Gone {
 		t.Fatalf("SetGone = %+v, %v", st, err)
 	}
-	if _, err := s.Ack(id, b.ID); err != nil {
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"hookproxy/buffer"
 	"hookproxy/egress"
 )
 
@@ -28,6 +29,21 @@ type policy struct {
 // batching reports whether hooks are grouped into JSON-array batches;
 // without it each hook is forwarded alone, as the app sent it.
 func (p policy) batching() bool { return p.size > 0 || p.window > 0 }
+
+// nextClaim says when acknowledging a batch also claims the target's next
+// one: when what remains is due at once whatever the time (a full batch by
+// size, or any hook without batching), matching dueTime. A time window
+// below size is left to the schedule.
+func (p policy) nextClaim() buffer.NextClaim {
+	switch {
+	case !p.batching():
+		return buffer.NextClaim{MinHooks: 1, MaxHooks: p.claim, MaxBytes: p.maxBytes}
+	case p.size > 0:
+		return buffer.NextClaim{MinHooks: p.size, MaxHooks: p.claim, MaxBytes: p.maxBytes}
+	default:
+		return buffer.NextClaim{}
+	}
+}
 
 // schedState is what the due policy needs to know of a target.
 type schedState struct {

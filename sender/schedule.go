@@ -179,6 +179,10 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 	case resultFinished:
 		t.clearFlight()
 		t.setNotBefore(time.Time{})
+		if f := r.status.InFlight; f != nil {
+			// The ack claimed the next batch: it is due at once.
+			t.setFlight(f.ID, f.NextAttempt)
+		}
 		if r.status.Version > t.version {
 			t.version = r.status.Version
 			t.pending, t.oldest, t.gone = r.status.Pending, r.status.Oldest, r.status.Gone

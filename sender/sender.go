@@ -46,8 +46,10 @@ type Store interface {
 	// RecordAttempt records a failed attempt of the in-flight batch and
 	// when the next one is due.
 	RecordAttempt(id buffer.TargetID, batchID string, f buffer.Failure) error
-	// Ack removes the delivered batch.
-	Ack(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
+	// Ack removes the delivered batch and, when next asks for it and
+	// enough hooks remain, claims the next one in the same write (the
+	// status then has it as InFlight).
+	Ack(id buffer.TargetID, batchID string, next buffer.NextClaim) (buffer.TargetStatus, error)
 	// Discard removes the batch without keeping it.
 	Discard(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
 	// GiveUp moves the batch to the dead-letter store; f.At zero means

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +91,70 @@ func TestSizeBatches(t *testing.T) {
 	}
 	if n := pending(t, st); n != 0 {
 		t.Errorf("%d hooks still pending", n)
+	}
+}
+
+// ackCounter is the real store, counting the acks that also claimed the
+// target's next batch.
+type ackCounter struct {
+	*buffer.Store
+	claimed atomic.Int64
+}
+
+func (c *ackCounter) Ack(id buffer.TargetID, batchID string, next buffer.NextClaim) (buffer.TargetStatus, error) {
+	st, err := c.Store.Ack(id, batchID, next)
+	if err == nil && st.InFlight != nil {
+		c.claimed.Add(1)
+	}
+	return st, err
+}
+
+// TestBacklogClaimsWithAck: with a backlog, the ack of a batch claims the
+// next full one (one write per batch instead of two), and the batches
+// still go out in order, whole, each with its own id.
+func TestBacklogClaimsWithAck(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		opts      Options
+		hooks     int
+		want      []string // bodies of the POSTs, in order
+		ackClaims int64
+	}{
+		{"size", Options{BatchSize: 3, BatchMaxWait: time.Minute}, 7,
+			[]string{array(bodies(1, 3)), array(bodies(4, 6))}, 1},
+		{"no batching", Options{}, 3, bodies(1, 3), 2},
+		// A time window waits for its own due time: no claim ahead of it.
+		{"time", Options{BatchTime: time.Minute}, 3, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock(t0)
+			rc := newReceiver(t, nil)
+			st := openStore(t, t.TempDir(), clk)
+			for _, b := range bodies(1, tc.hooks) {
+				putHook(t, st, rc.URL+"/hooks", b, jsonHeader())
+			}
+			counter := &ackCounter{Store: st}
+			opts := tc.opts
+			opts.Store = counter
+			h := newHarness(t, clk, st, opts).start()
+			h.settle()
+			got := rc.got()
+			var gotBodies []string
+			ids := map[string]bool{}
+			for _, r := range got {
+				gotBodies = append(gotBodies, r.body)
+				ids[r.header.Get("Idempotency-Key")] = true
+			}
+			if !slices.Equal(gotBodies, tc.want) {
+				t.Fatalf("POSTs = %v, want %v", gotBodies, tc.want)
+			}
+			if len(ids) != len(got) {
+				t.Errorf("idempotency keys %v: want %d different", ids, len(got))
+			}
+			if n := counter.claimed.Load(); n != tc.ackClaims {
+				t.Errorf("acks that claimed the next batch = %d, want %d", n, tc.ackClaims)
+			}
+		})
 	}
 }
 
@@ -677,7 +742,7 @@ func (s *stubStore) Claim(buffer.TargetID, int, int64) (*buffer.Batch, error) {
 	return nil, buffer.ErrNoHooks
 }
 func (s *stubStore) RecordAttempt(buffer.TargetID, string, buffer.Failure) error { return nil }
-func (s *stubStore) Ack(buffer.TargetID, string) (buffer.TargetStatus, error) {
+func (s *stubStore) Ack(buffer.TargetID, string, buffer.NextClaim) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
 func (s *stubStore) Discard(buffer.TargetID, string) (buffer.TargetStatus, error) {
