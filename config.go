@@ -40,6 +40,9 @@ type Config struct {
 	MaxPendingBytes ByteSize `env:"MAX_PENDING_BYTES" envDefault:"0"`
 	OnStoreError    string   `env:"ON_STORE_ERROR" envDefault:"forward"`
 
+	// MemoryLimit is the Go runtime's soft memory limit (memlimit.go).
+	MemoryLimit ByteSize `env:"MEMORY_LIMIT" envDefault:"128MiB"`
+
 	IdleTimeout  Duration `env:"IDLE_TIMEOUT" envDefault:"2m"`
 	DrainTimeout Duration `env:"DRAIN_TIMEOUT" envDefault:"20s"`
 
@@ -158,6 +161,9 @@ func (c *Config) validate() error {
 	}
 	if c.SendConcurrency <= 0 {
 		bad("SEND_CONCURRENCY", c.SendConcurrency, "must be positive")
+	}
+	if c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit) {
+		bad("MEMORY_LIMIT", c.MemoryLimit, fmt.Sprintf("must be 0 (no limit) or at least %d (32MiB)", int64(minMemoryLimit)))
 	}
 	if c.MaxPendingBytes < 0 {
 		bad("MAX_PENDING_BYTES", c.MaxPendingBytes, "must be 0 (no limit) or positive")

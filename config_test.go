@@ -1,6 +1,8 @@
 package main
 
 import (
+	"math"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"HOOKPROXY_LOG_FORMAT=xml", "HOOKPROXY_LOG_FORMAT=xml"},
 		{"HOOKPROXY_ADMIN_LISTEN=9090", "HOOKPROXY_ADMIN_LISTEN=9090"},
 		{"HOOKPROXY_STALL_AFTER=-1s", "HOOKPROXY_STALL_AFTER=-1s"},
+		{"HOOKPROXY_MEMORY_LIMIT=1MiB", "HOOKPROXY_MEMORY_LIMIT="},
+		{"HOOKPROXY_MEMORY_LIMIT=much", `HOOKPROXY_MEMORY_LIMIT="much"`},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig([]string{tt.env})
@@ -74,5 +78,42 @@ func TestBadConfigurationStopsStart(t *testing.T) {
 	err := run(t.Context(), nil, []string{"HOOKPROXY_BATCH_SIZE=ten", "HOOKPROXY_DATA_DIR=" + t.TempDir()}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_BATCH_SIZE") {
 		t.Fatalf("run = %v, want a start-up error naming HOOKPROXY_BATCH_SIZE", err)
+	}
+}
+
+// TestMemoryLimit: the runtime's soft memory limit is
+// HOOKPROXY_MEMORY_LIMIT (128MiB by default), unless GOMEMLIMIT is set or
+// the setting is 0.
+func TestMemoryLimit(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	for _, tt := range []struct {
+		name    string
+		environ []string
+		want    int64 // the limit in force afterwards
+		source  string
+	}{
+		{"default", nil, 128 << 20, "HOOKPROXY_MEMORY_LIMIT"},
+		{"set", []string{"HOOKPROXY_MEMORY_LIMIT=1GiB"}, 1 << 30, "HOOKPROXY_MEMORY_LIMIT"},
+		// The runtime applied GOMEMLIMIT at start; here the limit in force
+		// before the call stands for it.
+		{"GOMEMLIMIT wins", []string{"GOMEMLIMIT=300MiB", "HOOKPROXY_MEMORY_LIMIT=1GiB"}, 300 << 20, "GOMEMLIMIT"},
+		{"off", []string{"HOOKPROXY_MEMORY_LIMIT=0"}, math.MaxInt64, "none"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := int64(math.MaxInt64)
+			if tt.source == "GOMEMLIMIT" {
+				before = tt.want
+			}
+			debug.SetMemoryLimit(before)
+			cfg, err := loadConfig(tt.environ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			limit, source := applyMemoryLimit(cfg, tt.environ)
+			if got := debug.SetMemoryLimit(-1); got != tt.want || limit != tt.want || source != tt.source {
+				t.Errorf("limit in force %d, reported %d from %s; want %d from %s", got, limit, source, tt.want, tt.source)
+			}
+		})
 	}
 }

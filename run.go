@@ -85,7 +85,10 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, newLogger(cfg, stderr))
+	log := newLogger(cfg, stderr)
+	limit, source := applyMemoryLimit(cfg, environ)
+	log.Info("memory limit", "bytes", limit, "source", source)
+	return serve(ctx, cfg, log)
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
