@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +83,7 @@ func checkReport(t *testing.T, rep *report, noRedis bool) {
 			}
 		}
 	}
-	if got, want := strings.Join(ids, ","), "a,b,b2,c,d,e"; got != want {
+	if got, want := strings.Join(ids, ","), "a,b,b2,c,d,e,e2"; got != want {
 		t.Errorf("sections = %s, want %s", got, want)
 	}
 	if len(rep.headlines) == 0 {
@@ -198,6 +199,44 @@ func TestNum(t *testing.T) {
 		if got := num(tt.in); got != tt.want {
 			t.Errorf("num(%v) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestHeadlineMet(t *testing.T) {
+	atMost := func(limit float64) func(float64) bool { return func(v float64) bool { return v <= limit } }
+	tests := []struct {
+		name string
+		h    headline
+		want string
+	}{
+		{"no target", headline{hp: value(1), ref: value(2)}, "—"},
+		{"ratio met", headline{hp: value(1), ref: value(2), meets: atMost(1)}, "yes"},
+		{"ratio not met", headline{hp: value(3), ref: value(2), meets: atMost(1)}, "**no**"},
+		// The figure is judged, not the ratio: 3,000 ms against an
+		// empty store's 100 is a ratio of 30.
+		{"value met", headline{hp: value(3000), ref: value(100), meets: atMost(5000), onValue: true}, "yes"},
+		{"value not met", headline{hp: value(6000), ref: value(100), meets: atMost(5000), onValue: true}, "**no**"},
+		{"value missing", headline{hp: cell{why: "x"}, ref: value(100), meets: atMost(5000), onValue: true}, "not measured"},
+		{"unjudged", headline{hp: value(1), ref: value(100), meets: atMost(5000), onValue: true, unjudged: "not judged"},
+			"not judged"},
+	}
+	for _, tt := range tests {
+		if got := tt.h.met(); got != tt.want {
+			t.Errorf("%s: met() = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestParseSet(t *testing.T) {
+	got, err := parseSet("scale-pending", "1000000, 100000,100000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{100000, 1000000}; !slices.Equal(got, want) {
+		t.Errorf("parseSet = %v, want %v", got, want)
+	}
+	if _, err := parseSet("scale-pending", "0,10"); err == nil {
+		t.Error("parseSet accepted 0")
 	}
 }
 

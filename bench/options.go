@@ -39,9 +39,10 @@ type options struct {
 	batchHooks int
 	batchSizes []int
 
-	scalePending     int
-	scaleIdleTargets int
-	idleWindow       time.Duration
+	scaleTargets []int // sorted, distinct
+	scalePending []int // sorted, distinct
+	scaleIngest  int
+	idleWindow   time.Duration
 
 	out  string
 	png  string
@@ -54,16 +55,17 @@ type options struct {
 // leaves unset: tiny counts, so the whole suite runs in seconds and still
 // produces every figure.
 var shortDefaults = map[string]string{
-	"reps":               "1",
-	"warmup":             "30ms",
-	"duration":           "150ms",
-	"rate":               "200",
-	"py-hooks":           "8",
-	"py-slow-hooks":      "1",
-	"batch-hooks":        "200",
-	"scale-pending":      "300",
-	"scale-idle-targets": "30",
-	"idle-window":        "300ms",
+	"reps":          "1",
+	"warmup":        "30ms",
+	"duration":      "150ms",
+	"rate":          "200",
+	"py-hooks":      "8",
+	"py-slow-hooks": "1",
+	"batch-hooks":   "200",
+	"scale-targets": "1,10",
+	"scale-pending": "100,1000",
+	"scale-ingest":  "200",
+	"idle-window":   "300ms",
 }
 
 // allScenarios are the scenario letters, in the order they run.
@@ -85,6 +87,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	conc := fs.String("concurrency", "1,16,64", "closed-loop concurrencies of scenario a")
 	sizes := fs.String("sizes", "400,8192", "JSON body sizes in bytes of scenario a")
 	batches := fs.String("batch-sizes", "1,10,100", "HOOKPROXY_BATCH_SIZE values of scenario d")
+	scaleTargets := fs.String("scale-targets", "1,1000,100000",
+		"target counts of scenario e's scale matrix, comma-separated: a cell spreads its pending hooks round-robin over that many target URLs")
+	scalePending := fs.String("scale-pending", "100000,1000000",
+		"pending hook counts of scenario e's scale matrix, comma-separated; the empty store (0) is always measured, as the reference")
 	fs.BoolVar(&o.short, "short", false, "tiny counts: finishes in well under a minute (checks the program, not the values)")
 	fs.StringVar(&o.bin, "bin", "", "hookproxy binary to measure (default: build it from -src)")
 	fs.StringVar(&o.src, "src", "", "hookproxy module directory (default: the go.mod above the working directory)")
@@ -108,9 +114,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.pySlowHooks, "py-slow-hooks", 15, "hooks per python thread posted straight to the slow receiver")
 	fs.DurationVar(&o.pySlowDelay, "py-slow-delay", 200*time.Millisecond, "answer delay of the slow receiver")
 	fs.IntVar(&o.batchHooks, "batch-hooks", 5000, "hooks captured per batch size in scenario d (figures are per 10,000)")
-	fs.IntVar(&o.scalePending, "scale-pending", 100000, "pending hooks for the RSS, disk and restart figures of scenario e")
-	fs.IntVar(&o.scaleIdleTargets, "scale-idle-targets", 10000, "idle targets (one pending hook each) for the idle-CPU figure of scenario e")
-	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "idle CPU measurement window of scenario e")
+	fs.IntVar(&o.scaleIngest, "scale-ingest", 1000000,
+		"hooks captured over HTTP for a receiver that is down in scenario e (ingest rate, memory while capturing, restart)")
+	fs.DurationVar(&o.idleWindow, "idle-window", time.Minute,
+		"idle CPU window of scenario e (the empty store, and the most targets with the fewest pending hooks)")
 	fs.StringVar(&o.out, "out", "", "write the markdown report to this file")
 	fs.StringVar(&o.png, "png", "", "write the latency chart (PNG) to this file")
 	fs.StringVar(&o.json, "json", "", "write every raw median to this file as JSON")
@@ -135,6 +142,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	if o.batchSizes, err = parseInts("batch-sizes", *batches); err != nil {
+		return o, err
+	}
+	if o.scaleTargets, err = parseSet("scale-targets", *scaleTargets); err != nil {
+		return o, err
+	}
+	if o.scalePending, err = parseSet("scale-pending", *scalePending); err != nil {
 		return o, err
 	}
 	return o, o.validate()
@@ -169,8 +182,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-rate must not be negative and -rate-workers must be positive")
 	case o.pyHooks < 1 || o.pySlowHooks < 1 || o.batchHooks < 1:
 		return fmt.Errorf("-py-hooks, -py-slow-hooks and -batch-hooks must be positive")
-	case o.scalePending < 1 || o.scaleIdleTargets < 1 || o.idleWindow <= 0:
-		return fmt.Errorf("-scale-pending, -scale-idle-targets and -idle-window must be positive")
+	case o.scaleIngest < 1 || o.idleWindow <= 0:
+		return fmt.Errorf("-scale-ingest and -idle-window must be positive")
 	}
 	for _, s := range o.sizes {
 		if s < minBodySize {
@@ -205,4 +218,15 @@ func parseInts(name, s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// parseSet is parseInts sorted and without repeats: each value names a
+// cell of the scale matrix, measured once.
+func parseSet(name, s string) ([]int, error) {
+	out, err := parseInts(name, s)
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }

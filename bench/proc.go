@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -70,6 +71,13 @@ func baseSettings(dir string) map[string]string {
 // startHookproxy runs bin with its data in dir and the given NAME=value
 // settings, and waits until it logs its address.
 func startHookproxy(ctx context.Context, bin, dir string, settings ...string) (*hookproxyProc, error) {
+	return launchHookproxy(ctx, bin, dir, nil, settings...)
+}
+
+// launchHookproxy is startHookproxy that also calls launched, when not
+// nil, with the process id as soon as the process runs: before its start
+// line, so that a watcher sees the start-up too.
+func launchHookproxy(ctx context.Context, bin, dir string, launched func(pid int), settings ...string) (*hookproxyProc, error) {
 	env := baseSettings(dir)
 	for _, kv := range settings {
 		k, v, _ := strings.Cut(kv, "=")
@@ -90,6 +98,9 @@ func startHookproxy(ctx context.Context, bin, dir string, settings ...string) (*
 	started := time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	if launched != nil {
+		launched(p.cmd.Process.Pid)
 	}
 	addrc := make(chan startLine, 1)
 	go func() {
@@ -199,6 +210,63 @@ func procStatusKB(pid int, name string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", name, pid)
+}
+
+// anonSampler keeps the peak RssAnon of a process (its own memory,
+// without the pages of mapped files), read from /proc/PID/status at a
+// fixed interval: VmHWM keeps only the peak of the sum.
+type anonSampler struct {
+	pid    int
+	cancel context.CancelFunc
+	done   chan struct{}
+	peakKB int64 // owned by the loop until done is closed
+	err    error // the first failed read
+}
+
+// sampleAnon starts sampling pid's RssAnon every interval, the first
+// time at once.
+func sampleAnon(pid int, every time.Duration) *anonSampler {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &anonSampler{pid: pid, cancel: cancel, done: make(chan struct{})}
+	go a.loop(ctx, every)
+	return a
+}
+
+func (a *anonSampler) loop(ctx context.Context, every time.Duration) {
+	defer close(a.done)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		a.sample()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *anonSampler) sample() {
+	kb, err := procStatusKB(a.pid, "RssAnon")
+	if err != nil {
+		if a.err == nil {
+			a.err = err
+		}
+		return
+	}
+	a.peakKB = max(a.peakKB, kb)
+}
+
+// stop ends the sampling after one last sample and returns the peak in
+// KiB. It may be called again: later calls sample once more.
+func (a *anonSampler) stop() (int64, error) {
+	a.cancel()
+	<-a.done
+	a.sample()
+	if a.peakKB == 0 {
+		return 0, fmt.Errorf("sample RssAnon: %w", cmp.Or(a.err, errors.New("no sample")))
+	}
+	return a.peakKB, nil
 }
 
 // clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ,

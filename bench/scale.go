@@ -2,87 +2,335 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"time"
+
+	"hookproxy/buffer"
 )
 
 // mib is bytes per MiB.
 const mib = 1 << 20
 
-// Keys of scenario e's figures.
+// fillWorkers is how many goroutines put a cell's backlog into its store:
+// enough that the buffer's group commit carries hundreds of hooks per
+// synced write.
+const fillWorkers = 256
+
+// anonSampleEvery is how often RssAnon is read for its peak.
+const anonSampleEvery = 100 * time.Millisecond
+
+// scaleSettings make nothing due for an hour: a time window and no size
+// trigger, so the matrix measures a backlog that waits, not deliveries.
+var scaleSettings = []string{"HOOKPROXY_BATCH_TIME=1h", "HOOKPROXY_BATCH_SIZE=0"}
+
+// Figures of each cell of the scale matrix and of the empty store, under
+// cellKey.
 var (
-	emptyKeys   = []string{"e/start_empty_ms", "e/hwm_empty_mib", "e/du_empty_mib", "e/idle_cpu_empty_ms", "e/idle_sched_empty_ms"}
-	backlogKeys = []string{"e/ingest_rps", "e/hwm_ingest_mib", "e/du_backlog_mib", "e/start_backlog_ms", "e/hwm_restart_mib", "e/payload_mib"}
-	idleKeys    = []string{"e/idle_cpu_targets_ms", "e/idle_sched_targets_ms"}
+	cellFigures = []string{"start_ms", "hwm_mib", "anon_peak_mib", "anon_mib", "file_mib", "du_mib", "payload_mib"}
+	idleFigures = []string{"idle_cpu_ms", "idle_sched_ms", "idle_hwm_mib"}
+	ingestKeys  = []string{"e/ingest/rps", "e/ingest/hwm_mib", "e/ingest/anon_peak_mib", "e/ingest/du_mib",
+		"e/ingest/payload_mib", "e/ingest/restart_ms", "e/ingest/restart_hwm_mib"}
 )
 
-// scenarioE measures scale, each figure against the same one for an empty
-// store: peak memory and disk with a backlog of pending hooks (the
-// receiver is down: it answers 503 and the retry is an hour away), the
-// time to start with that backlog, and idle CPU with many targets each
-// holding one hook that is not due for an hour.
-func (s *suite) scenarioE(ctx context.Context) {
-	down, err := startSink(http.StatusServiceUnavailable, 0)
-	if err != nil {
-		s.rec.fail(err, append(append(emptyKeys, backlogKeys...), idleKeys...)...)
-		return
+// idleGoKey is the peak RSS of an idle Go net/http server: the floor
+// under hookproxy's idle figure.
+const idleGoKey = "e/idle_go_hwm_mib"
+
+// cellKey is the key prefix of the cell with pending hooks over targets;
+// pending 0 is the empty store, the reference of every cell.
+func cellKey(targets, pending int) string {
+	if pending == 0 {
+		return "e/empty"
 	}
-	defer down.close()
-	settle := min(2*time.Second, max(s.o.idleWindow/5, 100*time.Millisecond))
-	steps := []struct {
-		keys []string
-		run  func(context.Context, *sink, time.Duration) error
-	}{{emptyKeys, s.scaleEmpty}, {backlogKeys, s.scaleBacklog}, {idleKeys, s.scaleIdle}}
-	for _, st := range steps {
-		if err := st.run(ctx, down, settle); err != nil {
-			s.rec.fail(err, st.keys...)
-			s.progress("scale: %v", err)
+	return fmt.Sprintf("e/t%d/p%d", targets, pending)
+}
+
+// withPrefix is each figure under prefix.
+func withPrefix(prefix string, figures []string) []string {
+	out := make([]string, len(figures))
+	for i, f := range figures {
+		out[i] = prefix + "/" + f
+	}
+	return out
+}
+
+// idleCell is the cell whose idle CPU is measured besides the empty
+// store's: the most targets with the fewest pending hooks (with the
+// defaults, one hook per target, each holding a time window open).
+func (o *options) idleCell() (targets, pending int) {
+	return slices.Max(o.scaleTargets), slices.Min(o.scalePending)
+}
+
+// settle is how long scenario e lets a hookproxy run after its start
+// line before reading its memory.
+func (o *options) settle() time.Duration {
+	return min(2*time.Second, max(o.idleWindow/5, 100*time.Millisecond))
+}
+
+// scenarioE measures scale, each figure against the same one for an
+// empty store. The matrix: for each -scale-targets x -scale-pending cell,
+// a store holding that backlog (filled in-process through the buffer
+// package, nothing due for an hour): start-up time, memory and disk; idle
+// CPU for the empty store and one cell. Then the peak RSS of an idle Go
+// HTTP server, the reference of the idle-memory target. Then the ingest:
+// -scale-ingest hooks captured over HTTP for a receiver that is down, and
+// a restart on them.
+func (s *suite) scenarioE(ctx context.Context) {
+	settle := s.o.settle()
+	recv, err := startSink(http.StatusOK, 0)
+	if err != nil {
+		s.rec.fail(err, s.matrixKeys()...)
+	} else {
+		defer recv.close()
+		it, ip := s.o.idleCell()
+		s.runCell(ctx, recv, 0, 0, true, settle)
+		for _, t := range s.o.scaleTargets {
+			for _, p := range s.o.scalePending {
+				if ctx.Err() != nil {
+					return
+				}
+				s.runCell(ctx, recv, t, p, t == it && p == ip, settle)
+			}
 		}
+	}
+	if err := s.scaleIdleGo(ctx, settle); err != nil {
+		s.rec.fail(err, idleGoKey)
+		s.progress("scale: idle Go server: %v", err)
+	}
+	down, err := startSink(http.StatusServiceUnavailable, 0)
+	if err == nil {
+		defer down.close()
+		err = s.scaleIngest(ctx, down, settle)
+	}
+	if err != nil {
+		s.rec.fail(err, ingestKeys...)
+		s.progress("scale: ingest: %v", err)
 	}
 }
 
-// scaleEmpty measures an empty store: its restart time, memory, disk and
-// idle CPU.
-func (s *suite) scaleEmpty(ctx context.Context, down *sink, settle time.Duration) error {
-	dir := s.newDir("scale-empty")
+// matrixKeys are the keys of every cell and of the empty store.
+func (s *suite) matrixKeys() []string {
+	keys := withPrefix(cellKey(0, 0), append(slices.Clone(cellFigures), idleFigures...))
+	for _, t := range s.o.scaleTargets {
+		for _, p := range s.o.scalePending {
+			keys = append(keys, withPrefix(cellKey(t, p), cellFigures)...)
+		}
+	}
+	it, ip := s.o.idleCell()
+	return append(keys, withPrefix(cellKey(it, ip), idleFigures)...)
+}
+
+// runCell measures one cell, recording why when it cannot.
+func (s *suite) runCell(ctx context.Context, recv *sink, targets, pending int, idle bool, settle time.Duration) {
+	if err := s.scaleCell(ctx, recv, targets, pending, idle, settle); err != nil {
+		figures := cellFigures
+		if idle {
+			figures = append(slices.Clone(cellFigures), idleFigures...)
+		}
+		s.rec.fail(err, withPrefix(cellKey(targets, pending), figures)...)
+		s.progress("scale: %s: %v", cellName(targets, pending), err)
+	}
+}
+
+// scaleCell fills a fresh store with pending hooks spread over targets
+// URLs of recv, starts hookproxy on it and records its start-up, memory
+// and disk, and with idle its CPU over -idle-window.
+func (s *suite) scaleCell(ctx context.Context, recv *sink, targets, pending int, idle bool, settle time.Duration) error {
+	key := cellKey(targets, pending)
+	dir := s.newDir(fmt.Sprintf("scale-t%d-p%d", targets, pending))
 	defer os.RemoveAll(dir)
-	settings := s.hpSettings("HOOKPROXY_RETRY_INTERVAL=1h")
-	// The first start creates the store; the second is a restart, like
-	// the one with a backlog it is compared with.
-	p, err := startHookproxy(ctx, s.bin, dir, settings...)
+	if pending > 0 {
+		s.progress("scale: filling a store with %d hooks over %d targets", pending, targets)
+	}
+	fill, err := fillStore(ctx, dir, targets, pending, recv.url)
 	if err != nil {
 		return err
 	}
-	if err := p.stop(); err != nil {
-		return err
+	if pending > 0 {
+		s.rec.add(key+"/fill_rps", fill.rps())
+		s.progress("scale: filled in %v (%.0f hooks/s)", fill.elapsed.Round(time.Millisecond), fill.rps())
 	}
-	if p, err = startHookproxy(ctx, s.bin, dir, settings...); err != nil {
+	delivered := recv.requests.Load()
+	p, anon, err := s.startSampled(ctx, dir, scaleSettings...)
+	if err != nil {
 		return err
 	}
 	defer s.stop(p)
-	s.rec.add("e/start_empty_ms", ms(p.startup))
+	defer func() { _, _ = anon.stop() }() // for early returns; stopped and read below
+	if p.pending != int64(pending) {
+		s.warn("scale: %s: hookproxy started with %d pending hooks, want %d; its log ends:\n%s",
+			cellName(targets, pending), p.pending, pending, p.logs)
+	}
 	if err := sleep(ctx, settle); err != nil {
 		return err
 	}
-	if err := s.recordMemDisk(p, dir, "e/hwm_empty_mib", "e/du_empty_mib"); err != nil {
-		return err
-	}
-	return s.recordIdleCPU(ctx, p, "e/idle_cpu_empty_ms", "e/idle_sched_empty_ms")
-}
-
-// scaleBacklog captures -scale-pending hooks for a receiver that is down,
-// then restarts hookproxy on them.
-func (s *suite) scaleBacklog(ctx context.Context, down *sink, settle time.Duration) error {
-	dir := s.newDir("scale-backlog")
-	defer os.RemoveAll(dir)
-	settings := s.hpSettings("HOOKPROXY_RETRY_INTERVAL=1h")
-	p, err := startHookproxy(ctx, s.bin, dir, settings...)
+	peakKB, err := anon.stop()
 	if err != nil {
 		return err
 	}
-	n := s.o.scalePending
+	mem, err := readMem(p.pid())
+	if err != nil {
+		return err
+	}
+	du, err := diskUsage(dir)
+	if err != nil {
+		return err
+	}
+	s.rec.add(key+"/start_ms", ms(p.startup))
+	s.rec.add(key+"/hwm_mib", mem.hwm)
+	s.rec.add(key+"/anon_peak_mib", float64(peakKB)/1024)
+	s.rec.add(key+"/anon_mib", mem.anon)
+	s.rec.add(key+"/file_mib", mem.file)
+	s.rec.add(key+"/du_mib", float64(du)/mib)
+	s.rec.add(key+"/payload_mib", float64(pending*pyBodyBytes)/mib)
+	s.progress("scale: %s: ready in %v; VmHWM %.1f MiB, RssAnon %.1f (peak %.1f), RssFile %.1f MiB; disk %.1f MiB",
+		cellName(targets, pending), p.startup.Round(time.Millisecond), mem.hwm, mem.anon, float64(peakKB)/1024,
+		mem.file, float64(du)/mib)
+	if idle {
+		if err := s.recordIdleCPU(ctx, p, key+"/idle_cpu_ms", key+"/idle_sched_ms"); err != nil {
+			return err
+		}
+		hwm, err := procStatusKB(p.pid(), "VmHWM")
+		if err != nil {
+			return err
+		}
+		s.rec.add(key+"/idle_hwm_mib", float64(hwm)/1024)
+	}
+	if got := recv.requests.Load() - delivered; got > 0 {
+		s.warn("scale: %s: the receiver got %d requests while nothing was due", cellName(targets, pending), got)
+	}
+	return nil
+}
+
+// cellName names a cell in progress lines and warnings.
+func cellName(targets, pending int) string {
+	if pending == 0 {
+		return "empty store"
+	}
+	return fmt.Sprintf("%d targets, %d pending", targets, pending)
+}
+
+// startSampled starts hookproxy on dir, sampling its RssAnon from the
+// moment the process runs.
+func (s *suite) startSampled(ctx context.Context, dir string, settings ...string) (*hookproxyProc, *anonSampler, error) {
+	var anon *anonSampler
+	p, err := launchHookproxy(ctx, s.bin, dir, func(pid int) { anon = sampleAnon(pid, anonSampleEvery) },
+		s.hpSettings(settings...)...)
+	if err != nil {
+		if anon != nil {
+			_, _ = anon.stop()
+		}
+		return nil, nil, err
+	}
+	return p, anon, nil
+}
+
+// fillStore puts n hooks into a new store in dir, round-robin over
+// targets URLs base/t/<i>, each with a body of its own, and closes the
+// store. The result times the puts.
+func fillStore(ctx context.Context, dir string, targets, n int, base string) (loadResult, error) {
+	// No value-log GC: nothing is deleted, and it would compete with the
+	// puts.
+	st, err := buffer.Open(buffer.Options{Dir: dir, GCInterval: -1})
+	if err != nil {
+		return loadResult{}, fmt.Errorf("open buffer %s: %w", dir, err)
+	}
+	var res loadResult
+	if n > 0 {
+		res, err = generate(ctx, &fillSystem{store: st, targets: int64(targets), base: base},
+			loadSpec{workers: fillWorkers, count: int64(n)})
+	}
+	if cerr := st.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close buffer %s: %w", dir, cerr))
+	}
+	return res, err
+}
+
+// fillSystem puts hook i of a backlog straight into a store: a POST of a
+// JSON body of pyBodyBytes, distinct for each i (identical bodies would
+// compress into almost nothing on disk), to target i mod targets.
+type fillSystem struct {
+	store   *buffer.Store
+	targets int64
+	base    string
+}
+
+func (f *fillSystem) worker(int) (op, error) {
+	return func(ctx context.Context, i int64) error {
+		target := f.base + "/t/" + strconv.FormatInt(i%f.targets, 10)
+		h := &buffer.Hook{
+			Target: target,
+			Method: http.MethodPost,
+			Header: http.Header{"Content-Type": {"application/json"}},
+			Body:   seededHookBody(pyBodyBytes, target, uint32(i)+1),
+		}
+		if err := f.store.Put(ctx, h); err != nil {
+			return fmt.Errorf("put: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+func (f *fillSystem) close() {}
+
+// memFigures are a process's resident memory figures, in MiB.
+type memFigures struct {
+	hwm  float64 // VmHWM: the peak of VmRSS (RssAnon + RssFile + RssShmem)
+	anon float64 // RssAnon: the process's own memory
+	file float64 // RssFile: resident pages of mapped files
+}
+
+// readMem reads pid's memory figures from /proc/PID/status.
+func readMem(pid int) (memFigures, error) {
+	var kb [3]int64
+	for i, name := range []string{"VmHWM", "RssAnon", "RssFile"} {
+		v, err := procStatusKB(pid, name)
+		if err != nil {
+			return memFigures{}, err
+		}
+		kb[i] = v
+	}
+	return memFigures{hwm: float64(kb[0]) / 1024, anon: float64(kb[1]) / 1024, file: float64(kb[2]) / 1024}, nil
+}
+
+// scaleIdleGo measures the peak RSS of an idle Go net/http server, the
+// benchmark's receiver as a process of its own: what any Go HTTP server
+// holds on this machine, the reference of hookproxy's idle figure.
+func (s *suite) scaleIdleGo(ctx context.Context, settle time.Duration) error {
+	h, err := startHelper(ctx, roleReceiver)
+	if err != nil {
+		return err
+	}
+	defer h.stop()
+	if err := sleep(ctx, settle); err != nil {
+		return err
+	}
+	hwm, err := procStatusKB(h.cmd.Process.Pid, "VmHWM")
+	if err != nil {
+		return err
+	}
+	s.rec.add(idleGoKey, float64(hwm)/1024)
+	return nil
+}
+
+// scaleIngest captures -scale-ingest hooks over HTTP for a receiver that
+// is down, sampling hookproxy's RssAnon throughout, then restarts
+// hookproxy on them.
+func (s *suite) scaleIngest(ctx context.Context, down *sink, settle time.Duration) error {
+	dir := s.newDir("scale-ingest")
+	defer os.RemoveAll(dir)
+	settings := []string{"HOOKPROXY_RETRY_INTERVAL=1h"}
+	p, anon, err := s.startSampled(ctx, dir, settings...)
+	if err != nil {
+		return err
+	}
+	defer func() { _, _ = anon.stop() }() // for early returns; stopped and read below
+	n := s.o.scaleIngest
 	target := down.url + "/hook"
 	s.progress("scale: capturing %d hooks for a receiver that is down", n)
 	sys := captureSystem(p.url, target, nil, nil)
@@ -95,18 +343,21 @@ func (s *suite) scaleBacklog(ctx context.Context, down *sink, settle time.Durati
 		_ = p.stop()
 		return err
 	}
+	// The sampler stops before the reads, so that it does not run
+	// during them.
+	peakKB, anonErr := anon.stop()
 	hwm, hwmErr := procStatusKB(p.pid(), "VmHWM")
 	if err := p.stop(); err != nil {
 		return err
 	}
-	if hwmErr != nil {
-		return hwmErr
+	if err := errors.Join(anonErr, hwmErr); err != nil {
+		return err
 	}
 	du, err := diskUsage(dir)
 	if err != nil {
 		return err
 	}
-	if p, err = startHookproxy(ctx, s.bin, dir, settings...); err != nil {
+	if p, err = startHookproxy(ctx, s.bin, dir, s.hpSettings(settings...)...); err != nil {
 		return err
 	}
 	defer s.stop(p)
@@ -120,71 +371,15 @@ func (s *suite) scaleBacklog(ctx context.Context, down *sink, settle time.Durati
 	if err != nil {
 		return err
 	}
-	s.rec.add("e/ingest_rps", res.rps())
-	s.rec.add("e/hwm_ingest_mib", float64(hwm)/1024)
-	s.rec.add("e/du_backlog_mib", float64(du)/mib)
-	s.rec.add("e/start_backlog_ms", ms(p.startup))
-	s.rec.add("e/hwm_restart_mib", float64(restartHWM)/1024)
-	s.rec.add("e/payload_mib", float64(n*pyBodyBytes)/mib)
-	s.progress("scale: %d pending: ingest %.0f/s, peak RSS %.1f MiB, disk %.1f MiB, restart %v",
-		n, res.rps(), float64(hwm)/1024, float64(du)/mib, p.startup.Round(time.Millisecond))
-	return nil
-}
-
-// scaleIdle gives hookproxy -scale-idle-targets targets with one hook
-// each, due in an hour, and measures its CPU while nothing happens.
-func (s *suite) scaleIdle(ctx context.Context, _ *sink, settle time.Duration) error {
-	k, err := startSink(http.StatusOK, 0)
-	if err != nil {
-		return err
-	}
-	defer k.close()
-	dir := s.newDir("scale-idle")
-	defer os.RemoveAll(dir)
-	p, err := startHookproxy(ctx, s.bin, dir, s.hpSettings("HOOKPROXY_BATCH_TIME=1h")...)
-	if err != nil {
-		return err
-	}
-	defer s.stop(p)
-	n := s.o.scaleIdleTargets
-	s.progress("scale: capturing one hook each for %d targets", n)
-	sys := &httpSystem{
-		proxy:       p.url,
-		method:      http.MethodPost,
-		url:         func(i int64) string { return fmt.Sprintf("%s/t/%d", k.url, i) },
-		contentType: "application/json",
-		body:        hookBody(pyBodyBytes, k.url+"/t"),
-		want:        http.StatusAccepted,
-	}
-	_, err = generate(ctx, sys, loadSpec{workers: batchConcurrency, count: int64(n)})
-	sys.close()
-	if err != nil {
-		return err
-	}
-	if err := sleep(ctx, settle); err != nil {
-		return err
-	}
-	if err := s.recordIdleCPU(ctx, p, "e/idle_cpu_targets_ms", "e/idle_sched_targets_ms"); err != nil {
-		return err
-	}
-	if got := k.requests.Load(); got > 0 {
-		s.warn("scale: %d idle targets were delivered to during the idle window", got)
-	}
-	return nil
-}
-
-// recordMemDisk records p's peak RSS and the disk usage of dir.
-func (s *suite) recordMemDisk(p *hookproxyProc, dir, hwmKey, duKey string) error {
-	hwm, err := procStatusKB(p.pid(), "VmHWM")
-	if err != nil {
-		return err
-	}
-	du, err := diskUsage(dir)
-	if err != nil {
-		return err
-	}
-	s.rec.add(hwmKey, float64(hwm)/1024)
-	s.rec.add(duKey, float64(du)/mib)
+	s.rec.add("e/ingest/rps", res.rps())
+	s.rec.add("e/ingest/hwm_mib", float64(hwm)/1024)
+	s.rec.add("e/ingest/anon_peak_mib", float64(peakKB)/1024)
+	s.rec.add("e/ingest/du_mib", float64(du)/mib)
+	s.rec.add("e/ingest/payload_mib", float64(n*pyBodyBytes)/mib)
+	s.rec.add("e/ingest/restart_ms", ms(p.startup))
+	s.rec.add("e/ingest/restart_hwm_mib", float64(restartHWM)/1024)
+	s.progress("scale: captured %d: %.0f/s, VmHWM %.1f MiB, peak RssAnon %.1f MiB, disk %.1f MiB, restart %v",
+		n, res.rps(), float64(hwm)/1024, float64(peakKB)/1024, float64(du)/mib, p.startup.Round(time.Millisecond))
 	return nil
 }
 
