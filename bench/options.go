@@ -42,6 +42,7 @@ type options struct {
 	scaleTargets []int // sorted, distinct
 	scalePending []int // sorted, distinct
 	scaleIngest  int
+	memLimitMiB  int
 	idleWindow   time.Duration
 
 	out  string
@@ -116,6 +117,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.batchHooks, "batch-hooks", 5000, "hooks captured per batch size in scenario d (figures are per 10,000)")
 	fs.IntVar(&o.scaleIngest, "scale-ingest", 1000000,
 		"hooks captured over HTTP for a receiver that is down in scenario e (ingest rate, memory while capturing, restart)")
+	fs.IntVar(&o.memLimitMiB, "scale-mem-limit", 256,
+		"MiB: memory cgroup limit under which scenario e delivers the largest -scale-pending backlog (needs a writable cgroup tree; 0 skips)")
 	fs.DurationVar(&o.idleWindow, "idle-window", time.Minute,
 		"idle CPU window of scenario e (the empty store, and the most targets with the fewest pending hooks)")
 	fs.StringVar(&o.out, "out", "", "write the markdown report to this file")
@@ -184,6 +187,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-py-hooks, -py-slow-hooks and -batch-hooks must be positive")
 	case o.scaleIngest < 1 || o.idleWindow <= 0:
 		return fmt.Errorf("-scale-ingest and -idle-window must be positive")
+	case o.memLimitMiB < 0 || (o.memLimitMiB > 0 && o.memLimitMiB < 64):
+		return fmt.Errorf("-scale-mem-limit=%d: must be 0 (skip) or at least 64 (MiB)", o.memLimitMiB)
 	}
 	for _, s := range o.sizes {
 		if s < minBodySize {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -101,6 +104,12 @@ func (s *suite) scenarioE(ctx context.Context) {
 	if err := s.scaleIdleGo(ctx, settle); err != nil {
 		s.rec.fail(err, idleGoKey)
 		s.progress("scale: idle Go server: %v", err)
+	}
+	if s.o.memLimitMiB > 0 {
+		if err := s.scaleLimited(ctx); err != nil {
+			s.rec.fail(err, limitKeys...)
+			s.progress("scale: under a memory limit: %v", err)
+		}
 	}
 	down, err := startSink(http.StatusServiceUnavailable, 0)
 	if err == nil {
@@ -418,4 +427,151 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // sleep waits for d or the end of ctx.
 func sleep(ctx context.Context, d time.Duration) error {
 	return sleepUntil(ctx, time.Now().Add(d))
+}
+
+// errNoCgroup says the benchmark cannot make a memory cgroup here.
+var errNoCgroup = errors.New("no writable memory cgroup (needs root, and cgroup v1 memory or v2 with the memory controller)")
+
+// Keys of the delivery of a backlog with and without a memory limit.
+var limitKeys = append(withPrefix("e/limit", append(slices.Clone(limitFigures), "cg_peak_mib", "limit_mib")),
+	withPrefix("e/free", limitFigures)...)
+
+var limitFigures = []string{"hwm_mib", "anon_peak_mib", "rps", "delivered"}
+
+// scaleLimited delivers the largest -scale-pending backlog of one target
+// twice from copies of one store, each with a cold page cache: without a
+// memory limit, and inside a memory cgroup of -scale-mem-limit MiB, as a
+// container runtime would run hookproxy. Without the limit the kernel
+// leaves every page of the store hookproxy touched mapped (nothing asks
+// for them back); with it, it reclaims those clean file pages as the
+// cgroup fills, and hookproxy must still deliver everything.
+func (s *suite) scaleLimited(ctx context.Context) error {
+	limit := int64(s.o.memLimitMiB) << 20
+	cg, err := newMemCgroup(fmt.Sprintf("hookproxy-bench-%d", os.Getpid()), limit)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := cg.remove(); err != nil {
+			s.warn("scale: remove cgroup %s: %v", cg.dir, err)
+		}
+	}()
+	recv, err := startSink(http.StatusOK, 0)
+	if err != nil {
+		return err
+	}
+	defer recv.close()
+	n := slices.Max(s.o.scalePending)
+	src := s.newDir("scale-limit-src")
+	defer os.RemoveAll(src)
+	s.progress("scale: filling a store with %d hooks for one target, to deliver with and without a memory limit", n)
+	if _, err := fillStore(ctx, src, 1, n, recv.url); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		key string
+		cg  *memCgroup
+	}{{"e/free", nil}, {"e/limit", cg}} {
+		if err := s.deliverBacklog(ctx, recv, src, n, c.key, c.cg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverBacklog starts hookproxy (inside cg, when not nil) on a copy of
+// src, whose n hooks are due at once, and records its memory and how fast
+// it delivered them all to recv.
+func (s *suite) deliverBacklog(ctx context.Context, recv *sink, src string, n int, key string, cg *memCgroup) error {
+	dir := s.newDir("scale-limit")
+	defer os.RemoveAll(dir)
+	if err := copyTree(src, dir); err != nil {
+		return err
+	}
+	if err := dropPageCache(dir); err != nil {
+		return fmt.Errorf("drop the page cache of %s: %w", dir, err)
+	}
+	bin := s.bin
+	if cg != nil {
+		// The shell moves itself into the cgroup, then becomes hookproxy:
+		// everything hookproxy allocates or reads is charged to the cgroup.
+		bin = filepath.Join(dir, "in-cgroup.sh")
+		script := fmt.Sprintf("#!/bin/sh\necho $$ > %q || exit 1\nexec %q \"$@\"\n", cg.procsFile(), s.bin)
+		if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+			return err
+		}
+	}
+	before := recv.hooks.Load()
+	var anon *anonSampler
+	p, err := launchHookproxy(ctx, bin, dir, func(pid int) { anon = sampleAnon(pid, anonSampleEvery) }, s.hpSettings()...)
+	if err != nil {
+		if anon != nil {
+			_, _ = anon.stop()
+		}
+		return err
+	}
+	defer s.stop(p)
+	defer func() { _, _ = anon.stop() }() // for early returns; stopped and read below
+	start := time.Now()
+	if err := recv.waitHooks(ctx, before+int64(n)); err != nil {
+		return fmt.Errorf("deliver %d hooks (limit: %v): %w; hookproxy's log ends:\n%s", n, cg != nil, err, p.logs)
+	}
+	elapsed := time.Since(start) + p.startup
+	peakKB, err := anon.stop()
+	if err != nil {
+		return err
+	}
+	hwm, err := procStatusKB(p.pid(), "VmHWM")
+	if err != nil {
+		return err
+	}
+	s.rec.add(key+"/hwm_mib", float64(hwm)/1024)
+	s.rec.add(key+"/anon_peak_mib", float64(peakKB)/1024)
+	s.rec.add(key+"/rps", float64(n)/elapsed.Seconds())
+	s.rec.add(key+"/delivered", float64(recv.hooks.Load()-before))
+	if cg != nil {
+		peak, err := cg.peak()
+		if err != nil {
+			return err
+		}
+		s.rec.add(key+"/cg_peak_mib", float64(peak)/mib)
+		s.rec.add(key+"/limit_mib", float64(s.o.memLimitMiB))
+	}
+	s.progress("scale: delivered %d hooks in %v (memory limit: %v): VmHWM %.1f MiB, peak RssAnon %.1f MiB",
+		n, elapsed.Round(time.Millisecond), cg != nil, float64(hwm)/1024, float64(peakKB)/1024)
+	return nil
+}
+
+// copyTree copies the regular files and directories under src to dst.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			_ = out.Close()
+			return err
+		}
+		return out.Close()
+	})
 }
