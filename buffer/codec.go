@@ -33,6 +33,8 @@ var (
 	keySeqBatch    = []byte("s/batch")
 	keySeqTarget   = []byte("s/target")
 	prefixTarget   = []byte{kindTarget}
+	prefixFlight   = []byte{kindFlight}
+	prefixQueue    = []byte{kindQueue}
 	prefixDead     = []byte{kindDead}
 	queueKeyLength = 1 + 8 + 8 + 8 + 4
 )

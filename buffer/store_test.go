@@ -1,13 +1,16 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -312,6 +315,92 @@ func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
 	if got, want := bodies(last), []string{`{"n":5}`, `{"n":6}`}; !slices.Equal(got, want) {
 		t.Fatalf("tail = %v, want %v", got, want)
 	}
+}
+
+// TestRestartRebuildsEveryTarget: a restart rebuilds every target's
+// count, bytes, oldest arrival and in-flight batch, and deletes hook keys
+// a crash left below a target's head.
+func TestRestartRebuildsEveryTarget(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls := []string{"http://a.test/", "http://b.test/", "http://c.test/"}
+	for i := range 4 {
+		for j, u := range urls {
+			put(t, s, u, fmt.Sprintf(`{"t":%d,"n":%d}`, j, i))
+		}
+	}
+	a, b := statusOf(t, s, urls[0]).ID, statusOf(t, s, urls[1]).ID
+	// a: one batch delivered, then a crash's leftover below its head.
+	done, err := s.Claim(a, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leftover, err := queueKeyOf(s, a, done.Hooks[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ack(a, done.ID, NextClaim{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(leftover, []byte("stale")) }); err != nil {
+		t.Fatal(err)
+	}
+	// b: a batch in flight.
+	flying, err := s.Claim(b, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]TargetStatus{}
+	for _, u := range urls {
+		before[u] = statusOf(t, s, u)
+	}
+	stats := s.Stats()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir, Options{})
+	for _, u := range urls {
+		got, want := statusOf(t, s, u), before[u]
+		if got.Pending != want.Pending || got.PendingBytes != want.PendingBytes || !got.Oldest.Equal(want.Oldest) {
+			t.Errorf("%s after restart: %d pending, %d bytes, oldest %v; want %d, %d, %v",
+				u, got.Pending, got.PendingBytes, got.Oldest, want.Pending, want.PendingBytes, want.Oldest)
+		}
+	}
+	if st := statusOf(t, s, urls[1]); st.InFlight == nil || st.InFlight.ID != flying.ID {
+		t.Errorf("in-flight batch of b after restart = %+v, want %s", st.InFlight, flying.ID)
+	}
+	if got := s.Stats(); got.PendingHooks != stats.PendingHooks || got.PendingBytes != stats.PendingBytes {
+		t.Errorf("stats after restart = %+v, want %+v", got, stats)
+	}
+	err = s.db.View(func(txn *badger.Txn) error { _, err := txn.Get(leftover); return err })
+	if !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Errorf("leftover key below the head: err = %v, want it deleted", err)
+	}
+}
+
+// queueKeyOf finds the queue key of a pending hook by its id.
+func queueKeyOf(s *Store, id TargetID, hookID string) ([]byte, error) {
+	var key []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(id), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var h Hook
+			if err := it.Item().Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
+				return err
+			}
+			if h.ID == hookID {
+				key = it.Item().KeyCopy(nil)
+				return nil
+			}
+		}
+		return ErrNotFound
+	})
+	return key, err
 }
 
 func TestGroupCommitConcurrentPuts(t *testing.T) {
@@ -665,5 +754,25 @@ func TestOpenAfterCrashDuringMemtableCreation(t *testing.T) {
 	}
 	if len(b.Hooks) != 1 || b.Hooks[0].ID != h.ID {
 		t.Fatalf("after reopen: %+v, want the hook %s", b.Hooks, h.ID)
+	}
+}
+
+// TestBadgerCacheAdviceIsDebug: Badger's minute-by-minute advice that a
+// cache is too small is the normal state of hookproxy's small caches and
+// goes out at debug level; its other warnings stay warnings.
+func TestBadgerCacheAdviceIsDebug(t *testing.T) {
+	var buf bytes.Buffer
+	l := badgerLogger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	l.Warningf("%s might be too small. Metrics: %s\n", "Block cache", "hit: 7 miss: 16628")
+	l.Warningf("Cache life expectancy (in seconds): %+v\n", "histogram")
+	l.Warningf("Value log GC: %v\n", "something odd")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines, want 3:\n%s", len(lines), buf.String())
+	}
+	for i, want := range []string{"level=DEBUG", "level=DEBUG", "level=WARN"} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d = %s, want %s", i+1, lines[i], want)
+		}
 	}
 }
