@@ -97,7 +97,7 @@ func (c *memCgroup) peak() (int64, error) {
 func (c *memCgroup) remove() error { return os.Remove(c.dir) }
 
 // dropPageCache asks the kernel to drop the cached pages of every file
-// under dir (none may be mapped: the store is closed),
+// under dir (or of dir itself, a file) (none may be mapped: the store is closed),
 // so that a process reading them next faults them in again and they are
 // charged to its cgroup, not to the benchmark's.
 func dropPageCache(dir string) error {

@@ -272,8 +272,9 @@ func (s *suite) sectionsE() []section {
 			"memory pressure, next to RssAnon, the process's own memory (Go heap, stacks, Badger's caches and "+
 			"memtables), which only swap could take back. Peak RssAnon is sampled every %v from the moment the "+
 			"process runs. Idle CPU over %v for the empty store and for %s: nothing is due, every target holds a "+
-			"time window open.",
-			pyBodyBytes, fillWorkers, s.o.settle(), anonSampleEvery, w, cellLabel(it, ip)),
+			"time window open; the window starts %v after the memory reading, once Badger has compacted the "+
+			"tables the fill left (that happens once, after any bulk write, and is not what idle targets cost).",
+			pyBodyBytes, fillWorkers, s.o.settle(), anonSampleEvery, w, cellLabel(it, ip), s.o.quiesce()),
 		refNames: []string{"empty store"},
 	}
 	empty := cellKey(0, 0)
@@ -347,7 +348,7 @@ func (s *suite) sectionLimit() section {
 		id:    "e3",
 		title: "e (cont.). Scale: delivering a backlog under a memory limit",
 		intro: fmt.Sprintf("A store holding %s hooks (%d-byte bodies) for one target, filled as in the matrix, is "+
-			"copied twice; each copy's page cache is dropped (fsync, then fadvise DONTNEED), and hookproxy starts on "+
+			"copied twice; each copy's page cache, and the binary's, is dropped (fsync, then fadvise DONTNEED), and hookproxy starts on "+
 			"it with HOOKPROXY_BATCH_SIZE=100 and delivers everything to a loopback receiver that answers 200. The "+
 			"reference run has no memory limit; the other runs inside a memory cgroup limited to %d MiB (v1 "+
 			"memory.limit_in_bytes or v2 memory.max, page cache included, as a container's limit), which the "+
