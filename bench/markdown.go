@@ -69,7 +69,8 @@ func writeHeadlines(b *strings.Builder, hs []headline) {
 		fmt.Fprintf(b, "| %s | %s | %s | %s: %s | %s | %s | %s |\n",
 			h.what, h.unit, fmtCell(h.hp), h.refName, fmtCell(h.ref), fmtCell(rt), target, h.met())
 	}
-	b.WriteString("\n")
+	b.WriteString("\nWhere a target is missed, the README's Performance section (and its Storage and memory " +
+		"section, for memory) says by how much, why, and what would close it.\n\n")
 }
 
 func writeSection(b *strings.Builder, sec section) {

@@ -470,9 +470,30 @@ func (s *suite) headlines() []headline {
 			hp: get("hp", 16, "cpu_us"), ref: get("noop", 16, "cpu_us"), refName: "no-op proxy"},
 		{what: "c=16: hooks/s vs redis LPUSH, appendfsync always (" + sz + ")", unit: "hooks/s",
 			hp: get("hp", 16, "rps"), ref: get("redis", 16, "rps"), refName: "redis LPUSH"},
-		{what: "python, 1 thread: p50 through hookproxy vs straight to a slow receiver", unit: "ms",
-			hp: s.rec.get("br/slow/hp/c1/p50"), ref: s.rec.get("br/slow/direct/c1/p50"), refName: "straight to receiver"},
+		{what: fmt.Sprintf("python, 1 thread: p50 blocking per hook through hookproxy vs straight to a receiver that takes %v",
+			s.o.pySlowDelay), unit: "ms",
+			hp: s.rec.get("br/slow/hp/c1/p50"), ref: s.rec.get("br/slow/direct/c1/p50"), refName: "straight to receiver",
+			target: "≤ 0.02 (50x less)", meets: atMost(0.02)},
+		{what: "python, 1 thread: p50 blocking per hook through hookproxy vs straight to a receiver that answers at once",
+			unit: "ms", hp: s.rec.get("br/fast/hp/c1/p50"), ref: s.rec.get("br/fast/direct/c1/p50"),
+			refName: "straight to receiver", target: "≤ 1 (no worse)", meets: atMost(1)},
+		{what: "pass-through GET, c=1: p50 added over going direct", unit: "ms",
+			hp: difference(s.rec.get("c/get/hp/c1/p50"), s.rec.get("c/get/direct/c1/p50")),
+			ref: s.rec.get("c/get/direct/c1/p50"), refName: "direct p50",
+			target: "≤ 0.3 ms", onValue: true, meets: atMost(0.3)},
+		{what: "pass-through POST text/plain, c=1: p50 added over going direct", unit: "ms",
+			hp: difference(s.rec.get("c/post/hp/c1/p50"), s.rec.get("c/post/direct/c1/p50")),
+			ref: s.rec.get("c/post/direct/c1/p50"), refName: "direct p50",
+			target: "≤ 0.3 ms", onValue: true, meets: atMost(0.3)},
 	}
+}
+
+// difference is a - b, when both are measured.
+func difference(a, b cell) cell {
+	if !a.ok || !b.ok {
+		return cell{why: "not measured"}
+	}
+	return value(a.v - b.v)
 }
 
 // buildReport assembles the report from the recorded figures.
