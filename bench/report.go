@@ -448,10 +448,7 @@ func (s *suite) headlines() []headline {
 	get := func(sys string, c int, m string) cell {
 		return s.rec.get(fmt.Sprintf("a/%s/s%d/c%d/%s", sys, size, c, m))
 	}
-	added := cell{why: "not measured"}
-	if hp, noop := get("hp", 1, "p50"), get("noop", 1, "p50"); hp.ok && noop.ok {
-		added = value(hp.v - noop.v)
-	}
+	added := difference(get("hp", 1, "p50"), get("noop", 1, "p50"))
 	oneWrite := get("put", 1, "p50")
 	if oneWrite.ok {
 		oneWrite = value(oneWrite.v + 1)
@@ -478,11 +475,11 @@ func (s *suite) headlines() []headline {
 			unit: "ms", hp: s.rec.get("br/fast/hp/c1/p50"), ref: s.rec.get("br/fast/direct/c1/p50"),
 			refName: "straight to receiver", target: "≤ 1 (no worse)", meets: atMost(1)},
 		{what: "pass-through GET, c=1: p50 added over going direct", unit: "ms",
-			hp: difference(s.rec.get("c/get/hp/c1/p50"), s.rec.get("c/get/direct/c1/p50")),
+			hp:  difference(s.rec.get("c/get/hp/c1/p50"), s.rec.get("c/get/direct/c1/p50")),
 			ref: s.rec.get("c/get/direct/c1/p50"), refName: "direct p50",
 			target: "≤ 0.3 ms", onValue: true, meets: atMost(0.3)},
 		{what: "pass-through POST text/plain, c=1: p50 added over going direct", unit: "ms",
-			hp: difference(s.rec.get("c/post/hp/c1/p50"), s.rec.get("c/post/direct/c1/p50")),
+			hp:  difference(s.rec.get("c/post/hp/c1/p50"), s.rec.get("c/post/direct/c1/p50")),
 			ref: s.rec.get("c/post/direct/c1/p50"), refName: "direct p50",
 			target: "≤ 0.3 ms", onValue: true, meets: atMost(0.3)},
 	}
