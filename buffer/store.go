@@ -788,44 +788,27 @@ func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error)
 		hooks []Hook
 		total int64
 	)
-	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := queuePrefix(id)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		for it.Seek(seekKey(id, head)); it.ValidForPrefix(prefix); it.Next() {
-			if maxHooks > 0 && len(hooks) >= maxHooks {
-				break
-			}
-			item := it.Item()
-			k, err := parseQueueKey(item.Key())
-			if err != nil {
-				return err
-			}
-			if maxBytes > 0 && len(hooks) > 0 && total+k.size > maxBytes {
-				break
-			}
+	err := s.db.View(func(txn *badger.Txn) (err error) {
+		keys, total, _, err = batchKeys(txn, id, head, maxHooks, maxBytes, func(item *badger.Item) error {
 			var h Hook
 			if err := item.Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
 				return err
 			}
-			keys = append(keys, item.KeyCopy(nil))
 			hooks = append(hooks, h)
-			total += k.size
-		}
-		return nil
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim target %d: read hooks: %w", id, err)
 	}
-	if len(hooks) == 0 {
+	if len(keys) == 0 {
 		return nil, ErrNoHooks
 	}
-	seq, err := s.batchSeq.Next()
+	fr, err := s.newFlight(keys, total)
 	if err != nil {
-		return nil, fmt.Errorf("claim target %d: next batch sequence: %w", id, err)
+		return nil, fmt.Errorf("claim target %d: %w", id, err)
 	}
-	now := s.now()
-	fr := &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total}
 	if err := s.putFlight(id, fr); err != nil {
 		return nil, fmt.Errorf("claim target %d: %w", id, err)
 	}
@@ -1075,40 +1058,58 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 // size), bounded as next says, and returns it with the arrival of its
 // first hook; nil when nothing is pending.
 func (s *Store) claimAfter(txn *badger.Txn, id TargetID, head uint64, next NextClaim) (*flightRecord, time.Time, error) {
-	var (
-		keys  [][]byte
-		total int64
-		first time.Time
-	)
+	keys, total, first, err := batchKeys(txn, id, head, next.MaxHooks, next.MaxBytes, nil)
+	if err != nil || len(keys) == 0 {
+		return nil, time.Time{}, err
+	}
+	fr, err := s.newFlight(keys, total)
+	return fr, first, err
+}
+
+// batchKeys returns the queue keys of the target's next batch, from head:
+// up to maxHooks of them (maxHooks <= 0: no limit; at least one), stopping
+// before the body bytes would pass maxBytes (maxBytes <= 0: no limit),
+// with their body bytes and the arrival of the first. each, when not nil,
+// is called with every item taken, to read its value.
+func batchKeys(txn *badger.Txn, id TargetID, head uint64, maxHooks int, maxBytes int64,
+	each func(*badger.Item) error) (keys [][]byte, total int64, first time.Time, err error) {
 	prefix := queuePrefix(id)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Seek(seekKey(id, head)); it.ValidForPrefix(prefix); it.Next() {
-		if next.MaxHooks > 0 && len(keys) >= next.MaxHooks {
+		if maxHooks > 0 && len(keys) >= maxHooks {
 			break
 		}
-		k, err := parseQueueKey(it.Item().Key())
+		item := it.Item()
+		k, err := parseQueueKey(item.Key())
 		if err != nil {
-			return nil, time.Time{}, err
+			return nil, 0, time.Time{}, err
 		}
-		if next.MaxBytes > 0 && len(keys) > 0 && total+k.size > next.MaxBytes {
+		if maxBytes > 0 && len(keys) > 0 && total+k.size > maxBytes {
 			break
+		}
+		if each != nil {
+			if err := each(item); err != nil {
+				return nil, 0, time.Time{}, err
+			}
 		}
 		if len(keys) == 0 {
 			first = k.received
 		}
-		keys = append(keys, it.Item().KeyCopy(nil))
+		keys = append(keys, item.KeyCopy(nil))
 		total += k.size
 	}
-	if len(keys) == 0 {
-		return nil, time.Time{}, nil
-	}
+	return keys, total, first, nil
+}
+
+// newFlight makes the record of a new batch of keys, with a new batch id.
+func (s *Store) newFlight(keys [][]byte, total int64) (*flightRecord, error) {
 	seq, err := s.batchSeq.Next()
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("next batch sequence: %w", err)
+		return nil, fmt.Errorf("next batch sequence: %w", err)
 	}
 	now := s.now()
-	return &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total}, first, nil
+	return &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total}, nil
 }
 
 // headArrival returns the arrival time of the first hook at or after seq.
