@@ -483,6 +483,24 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 }
 
 func (c *cliRunner) replay(ctx context.Context, args []string, all bool) error {
+	return deadLetterAction(ctx, c, args, all, (*admin.Client).Replay, func(res admin.ReplayResult) (string, []string) {
+		return fmt.Sprintf("replayed %s (%s): back in their targets' queues",
+			plural(res.DeadLetters, "dead letter"), plural(res.Hooks, "hook")), res.NotFound
+	})
+}
+
+func (c *cliRunner) purge(ctx context.Context, args []string) error {
+	return deadLetterAction(ctx, c, args, false, (*admin.Client).Purge, func(res admin.PurgeResult) (string, []string) {
+		return fmt.Sprintf("purged %s", plural(res.DeadLetters, "dead letter")), res.NotFound
+	})
+}
+
+// deadLetterAction runs act (replay, purge) on the dead letters args
+// select and prints its result: as JSON, or as the line report makes.
+// Ids asked for that are not dead letters (report's second result) make
+// it fail.
+func deadLetterAction[R any](ctx context.Context, c *cliRunner, args []string, all bool,
+	act func(*admin.Client, context.Context, admin.Selector) (R, error), report func(R) (string, []string)) error {
 	sel, err := c.selector(args, all)
 	if err != nil {
 		return err
@@ -492,42 +510,19 @@ func (c *cliRunner) replay(ctx context.Context, args []string, all bool) error {
 		return err
 	}
 	defer done()
-	res, err := cl.Replay(ctx, sel)
+	res, err := act(cl, ctx, sel)
 	if err != nil {
 		return c.apiErr(err)
 	}
+	line, missing := report(res)
 	if c.json {
 		if err := c.printJSON(res); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(c.stdout, "replayed %s (%s): back in their targets' queues\n", plural(res.DeadLetters, "dead letter"), plural(res.Hooks, "hook"))
+		fmt.Fprintln(c.stdout, line)
 	}
-	return notFound(res.NotFound)
-}
-
-func (c *cliRunner) purge(ctx context.Context, args []string) error {
-	sel, err := c.selector(args, false)
-	if err != nil {
-		return err
-	}
-	cl, ctx, done, err := c.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := cl.Purge(ctx, sel)
-	if err != nil {
-		return c.apiErr(err)
-	}
-	if c.json {
-		if err := c.printJSON(res); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintf(c.stdout, "purged %s\n", plural(res.DeadLetters, "dead letter"))
-	}
-	return notFound(res.NotFound)
+	return notFound(missing)
 }
 
 // tableWriter aligns tab-separated cells in columns. Flush writes the
