@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"hookproxy/admin"
+	"hookproxy/admin/admintest"
 	"hookproxy/buffer"
 )
 
@@ -263,7 +264,7 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 	if code := getJSON(t, adminURL+"/api/status", "", &body); code != http.StatusUnauthorized {
 		t.Errorf("/api/status without token: %d, want 401", code)
 	}
-	if n, _ := metricValue(t, scrapeMetrics(t, adminURL, token), "hookproxy_hooks_captured_total"); n != 6 {
+	if n, _ := admintest.Series(t, admintest.Scrape(t, adminURL, token), "hookproxy_hooks_captured_total"); n != 6 {
 		t.Errorf("hookproxy_hooks_captured_total = %v, want 6", n)
 	}
 }

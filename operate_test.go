@@ -14,11 +14,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"hookproxy/admin"
+	"hookproxy/admin/admintest"
 	"hookproxy/buffer"
 	"hookproxy/egress"
 	"hookproxy/proxy"
@@ -191,64 +188,6 @@ func postHooks(tb testing.TB, c *http.Client, reqs []clientRequest) {
 	}
 }
 
-// scrapeMetrics fetches /metrics and parses it with the Prometheus text
-// parser.
-func scrapeMetrics(tb testing.TB, adminURL, token string) map[string]*dto.MetricFamily {
-	tb.Helper()
-	req, err := http.NewRequest("GET", adminURL+"/metrics", nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/plain")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("/metrics: %d", resp.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		tb.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of one series ("k=v" labels, exactly); for a
-// histogram, its sample count and sum.
-func metricValue(tb testing.TB, fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, float64) {
-	tb.Helper()
-	f := fams[name]
-	if f == nil {
-		tb.Fatalf("no metric %s", name)
-	}
-	want := strings.Join(labels, ",")
-	for _, m := range f.GetMetric() {
-		var got []string
-		for _, l := range m.GetLabel() {
-			got = append(got, l.GetName()+"="+l.GetValue())
-		}
-		if strings.Join(got, ",") != want {
-			continue
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			return m.GetCounter().GetValue(), 0
-		case dto.MetricType_GAUGE:
-			return m.GetGauge().GetValue(), 0
-		case dto.MetricType_HISTOGRAM:
-			return float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
-		}
-	}
-	tb.Fatalf("no series %s{%s}", name, want)
-	return 0, 0
-}
-
 // TestMetricsAfterScriptedRun: captures, a pass-through, a target that
 // fails then succeeds, and a dead-lettered batch show in /metrics with
 // the exact counts.
@@ -295,7 +234,7 @@ func TestMetricsAfterScriptedRun(t *testing.T) {
 		t.Fatalf("batches ended %v, want 3 delivered and 1 given up", got)
 	}
 
-	fams := scrapeMetrics(t, st.adminURL, "")
+	fams := admintest.Scrape(t, st.adminURL, "")
 	for _, tt := range []struct {
 		name   string
 		labels []string
@@ -327,14 +266,14 @@ func TestMetricsAfterScriptedRun(t *testing.T) {
 		{"hookproxy_dead_letter_hooks", nil, 2},
 		{"hookproxy_ready", nil, 1},
 	} {
-		if got, _ := metricValue(t, fams, tt.name, tt.labels...); got != tt.want {
+		if got, _ := admintest.Series(t, fams, tt.name, tt.labels...); got != tt.want {
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
-	if _, sum := metricValue(t, fams, "hookproxy_batch_size_hooks"); sum != 8 {
+	if _, sum := admintest.Series(t, fams, "hookproxy_batch_size_hooks"); sum != 8 {
 		t.Errorf("batch sizes sum to %v, want 8", sum)
 	}
-	if disk, _ := metricValue(t, fams, "hookproxy_store_disk_bytes", "part=lsm"); disk < 0 {
+	if disk, _ := admintest.Series(t, fams, "hookproxy_store_disk_bytes", "part=lsm"); disk < 0 {
 		t.Errorf("disk bytes %v", disk)
 	}
 }

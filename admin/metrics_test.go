@@ -10,68 +10,10 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"hookproxy/admin/admintest"
 	"hookproxy/buffer"
 )
-
-// scrape fetches /metrics and parses it with the Prometheus text parser.
-func scrape(tb testing.TB, url, token string) map[string]*dto.MetricFamily {
-	tb.Helper()
-	req, err := http.NewRequest("GET", url+"/metrics", nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/plain") // the text format, not protobuf
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("/metrics: %d", resp.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		tb.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
-}
-
-// value returns the value of the series of family name whose labels are
-// exactly labels ("k=v" pairs); a histogram gives its sample count.
-func value(tb testing.TB, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	tb.Helper()
-	f := fams[name]
-	if f == nil {
-		tb.Fatalf("no metric family %s", name)
-	}
-	want := strings.Join(labels, ",")
-	for _, m := range f.GetMetric() {
-		var got []string
-		for _, l := range m.GetLabel() {
-			got = append(got, l.GetName()+"="+l.GetValue())
-		}
-		if strings.Join(got, ",") != want {
-			continue
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			return m.GetCounter().GetValue()
-		case dto.MetricType_GAUGE:
-			return m.GetGauge().GetValue()
-		case dto.MetricType_HISTOGRAM:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	tb.Fatalf("no series %s{%s}", name, want)
-	return 0
-}
 
 // TestMetricsExposition: the event methods and the store's state show in
 // /metrics with the exact values, under conventional names, and no label
@@ -103,7 +45,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.Attempt("permanent", 400, 10*time.Millisecond, 1)
 	m.GivenUp("status", 1)
 
-	fams := scrape(t, url, "")
+	fams := admintest.Scrape(t, url, "")
 	for _, tt := range []struct {
 		name   string
 		labels []string
@@ -139,7 +81,7 @@ func TestMetricsExposition(t *testing.T) {
 		{"hookproxy_ready", nil, 1},
 		{"hookproxy_build_info", []string{"version=v1.2.3"}, 1},
 	} {
-		if got := value(t, fams, tt.name, tt.labels...); got != tt.want {
+		if got, _ := admintest.Series(t, fams, tt.name, tt.labels...); got != tt.want {
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
@@ -170,7 +112,7 @@ func TestMetricsExposition(t *testing.T) {
 	if code := call(t, "DELETE", url+"/api/dead-letters?all=true", "", nil, nil); code != 200 {
 		t.Fatalf("purge: %d", code)
 	}
-	if got := value(t, scrape(t, url, ""), "hookproxy_dead_letters"); got != 0 {
+	if got, _ := admintest.Series(t, admintest.Scrape(t, url, ""), "hookproxy_dead_letters"); got != 0 {
 		t.Errorf("hookproxy_dead_letters after purge = %v, want 0", got)
 	}
 }
