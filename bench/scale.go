@@ -171,7 +171,7 @@ func (s *suite) scaleCell(ctx context.Context, recv *sink, targets, pending int,
 		s.progress("scale: filled in %v (%.0f hooks/s)", fill.elapsed.Round(time.Millisecond), fill.rps())
 	}
 	delivered := recv.requests.Load()
-	p, anon, err := s.startSampled(ctx, dir, scaleSettings...)
+	p, anon, err := s.startSampled(ctx, s.bin, dir, scaleSettings...)
 	if err != nil {
 		return err
 	}
@@ -236,11 +236,11 @@ func cellName(targets, pending int) string {
 	return fmt.Sprintf("%d targets, %d pending", targets, pending)
 }
 
-// startSampled starts hookproxy on dir, sampling its RssAnon from the
-// moment the process runs.
-func (s *suite) startSampled(ctx context.Context, dir string, settings ...string) (*hookproxyProc, *anonSampler, error) {
+// startSampled starts hookproxy (bin: the binary, or a wrapper that execs
+// it) on dir, sampling its RssAnon from the moment the process runs.
+func (s *suite) startSampled(ctx context.Context, bin, dir string, settings ...string) (*hookproxyProc, *anonSampler, error) {
 	var anon *anonSampler
-	p, err := launchHookproxy(ctx, s.bin, dir, func(pid int) { anon = sampleAnon(pid, anonSampleEvery) },
+	p, err := launchHookproxy(ctx, bin, dir, func(pid int) { anon = sampleAnon(pid, anonSampleEvery) },
 		s.hpSettings(settings...)...)
 	if err != nil {
 		if anon != nil {
@@ -346,7 +346,7 @@ func (s *suite) scaleIngest(ctx context.Context, down *sink, settle time.Duratio
 	dir := s.newDir("scale-ingest")
 	defer os.RemoveAll(dir)
 	settings := []string{"HOOKPROXY_RETRY_INTERVAL=1h"}
-	p, anon, err := s.startSampled(ctx, dir, settings...)
+	p, anon, err := s.startSampled(ctx, s.bin, dir, settings...)
 	if err != nil {
 		return err
 	}
@@ -518,12 +518,8 @@ func (s *suite) deliverBacklog(ctx context.Context, recv *sink, src string, n in
 		}
 	}
 	before := recv.hooks.Load()
-	var anon *anonSampler
-	p, err := launchHookproxy(ctx, bin, dir, func(pid int) { anon = sampleAnon(pid, anonSampleEvery) }, s.hpSettings()...)
+	p, anon, err := s.startSampled(ctx, bin, dir)
 	if err != nil {
-		if anon != nil {
-			_, _ = anon.stop()
-		}
 		return err
 	}
 	defer s.stop(p)

@@ -353,9 +353,7 @@ func (s *Store) rebuild() error {
 			}
 			t.count++
 			t.bytes += k.size
-		}
-		for _, t := range s.targets {
-			s.pendingBytes += t.bytes
+			s.pendingBytes += k.size
 		}
 		return nil
 	})
