@@ -975,9 +975,9 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		}
 	}
 	if nextFr != nil {
-		v, err := json.Marshal(nextFr)
-		if err != nil {
-			return TargetStatus{}, fmt.Errorf("finish batch %s: encode the next: %w", batchID, err)
+		v, merr := json.Marshal(nextFr)
+		if merr != nil {
+			return TargetStatus{}, fmt.Errorf("finish batch %s: encode the next: %w", batchID, merr)
 		}
 		err = txn.Set(flightKey(id), v)
 	} else {
