@@ -158,3 +158,40 @@ func TestQuickackRearmedOnEveryRead(t *testing.T) {
 		drive(t, tp, &rawConn{Conn: conn, br: bufio.NewReader(conn)}, g, post("hooks.example", "/t0"), http.StatusAccepted)
 	})
 }
+
+// TestQuickackArmedOncePerRequest checks that keeping TCP_QUICKACK on
+// costs about one system call per request on a kept-alive connection,
+// not two per read: only a write puts the socket back in delayed-ACK
+// mode, so only a write calls for a re-arm. (Arming around every read
+// costs about six per request here: the request read, net/http's
+// background read and the read of the next request each arm twice.)
+func TestQuickackArmedOncePerRequest(t *testing.T) {
+	const requests = 20
+	tp := startProxy(t, Options{Store: &fakeStore{}})
+	c := dialRaw(t, tp.Addr)
+	request := "POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(hookBody)) + "\r\n\r\n" + hookBody
+	before := quickackArms.Load()
+	for i := range requests {
+		if _, err := io.WriteString(c, request); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodPost})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("request %d: %d %v", i, resp.StatusCode, err)
+		}
+	}
+	arms := quickackArms.Load() - before
+	t.Logf("TCP_QUICKACK armed %d times for %d requests", arms, requests)
+	// The first read arms once, each response once, and a read that
+	// overlaps a response's write (the background read) may add one.
+	if max := int64(2 * requests); arms > max {
+		t.Errorf("TCP_QUICKACK armed %d times for %d requests, want at most %d", arms, requests, max)
+	}
+	if arms < requests {
+		t.Errorf("TCP_QUICKACK armed %d times for %d requests: each response needs a re-arm", arms, requests)
+	}
+}
