@@ -258,10 +258,10 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 
 	// The listener itself: /healthz is open, the rest wants the token.
 	var body map[string]any
-	if code := getJSON(t, adminURL+"/healthz", "", &body); code != http.StatusOK {
+	if code := admintest.Call(t, "GET", adminURL+"/healthz", "", nil, &body); code != http.StatusOK {
 		t.Errorf("/healthz without token: %d", code)
 	}
-	if code := getJSON(t, adminURL+"/api/status", "", &body); code != http.StatusUnauthorized {
+	if code := admintest.Call(t, "GET", adminURL+"/api/status", "", nil, &body); code != http.StatusUnauthorized {
 		t.Errorf("/api/status without token: %d, want 401", code)
 	}
 	if n, _ := admintest.Series(t, admintest.Scrape(t, adminURL, token), "hookproxy_hooks_captured_total"); n != 6 {

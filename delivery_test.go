@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"hookproxy/admin"
+	"hookproxy/admin/admintest"
 	"hookproxy/sender"
 )
 
@@ -90,7 +91,7 @@ func TestLoopbackTargetBlocked(t *testing.T) {
 	waitLogs(t, hp.logs, "batch given up", 1)
 
 	var list admin.DeadLetterList
-	if code := getJSON(t, hp.adminURL()+"/api/dead-letters", "", &list); code != http.StatusOK || list.Total != 1 {
+	if code := admintest.Call(t, "GET", hp.adminURL()+"/api/dead-letters", "", nil, &list); code != http.StatusOK || list.Total != 1 {
 		t.Fatalf("dead letters: %d, %+v", code, list)
 	}
 	d := list.DeadLetters[0]
@@ -128,7 +129,7 @@ func TestGoneEndToEnd(t *testing.T) {
 		t.Fatalf("gone webhook body %s: %v", notice.Body, err)
 	}
 	var list admin.DeadLetterList
-	if code := getJSON(t, hp.adminURL()+"/api/dead-letters", "", &list); code != http.StatusOK || list.Total != 1 {
+	if code := admintest.Call(t, "GET", hp.adminURL()+"/api/dead-letters", "", nil, &list); code != http.StatusOK || list.Total != 1 {
 		t.Fatalf("dead letters: %d, %+v", code, list)
 	}
 	first := list.DeadLetters[0]

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"hookproxy/admin"
+	"hookproxy/admin/admintest"
 )
 
 // newTLSReceiver is newReceiver served over HTTPS with httptest's
@@ -298,7 +299,7 @@ func TestHTTPSUntrustedReceiverIsDeadLettered(t *testing.T) {
 	waitLogs(t, hp.logs, "batch given up", 1)
 
 	var list admin.DeadLetterList
-	if code := getJSON(t, hp.adminURL()+"/api/dead-letters", "", &list); code != http.StatusOK || list.Total != 1 {
+	if code := admintest.Call(t, "GET", hp.adminURL()+"/api/dead-letters", "", nil, &list); code != http.StatusOK || list.Total != 1 {
 		t.Fatalf("dead letters: %d, %+v", code, list)
 	}
 	d := list.DeadLetters[0]

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -290,7 +289,7 @@ func TestReadinessFollowsTheSender(t *testing.T) {
 	ready := func(want int, wantCheck string) {
 		t.Helper()
 		var rd admin.Readiness
-		code := getJSON(t, st.adminURL+"/readyz", "", &rd)
+		code := admintest.Call(t, "GET", st.adminURL+"/readyz", "", nil, &rd)
 		check := ""
 		if len(rd.Reasons) > 0 {
 			check = rd.Reasons[0].Check
@@ -320,28 +319,6 @@ func TestReadinessFollowsTheSender(t *testing.T) {
 	if got := st.waitFinished(t, 1); got[0] != "delivered" {
 		t.Fatalf("batch %s, want delivered", got[0])
 	}
-}
-
-// getJSON GETs url with an optional token, decodes the JSON answer into
-// out and returns the status.
-func getJSON(tb testing.TB, url, token string, out any) int {
-	tb.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		tb.Fatalf("GET %s: %d: %v", url, resp.StatusCode, err)
-	}
-	return resp.StatusCode
 }
 
 // TestMetricsKnowTheSendersLabels: every give-up reason and outcome the

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"hookproxy/admin/admintest"
 	"hookproxy/buffer"
 )
 
@@ -59,11 +60,11 @@ func TestTokenGuardsEveryRouteButHealthz(t *testing.T) {
 	// The right token opens every route (the purge runs last, after the
 	// replay found the dead letter gone: 404 is an answer past the guard).
 	for _, rt := range routes {
-		if code := call(t, rt.method, url+rt.path, token, nil, nil); code == http.StatusUnauthorized {
+		if code := admintest.Call(t, rt.method, url+rt.path, token, nil, nil); code == http.StatusUnauthorized {
 			t.Errorf("%s %s with the token: 401", rt.method, rt.path)
 		}
 	}
-	if code := call(t, "GET", url+"/healthz", "", nil, nil); code != http.StatusOK {
+	if code := admintest.Call(t, "GET", url+"/healthz", "", nil, nil); code != http.StatusOK {
 		t.Errorf("/healthz without token: %d, want 200", code)
 	}
 }
@@ -89,7 +90,7 @@ func TestDeadLetterAPI(t *testing.T) {
 	pendingA := put(t, st, a, `{"n":4}`)
 
 	var list DeadLetterList
-	if code := call(t, "GET", url+"/api/dead-letters", "", nil, &list); code != 200 {
+	if code := admintest.Call(t, "GET", url+"/api/dead-letters", "", nil, &list); code != 200 {
 		t.Fatalf("list: %d", code)
 	}
 	if got := ids(list.DeadLetters); !slices.Equal(got, []string{deadA1, deadA2, deadB}) || list.Total != 3 {
@@ -115,7 +116,7 @@ func TestDeadLetterAPI(t *testing.T) {
 		{"?offset=5", []string{}},
 	} {
 		var l DeadLetterList
-		if code := call(t, "GET", url+"/api/dead-letters"+tt.query, "", nil, &l); code != 200 {
+		if code := admintest.Call(t, "GET", url+"/api/dead-letters"+tt.query, "", nil, &l); code != 200 {
 			t.Fatalf("list %s: %d", tt.query, code)
 		}
 		if got := ids(l.DeadLetters); !slices.Equal(got, tt.want) {
@@ -124,7 +125,7 @@ func TestDeadLetterAPI(t *testing.T) {
 	}
 
 	var detail DeadLetterDetail
-	if code := call(t, "GET", url+"/api/dead-letters/"+deadB, "", nil, &detail); code != 200 {
+	if code := admintest.Call(t, "GET", url+"/api/dead-letters/"+deadB, "", nil, &detail); code != 200 {
 		t.Fatalf("show: %d", code)
 	}
 	if len(detail.Hooks) != 2 || detail.Hooks[0].Body != `{"n":10}` || string(detail.Hooks[1].BodyBase64) != "\xff\xfe" ||
@@ -135,12 +136,12 @@ func TestDeadLetterAPI(t *testing.T) {
 		t.Errorf("show headers = %v, want Authorization redacted and the rest kept", h)
 	}
 	var eb ErrorBody
-	if code := call(t, "GET", url+"/api/dead-letters/NOSUCH", "", nil, &eb); code != 404 || eb.Message == "" || eb.Status != 404 {
+	if code := admintest.Call(t, "GET", url+"/api/dead-letters/NOSUCH", "", nil, &eb); code != 404 || eb.Message == "" || eb.Status != 404 {
 		t.Errorf("show unknown = %d %+v, want 404 with a message", code, eb)
 	}
 
 	var rep ReplayResult
-	if code := call(t, "POST", url+"/api/dead-letters/replay", "", Selector{Target: a}, &rep); code != 200 {
+	if code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{Target: a}, &rep); code != 200 {
 		t.Fatalf("replay: %d", code)
 	}
 	if rep.DeadLetters != 2 || rep.Hooks != 3 || !slices.Equal(rep.IDs, []string{deadA1, deadA2}) {
@@ -161,20 +162,20 @@ func TestDeadLetterAPI(t *testing.T) {
 	}
 
 	var pur PurgeResult
-	if code := call(t, "DELETE", url+"/api/dead-letters?id="+deadB+"&id=NOSUCH", "", nil, &pur); code != 200 {
+	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+deadB+"&id=NOSUCH", "", nil, &pur); code != 200 {
 		t.Fatalf("purge: %d", code)
 	}
 	if pur.DeadLetters != 1 || !slices.Equal(pur.IDs, []string{deadB}) || !slices.Equal(pur.NotFound, []string{"NOSUCH"}) {
 		t.Errorf("purge = %+v", pur)
 	}
-	if code := call(t, "DELETE", url+"/api/dead-letters?id="+deadB, "", nil, &eb); code != 404 {
+	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+deadB, "", nil, &eb); code != 404 {
 		t.Errorf("purge again = %d, want 404", code)
 	}
-	if code := call(t, "GET", url+"/api/dead-letters", "", nil, &list); code != 200 || len(list.DeadLetters) != 0 {
+	if code := admintest.Call(t, "GET", url+"/api/dead-letters", "", nil, &list); code != 200 || len(list.DeadLetters) != 0 {
 		t.Errorf("list after replay and purge = %d %v", code, ids(list.DeadLetters))
 	}
 	var status Status
-	if call(t, "GET", url+"/api/status", "", nil, &status); status.DeadLetters != 0 {
+	if admintest.Call(t, "GET", url+"/api/status", "", nil, &status); status.DeadLetters != 0 {
 		t.Errorf("status after purge counts %d dead letters (stale cache)", status.DeadLetters)
 	}
 }
@@ -207,7 +208,7 @@ func TestSelectorsAreExplicit(t *testing.T) {
 		if tt.method == "POST" {
 			path += "/replay"
 		}
-		if code := call(t, tt.method, url+path+tt.query, "", tt.body, &eb); code != 400 || eb.Message == "" {
+		if code := admintest.Call(t, tt.method, url+path+tt.query, "", tt.body, &eb); code != 400 || eb.Message == "" {
 			t.Errorf("%s %s%s %+v = %d %+v, want 400 with a message", tt.method, path, tt.query, tt.body, code, eb)
 		}
 	}
@@ -215,11 +216,11 @@ func TestSelectorsAreExplicit(t *testing.T) {
 		t.Fatalf("a refused selection changed the dead letters: %d left", len(ds))
 	}
 	var pur PurgeResult
-	if code := call(t, "DELETE", url+"/api/dead-letters?all=true", "", nil, &pur); code != 200 || pur.DeadLetters != 1 {
+	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?all=true", "", nil, &pur); code != 200 || pur.DeadLetters != 1 {
 		t.Errorf("purge all = %d %+v", code, pur)
 	}
 	var rep ReplayResult
-	if code := call(t, "POST", url+"/api/dead-letters/replay", "", Selector{All: true}, &rep); code != 200 || rep.DeadLetters != 0 || rep.IDs == nil {
+	if code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{All: true}, &rep); code != 200 || rep.DeadLetters != 0 || rep.IDs == nil {
 		t.Errorf("replay all of nothing = %d %+v, want 200 with none", code, rep)
 	}
 }
@@ -245,7 +246,7 @@ func TestTargetsAPI(t *testing.T) {
 
 	var one Target
 	oldID := targetOf(t, st, old)
-	if code := call(t, "GET", url+"/api/targets/"+strconv.FormatUint(uint64(oldID), 10), "", nil, &one); code != 200 {
+	if code := admintest.Call(t, "GET", url+"/api/targets/"+strconv.FormatUint(uint64(oldID), 10), "", nil, &one); code != 200 {
 		t.Fatalf("get: %d", code)
 	}
 	if one.URL != old || one.PendingHooks != 1 || one.PendingBytes != 7 || one.OldestAgeSeconds != 35 ||
@@ -266,7 +267,7 @@ func TestTargetsAPI(t *testing.T) {
 		{"?limit=1&offset=1", []string{old}},
 	} {
 		var tl TargetList
-		if code := call(t, "GET", url+"/api/targets"+tt.query, "", nil, &tl); code != 200 {
+		if code := admintest.Call(t, "GET", url+"/api/targets"+tt.query, "", nil, &tl); code != 200 {
 			t.Fatalf("list %s: %d", tt.query, code)
 		}
 		var got []string
@@ -278,16 +279,16 @@ func TestTargetsAPI(t *testing.T) {
 		}
 	}
 	for _, q := range []string{"?sort=url", "?order=up", "?limit=0", "?limit=1001", "?offset=-1"} {
-		if code := call(t, "GET", url+"/api/targets"+q, "", nil, nil); code != 400 {
+		if code := admintest.Call(t, "GET", url+"/api/targets"+q, "", nil, nil); code != 400 {
 			t.Errorf("list %s = %d, want 400", q, code)
 		}
 	}
 
 	path := url + "/api/targets/" + strconv.FormatUint(uint64(goneID), 10)
-	if code := call(t, "GET", path, "", nil, &one); code != 200 || !one.Gone {
+	if code := admintest.Call(t, "GET", path, "", nil, &one); code != 200 || !one.Gone {
 		t.Fatalf("gone target = %d %+v", code, one)
 	}
-	if code := call(t, "POST", path+"/clear-gone", "", nil, &one); code != 200 || one.Gone {
+	if code := admintest.Call(t, "POST", path+"/clear-gone", "", nil, &one); code != 200 || one.Gone {
 		t.Fatalf("clear-gone = %d %+v", code, one)
 	}
 	if len(changed) != 1 || changed[0].ID != goneID || changed[0].Gone {
@@ -301,11 +302,11 @@ func TestTargetsAPI(t *testing.T) {
 		if strings.HasSuffix(p, "gone") {
 			method = "POST"
 		}
-		if code := call(t, method, url+p, "", nil, nil); code != 404 {
+		if code := admintest.Call(t, method, url+p, "", nil, nil); code != 404 {
 			t.Errorf("%s %s = %d, want 404", method, p, code)
 		}
 	}
-	if code := call(t, "GET", url+"/api/targets/abc", "", nil, nil); code != 400 {
+	if code := admintest.Call(t, "GET", url+"/api/targets/abc", "", nil, nil); code != 400 {
 		t.Errorf("bad id = %d, want 400", code)
 	}
 }
@@ -326,7 +327,7 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"GET", "/api/dead-letters/replay", 404}, // an id, not the action
 	} {
 		var eb ErrorBody
-		if code := call(t, tt.method, url+tt.path, "", nil, &eb); code != tt.want || eb.Message == "" {
+		if code := admintest.Call(t, tt.method, url+tt.path, "", nil, &eb); code != tt.want || eb.Message == "" {
 			t.Errorf("%s %s = %d %+v, want %d with a message", tt.method, tt.path, code, eb, tt.want)
 		}
 	}

@@ -109,7 +109,7 @@ func TestMetricsExposition(t *testing.T) {
 	}
 
 	// The dead-letter figures follow a purge made through the API.
-	if code := call(t, "DELETE", url+"/api/dead-letters?all=true", "", nil, nil); code != 200 {
+	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?all=true", "", nil, nil); code != 200 {
 		t.Fatalf("purge: %d", code)
 	}
 	if got, _ := admintest.Series(t, admintest.Scrape(t, url, ""), "hookproxy_dead_letters"); got != 0 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"hookproxy/admin/admintest"
 	"hookproxy/buffer"
 )
 
@@ -58,7 +59,7 @@ func TestReadyz(t *testing.T) {
 	check := func(want int, wantChecks ...string) {
 		t.Helper()
 		var rd Readiness
-		if got := call(t, "GET", url+"/readyz", "", nil, &rd); got != want {
+		if got := admintest.Call(t, "GET", url+"/readyz", "", nil, &rd); got != want {
 			t.Fatalf("/readyz = %d %+v, want %d", got, rd, want)
 		}
 		var checks []string

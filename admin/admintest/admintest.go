@@ -1,9 +1,13 @@
-// Package admintest helps tests read hookproxy's admin listener: a
-// scrape of /metrics parsed with Prometheus' own parser, and the value of
-// one series.
+// Package admintest helps tests talk to hookproxy's admin listener: a
+// request with an optional bearer token and a JSON answer, a scrape of
+// /metrics parsed with Prometheus' own parser, and the value of one
+// series.
 package admintest
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +16,50 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
+
+// send sends req, with token as a bearer token when not empty; a request
+// that gets no answer fails the test.
+func send(tb testing.TB, req *http.Request, token string) *http.Response {
+	tb.Helper()
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp
+}
+
+// Call sends a request with an optional token and JSON body (nil: none),
+// decodes a JSON answer into out (when not nil) and returns the status.
+func Call(tb testing.TB, method, url, token string, body, out any) int {
+	tb.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp := send(tb, req, token)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			tb.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
 
 // Scrape GETs adminURL/metrics (with token as a bearer token, when not
 // empty) in the text format and parses it into metric families.
@@ -22,13 +70,7 @@ func Scrape(tb testing.TB, adminURL, token string) map[string]*dto.MetricFamily 
 		tb.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/plain") // the text format, not protobuf
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	resp := send(tb, req, token)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		tb.Fatalf("/metrics: %d", resp.StatusCode)
