@@ -82,6 +82,13 @@ func (s *gateStore) Put(ctx context.Context, h *buffer.Hook) error {
 	return nil
 }
 
+// post is a whole hook request for host at path (absolute or not), as
+// bytes on the wire.
+func post(host, path string) string {
+	return "POST " + path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(hookBody)) + "\r\n\r\n" + hookBody
+}
+
 // TestQuickackRearmedOnEveryRead checks, on a kept-alive connection,
 // that TCP_QUICKACK is on each time the proxy has just read a request:
 // a plain proxy request, a request relayed through a CONNECT tunnel and
@@ -90,10 +97,6 @@ func (s *gateStore) Put(ctx context.Context, h *buffer.Hook) error {
 // leaves pingpong mode on its own, which would hide a missing re-arm.
 func TestQuickackRearmedOnEveryRead(t *testing.T) {
 	const rounds = 6
-	post := func(host, path string) string {
-		return "POST " + path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: " +
-			strconv.Itoa(len(hookBody)) + "\r\n\r\n" + hookBody
-	}
 	// drive sends rounds requests on c; g holds each one while the check
 	// runs.
 	drive := func(t *testing.T, tp *testProxy, c *rawConn, g *gate, request string, wantStatus int) {
@@ -169,8 +172,7 @@ func TestQuickackArmedOncePerRequest(t *testing.T) {
 	const requests = 20
 	tp := startProxy(t, Options{Store: &fakeStore{}})
 	c := dialRaw(t, tp.Addr)
-	request := "POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: " +
-		strconv.Itoa(len(hookBody)) + "\r\n\r\n" + hookBody
+	request := post("receiver.example", "http://receiver.example/t0")
 	before := quickackArms.Load()
 	for i := range requests {
 		if _, err := io.WriteString(c, request); err != nil {
