@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"hookproxy/proxy"
 )
 
 // envPrefix starts every variable hookproxy reads.
@@ -126,11 +128,11 @@ func (c *Config) validate() error {
 	if len(c.CaptureMethods) == 0 {
 		bad("CAPTURE_METHODS", "", "must name at least one method")
 	}
-	for _, m := range c.CaptureMethods {
-		if m == "" || strings.ContainsAny(m, " \t/") {
-			bad("CAPTURE_METHODS", strings.Join(c.CaptureMethods, ","), "is not a list of HTTP methods")
-			break
-		}
+	if err := proxy.CheckCaptureMethods(c.CaptureMethods); len(c.CaptureMethods) > 0 && err != nil {
+		bad("CAPTURE_METHODS", strings.Join(c.CaptureMethods, ","), err.Error())
+	}
+	if err := proxy.CheckHostPatterns(c.CaptureHosts); err != nil {
+		bad("CAPTURE_HOSTS", strings.Join(c.CaptureHosts, ","), err.Error())
 	}
 	if c.MaxBodyBytes <= 0 {
 		bad("MAX_BODY_BYTES", c.MaxBodyBytes, "must be positive")

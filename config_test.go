@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -65,6 +69,11 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"HOOKPROXY_STALL_AFTER=-1s", "HOOKPROXY_STALL_AFTER=-1s"},
 		{"HOOKPROXY_MEMORY_LIMIT=1MiB", "HOOKPROXY_MEMORY_LIMIT="},
 		{"HOOKPROXY_MEMORY_LIMIT=much", `HOOKPROXY_MEMORY_LIMIT="much"`},
+		{"HOOKPROXY_CAPTURE_METHODS=POST,CONNECT", "HOOKPROXY_CAPTURE_METHODS=POST,CONNECT: capture method CONNECT"},
+		{"HOOKPROXY_CAPTURE_METHODS=PO ST", "HOOKPROXY_CAPTURE_METHODS=PO ST"},
+		{"HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/", "HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/: pattern"},
+		{"HOOKPROXY_CAPTURE_HOSTS=a.example.com,", `HOOKPROXY_CAPTURE_HOSTS=a.example.com,: pattern "" is empty`},
+		{"HOOKPROXY_MITM_HOSTS=*.*.example.com", "HOOKPROXY_MITM_HOSTS=*.*.example.com: pattern"},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig([]string{tt.env})
@@ -75,9 +84,19 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 }
 
 func TestBadConfigurationStopsStart(t *testing.T) {
-	err := run(t.Context(), nil, []string{"HOOKPROXY_BATCH_SIZE=ten", "HOOKPROXY_DATA_DIR=" + t.TempDir()}, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_BATCH_SIZE") {
-		t.Fatalf("run = %v, want a start-up error naming HOOKPROXY_BATCH_SIZE", err)
+	for _, tt := range []struct{ env, name string }{
+		{"HOOKPROXY_BATCH_SIZE=ten", "HOOKPROXY_BATCH_SIZE"},
+		// Checked by the proxy package, and refused before anything starts.
+		{"HOOKPROXY_CAPTURE_HOSTS=hooks.example.com:8443", "HOOKPROXY_CAPTURE_HOSTS"},
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		err := run(t.Context(), nil, []string{tt.env, "HOOKPROXY_DATA_DIR=" + dir}, nil, nil)
+		if err == nil || !strings.Contains(err.Error(), tt.name) {
+			t.Errorf("%s: run = %v, want a start-up error naming %s", tt.env, err, tt.name)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: the data dir was made (stat: %v); a bad setting must stop the start before anything", tt.env, err)
+		}
 	}
 }
 

@@ -377,7 +377,7 @@ func TestHTTPSSettingsRefused(t *testing.T) {
 		{"unreadable operator CA", map[string]string{"CA_CERT_FILE": notPEM, "CA_KEY_FILE": notPEM}, "HOOKPROXY_CA_CERT_FILE"},
 		{"proxy auth without password", map[string]string{"PROXY_AUTH": "s3cretuser"}, "HOOKPROXY_PROXY_AUTH"},
 		{"upstream CA not PEM", map[string]string{"UPSTREAM_CA_FILE": notPEM}, "HOOKPROXY_UPSTREAM_CA_FILE"},
-		{"MITM host with a port", map[string]string{"MITM_HOSTS": "hooks.example:443"}, "MITM host"},
+		{"MITM host with a port", map[string]string{"MITM_HOSTS": "hooks.example:443"}, "HOOKPROXY_MITM_HOSTS"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			environ := []string{"HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_DATA_DIR=" + t.TempDir()}

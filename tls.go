@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hookproxy/mitm"
+	"hookproxy/proxy"
 )
 
 // HTTPS: the CA that signs intercepted tunnels, the trust bundle for the
@@ -124,6 +125,9 @@ func upstreamTLSConfig(caFile string) (*tls.Config, error) {
 func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
 	if (c.CACertFile == "") != (c.CAKeyFile == "") {
 		bad("CA_CERT_FILE", c.CACertFile, "and HOOKPROXY_CA_KEY_FILE go together: set both or neither")
+	}
+	if err := proxy.CheckHostPatterns(c.MITMHosts); err != nil {
+		bad("MITM_HOSTS", strings.Join(c.MITMHosts, ","), err.Error())
 	}
 	if c.ProxyAuth != "" {
 		if user, _, ok := strings.Cut(c.ProxyAuth, ":"); !ok || user == "" {

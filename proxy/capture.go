@@ -91,6 +91,20 @@ func parseMethods(in []string) ([]string, error) {
 	return out, nil
 }
 
+// CheckCaptureMethods says why methods cannot be Options.CaptureMethods,
+// or returns nil; New refuses the same lists.
+func CheckCaptureMethods(methods []string) error {
+	_, err := parseMethods(methods)
+	return err
+}
+
+// CheckHostPatterns says why patterns cannot be Options.CaptureHosts or
+// Options.MITMHosts, or returns nil; New refuses the same lists.
+func CheckHostPatterns(patterns []string) error {
+	_, err := parseHostPatterns("pattern", patterns)
+	return err
+}
+
 // hostPattern is one parsed Options.CaptureHosts entry.
 type hostPattern struct {
 	any    bool   // "*"
