@@ -184,9 +184,11 @@ func isJSON(contentType string) bool {
 	if contentType == "" {
 		return false
 	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	// A malformed parameter still yields the media type.
-	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+	// Only the media type decides: a malformed or repeated parameter
+	// does not make a JSON body something else.
+	media, _, _ := strings.Cut(contentType, ";")
+	mt, _, err := mime.ParseMediaType(media)
+	if err != nil {
 		return false
 	}
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
@@ -250,6 +252,10 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	case err != nil:
 		p.log.Warn("hook refused: cannot read body", "target", host, "status", http.StatusBadRequest, "error", err)
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error())
+	}
+	if r.URL.Hostname() == "" {
+		p.log.Warn("hook refused: no host in the request URL", "url", r.URL.String(), "status", http.StatusBadRequest)
+		return nil, jsonErrorResponse(r, http.StatusBadRequest, "the request URL has no host: "+r.URL.String())
 	}
 	if p.requireJSON && !json.Valid(body) {
 		p.log.Warn("hook refused: body is not valid JSON", "target", host, "status", http.StatusBadRequest)

@@ -216,6 +216,8 @@ func TestCaptureContentTypes(t *testing.T) {
 		{"application/vnd.api+json", true},
 		{"application/problem+json; charset=utf-8", true},
 		{"application/json; charset", true}, // malformed parameter, media type still JSON
+		{"application/json; charset=utf-8; charset=UTF-8", true}, // a repeated parameter too
+		{"application/json ; charset=utf-8", true},
 		{"text/plain", false},
 		{"application/jsonx", false},
 		{"application/x-www-form-urlencoded", false},
@@ -505,6 +507,27 @@ func TestNonProxyRequest(t *testing.T) {
 		t.Errorf("Put called for a non-proxy request")
 	}
 	// The connection is still good for proxy requests.
+	resp, body = c.send(t, http.MethodPost,
+		"POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	assertAccepted(t, resp, body)
+}
+
+// TestHookWithoutHostRefused: a hook whose absolute URL has no host could
+// never be delivered; the app hears so now (400), not a 202, and the
+// connection stays good.
+func TestHookWithoutHostRefused(t *testing.T) {
+	store := &fakeStore{}
+	tp := startProxy(t, Options{Store: store})
+	c := dialRaw(t, tp.Addr)
+	resp, body := c.send(t, http.MethodPost,
+		"POST http:///t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	assertJSONError(t, resp, body, http.StatusBadRequest)
+	if !strings.Contains(string(body), "no host") {
+		t.Errorf("body %s does not say the URL has no host", body)
+	}
+	if store.putCount() != 0 {
+		t.Errorf("Put called for a hook without a host")
+	}
 	resp, body = c.send(t, http.MethodPost,
 		"POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
 	assertAccepted(t, resp, body)
