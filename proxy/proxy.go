@@ -522,6 +522,13 @@ func (p *Proxy) onResponse(resp *http.Response, _ *goproxy.ProxyCtx) *http.Respo
 	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 		removeHopHeaders(resp.Header)
 	}
+	if resp != nil && resp.Header != nil {
+		// net/http would sniff a Content-Type for a response without
+		// one; a nil entry (written as nothing) keeps it without.
+		if _, ok := resp.Header["Content-Type"]; !ok {
+			resp.Header["Content-Type"] = nil
+		}
+	}
 	return resp
 }
 
@@ -543,6 +550,11 @@ type upstream struct {
 
 // RoundTrip implements goproxy.RoundTripper.
 func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
+	// net/http would send its own User-Agent for a request without one;
+	// an empty value sends none, as the app did.
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header.Set("User-Agent", "")
+	}
 	resp, err := u.rt.RoundTrip(req)
 	if err != nil {
 		err = withoutURL(err)

@@ -380,6 +380,46 @@ func TestPassThrough(t *testing.T) {
 	mu.Unlock()
 }
 
+// TestPassThroughAddsNoHeaders: a request without a User-Agent reaches the
+// receiver without one, and a response without a Content-Type reaches the
+// app without one (net/http would add both).
+func TestPassThroughAddsNoHeaders(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, false)
+	up := newTCPServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>")
+		}
+	})
+	tp := startProxy(t, Options{Store: &fakeStore{}})
+	c := dialRaw(t, tp.Addr)
+
+	u, _ := url.Parse(rc.URL)
+	resp, _ := c.send(t, http.MethodGet, "GET "+rc.URL+"/p HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: */*\r\n\r\n")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	if reqs := rc.requests(); len(reqs) != 1 {
+		t.Fatalf("receiver got %d requests, want 1", len(reqs))
+	} else if v, ok := reqs[0].Header["User-Agent"]; ok {
+		t.Errorf("receiver got User-Agent %q, which the client never sent", v)
+	}
+
+	addr := up.Addr().String()
+	resp, body := c.send(t, http.MethodGet, "GET http://"+addr+"/x HTTP/1.1\r\nHost: "+addr+"\r\nUser-Agent: app/1\r\n\r\n")
+	if string(body) != "<html>hi</html>" {
+		t.Fatalf("body %q", body)
+	}
+	if v, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("client got Content-Type %q, which the receiver never sent", v)
+	}
+}
+
 func TestPassThroughDropsHopByHopHeaders(t *testing.T) {
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "X-Resp-Hop")
