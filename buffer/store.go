@@ -116,6 +116,7 @@ type flightRecord struct {
 	NextAttempt  time.Time `json:"next_attempt"`
 	Keys         [][]byte  `json:"keys"`
 	Bytes        int64     `json:"bytes"`
+	Cut          bool      `json:"cut,omitempty"`
 }
 
 func (f *flightRecord) lastSeq() uint64 {
@@ -683,6 +684,7 @@ func (f *flightRecord) batch(t *target) Batch {
 		NextAttempt:  f.NextAttempt,
 		Size:         len(f.Keys),
 		Bytes:        f.Bytes,
+		Cut:          f.Cut,
 	}
 }
 
@@ -785,9 +787,10 @@ func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error)
 		keys  [][]byte
 		hooks []Hook
 		total int64
+		cut   bool
 	)
 	err := s.db.View(func(txn *badger.Txn) (err error) {
-		keys, total, _, err = batchKeys(txn, id, head, maxHooks, maxBytes, func(item *badger.Item) error {
+		keys, total, _, cut, err = batchKeys(txn, id, head, maxHooks, maxBytes, func(item *badger.Item) error {
 			var h Hook
 			if err := item.Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
 				return err
@@ -803,7 +806,7 @@ func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error)
 	if len(keys) == 0 {
 		return nil, ErrNoHooks
 	}
-	fr, err := s.newFlight(keys, total)
+	fr, err := s.newFlight(keys, total, cut)
 	if err != nil {
 		return nil, fmt.Errorf("claim target %d: %w", id, err)
 	}
@@ -1056,21 +1059,22 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 // size), bounded as next says, and returns it with the arrival of its
 // first hook; nil when nothing is pending.
 func (s *Store) claimAfter(txn *badger.Txn, id TargetID, head uint64, next NextClaim) (*flightRecord, time.Time, error) {
-	keys, total, first, err := batchKeys(txn, id, head, next.MaxHooks, next.MaxBytes, nil)
+	keys, total, first, cut, err := batchKeys(txn, id, head, next.MaxHooks, next.MaxBytes, nil)
 	if err != nil || len(keys) == 0 {
 		return nil, time.Time{}, err
 	}
-	fr, err := s.newFlight(keys, total)
+	fr, err := s.newFlight(keys, total, cut)
 	return fr, first, err
 }
 
 // batchKeys returns the queue keys of the target's next batch, from head:
 // up to maxHooks of them (maxHooks <= 0: no limit; at least one), stopping
 // before the body bytes would pass maxBytes (maxBytes <= 0: no limit),
-// with their body bytes and the arrival of the first. each, when not nil,
-// is called with every item taken, to read its value.
+// with their body bytes and the arrival of the first; cut reports that
+// maxBytes stopped it with hooks behind it. each, when not nil, is called
+// with every item taken, to read its value.
 func batchKeys(txn *badger.Txn, id TargetID, head uint64, maxHooks int, maxBytes int64,
-	each func(*badger.Item) error) (keys [][]byte, total int64, first time.Time, err error) {
+	each func(*badger.Item) error) (keys [][]byte, total int64, first time.Time, cut bool, err error) {
 	prefix := queuePrefix(id)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
@@ -1081,14 +1085,15 @@ func batchKeys(txn *badger.Txn, id TargetID, head uint64, maxHooks int, maxBytes
 		item := it.Item()
 		k, err := parseQueueKey(item.Key())
 		if err != nil {
-			return nil, 0, time.Time{}, err
+			return nil, 0, time.Time{}, false, err
 		}
 		if maxBytes > 0 && len(keys) > 0 && total+k.size > maxBytes {
+			cut = true
 			break
 		}
 		if each != nil {
 			if err := each(item); err != nil {
-				return nil, 0, time.Time{}, err
+				return nil, 0, time.Time{}, false, err
 			}
 		}
 		if len(keys) == 0 {
@@ -1097,17 +1102,17 @@ func batchKeys(txn *badger.Txn, id TargetID, head uint64, maxHooks int, maxBytes
 		keys = append(keys, item.KeyCopy(nil))
 		total += k.size
 	}
-	return keys, total, first, nil
+	return keys, total, first, cut, nil
 }
 
 // newFlight makes the record of a new batch of keys, with a new batch id.
-func (s *Store) newFlight(keys [][]byte, total int64) (*flightRecord, error) {
+func (s *Store) newFlight(keys [][]byte, total int64, cut bool) (*flightRecord, error) {
 	seq, err := s.batchSeq.Next()
 	if err != nil {
 		return nil, fmt.Errorf("next batch sequence: %w", err)
 	}
 	now := s.now()
-	return &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total}, nil
+	return &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
 }
 
 // headArrival returns the arrival time of the first hook at or after seq.

@@ -230,19 +230,37 @@ func TestClaimMaxBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Size != 2 || len(b.Hooks) != 2 || b.Bytes != 36 {
-		t.Fatalf("batch of %d hooks, %d bytes; want 2 hooks, 36 bytes", len(b.Hooks), b.Bytes)
+	if b.Size != 2 || len(b.Hooks) != 2 || b.Bytes != 36 || !b.Cut {
+		t.Fatalf("batch of %d hooks, %d bytes, cut %v; want 2 hooks, 36 bytes, cut", len(b.Hooks), b.Bytes, b.Cut)
+	}
+	// The next claim made by Ack is cut the same way.
+	st, err := s.Ack(id, b.ID, NextClaim{MinHooks: 1, MaxBytes: 20})
+	if err != nil || st.InFlight == nil {
+		t.Fatalf("ack: %v, next batch %+v", err, st.InFlight)
+	}
+	if b, err = s.Claim(id, 0, 0); err != nil || b.Size != 1 || !b.Cut {
+		t.Fatalf("next batch: %v, %d hooks, cut %v; want 1 hook, cut", err, b.Size, b.Cut)
 	}
 	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
-	// A single hook larger than the limit still goes, alone.
+	// A single hook larger than the limit still goes, alone; the last
+	// one is not cut, nothing is behind it.
 	b, err = s.Claim(id, 0, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b.Hooks) != 1 {
-		t.Fatalf("batch of %d hooks, want 1", len(b.Hooks))
+	if len(b.Hooks) != 1 || b.Cut {
+		t.Fatalf("batch of %d hooks, cut %v; want 1, not cut", len(b.Hooks), b.Cut)
+	}
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
+		t.Fatal(err)
+	}
+	// Stopped by its count, not by the bytes: not cut.
+	put(t, s, url, `{"x":"0123456789"}`)
+	put(t, s, url, `{"x":"0123456789"}`)
+	if b, err = s.Claim(id, 1, 40); err != nil || b.Size != 1 || b.Cut {
+		t.Fatalf("batch stopped by its count: %v, %d hooks, cut %v", err, b.Size, b.Cut)
 	}
 }
 

@@ -67,6 +67,10 @@ type Batch struct {
 	Size int
 	// Bytes is the sum of the hook body sizes.
 	Bytes int64
+	// Cut is set when the byte limit of the claim ended the batch before
+	// the next pending hook: the batch is full, and what it left behind
+	// was due with it.
+	Cut bool
 }
 
 // TargetStatus is a snapshot of one target's state, derived from disk.

@@ -91,7 +91,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 	f := buffer.Failure{At: end, Status: resp.status, Error: detail}
 	switch out {
 	case outcomeDelivered:
-		st, err := s.store.Ack(id, b.ID, s.pol.nextClaim())
+		st, err := s.store.Ack(id, b.ID, s.pol.nextClaim(b.Cut))
 		if err != nil {
 			s.log.Error("acknowledge batch", "batch_id", b.ID, "target", host,
 				"error", fmt.Errorf("send batch %s: %w", b.ID, err))

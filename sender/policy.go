@@ -32,11 +32,12 @@ func (p policy) batching() bool { return p.size > 0 || p.window > 0 }
 
 // nextClaim says when acknowledging a batch also claims the target's next
 // one: when what remains is due at once whatever the time (a full batch by
-// size, or any hook without batching), matching dueTime. A time window
-// below size is left to the schedule.
-func (p policy) nextClaim() buffer.NextClaim {
+// size, or any hook without batching), matching dueTime, and when the
+// acknowledged batch was cut by the byte limit (what it left behind was
+// due with it). A time window below size is left to the schedule.
+func (p policy) nextClaim(cut bool) buffer.NextClaim {
 	switch {
-	case !p.batching():
+	case !p.batching() || cut:
 		return buffer.NextClaim{MinHooks: 1, MaxHooks: p.claim, MaxBytes: p.maxBytes}
 	case p.size > 0:
 		return buffer.NextClaim{MinHooks: p.size, MaxHooks: p.claim, MaxBytes: p.maxBytes}

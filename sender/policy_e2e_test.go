@@ -140,13 +140,50 @@ func TestBatchMaxBytes(t *testing.T) {
 	}
 	h.start()
 	h.settle()
-	h.advance(DefaultBatchMaxWait) // the remainders below BatchSize
+	sent := func() []string {
+		var got []string
+		for _, r := range rc.got() {
+			got = append(got, r.body)
+		}
+		return got
+	}
+	// The five made a full batch by size: the byte limit splits it, and
+	// every part goes out now, not only the first.
+	want := []string{array(all[0:2]), array(all[2:3]), array(all[3:4]), array(all[4:5])}
+	if got := sent(); !slices.Equal(got, want) {
+		t.Fatalf("batches\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A later hook below size is a remainder again: it waits.
+	h.put(rc.URL, `{"n":6}`, jsonHeader())
+	h.settle()
+	if got := sent(); len(got) != len(want) {
+		t.Fatalf("a lone hook below size went out at once: %d batches", len(got))
+	}
+	h.advance(DefaultBatchMaxWait)
+	want = append(want, array([]string{`{"n":6}`}))
+	if got := sent(); !slices.Equal(got, want) {
+		t.Fatalf("batches\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestBatchMaxBytesWindow: in mixed mode, a batch due by size and split
+// by bytes goes out whole now, not its remainder at the end of the window.
+func TestBatchMaxBytesWindow(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 4, BatchTime: time.Hour, BatchMaxBytes: 14}) // two 7-byte hooks a batch
+	all := bodies(1, 4)
+	for _, b := range all {
+		h.put(rc.URL, b, jsonHeader())
+	}
+	h.start()
+	h.settle()
 	var got []string
 	for _, r := range rc.got() {
 		got = append(got, r.body)
 	}
-	want := []string{array(all[0:2]), array(all[2:3]), array(all[3:4]), array(all[4:5])}
-	if !slices.Equal(got, want) {
+	if want := []string{array(all[0:2]), array(all[2:4])}; !slices.Equal(got, want) {
 		t.Fatalf("batches\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
