@@ -110,6 +110,9 @@ var errCorrupt = errors.New("corrupt record")
 // never hand a receiver the same Idempotency-Key), and 48 bits of a
 // sequence that is unique within the store. Encoded in Crockford base32,
 // like a ULID.
+// idLength is the length of an id made by newID.
+const idLength = 26
+
 func newID(t time.Time, node uint32, seq uint64) string {
 	var b [16]byte
 	ms := uint64(t.UnixMilli())
@@ -152,14 +155,7 @@ func randomNode() (uint32, error) {
 const hookRecordVersion = 1
 
 func encodeHook(h *Hook) []byte {
-	n := 1 + 3*binary.MaxVarintLen64 + len(h.ID) + len(h.Target) + len(h.Method) + len(h.Body) + 2*binary.MaxVarintLen64
-	for k, vs := range h.Header {
-		n += binary.MaxVarintLen64*2 + len(k)
-		for _, v := range vs {
-			n += binary.MaxVarintLen64 + len(v)
-		}
-	}
-	b := make([]byte, 0, n)
+	b := make([]byte, 0, recordBound(h))
 	b = append(b, hookRecordVersion)
 	b = appendString(b, h.ID)
 	b = appendString(b, h.Target)
@@ -176,6 +172,20 @@ func encodeHook(h *Hook) []byte {
 	b = append(b, h.Body...)
 	b = binary.AppendVarint(b, h.Received.UnixNano())
 	return b
+}
+
+// recordBound is at least the length of encodeHook(h): id, target,
+// method, headers and body, with room for every length prefix and for an
+// id not yet assigned.
+func recordBound(h *Hook) int {
+	n := 1 + 3*binary.MaxVarintLen64 + max(len(h.ID), idLength) + len(h.Target) + len(h.Method) + len(h.Body) + 2*binary.MaxVarintLen64
+	for k, vs := range h.Header {
+		n += binary.MaxVarintLen64*2 + len(k)
+		for _, v := range vs {
+			n += binary.MaxVarintLen64 + len(v)
+		}
+	}
+	return n
 }
 
 func appendString(b []byte, s string) []byte {

@@ -40,13 +40,28 @@ type Options struct {
 }
 
 // Group commit bounds: one Badger transaction holds at most this many
-// hooks and this many bytes stored inline (an 8 MiB memtable refuses
-// transactions above ~1.2 MB with ErrTxnTooBig).
+// hooks and this many bytes stored inline: keys and records, headers
+// included (an 8 MiB memtable refuses transactions above ~1.2 MB with
+// ErrTxnTooBig).
 const (
 	groupMaxHooks  = 512
 	groupMaxInline = 768 << 10
 	valueThreshold = 64 << 10
 )
+
+// inlineCost bounds what storing h adds to a transaction: its key and,
+// below the value threshold, its record (above it, a value-log pointer),
+// plus the target's two records when it is new.
+func inlineCost(h *Hook) int64 {
+	const overhead = 16 // entry meta, a value pointer's size bound
+	n := int64(queueKeyLength + overhead)
+	if rec := recordBound(h); rec >= valueThreshold {
+		n += overhead
+	} else {
+		n += int64(rec)
+	}
+	return n + 2*int64(len(h.Target)) + 64
+}
 
 // Store is the durable buffer. All methods are safe for concurrent use.
 type Store struct {
@@ -501,11 +516,7 @@ func (s *Store) takeGroup() []*putRequest {
 		r := s.queue[n]
 		var size int64
 		for _, h := range r.hooks {
-			if h.Size() >= valueThreshold {
-				size += 64 // a value-log pointer
-			} else {
-				size += h.Size()
-			}
+			size += inlineCost(h)
 		}
 		if n > 0 && (inline+size > groupMaxInline || hooks+len(r.hooks) > groupMaxHooks) {
 			break
@@ -545,6 +556,15 @@ func (s *Store) commitGroup(group []*putRequest) {
 		return
 	}
 	touched, err := s.writeGroup(admitted)
+	if errors.Is(err, badger.ErrTxnTooBig) && len(admitted) > 1 {
+		// The bounds above should prevent it; should they not, the
+		// halves go in order, each in a transaction of its own.
+		s.log.Warn("group commit too big for one transaction: split", "requests", len(admitted))
+		half := len(admitted) / 2
+		s.commitGroup(admitted[:half])
+		s.commitGroup(admitted[half:])
+		return
+	}
 	if err != nil {
 		for _, r := range admitted {
 			r.done <- err

@@ -398,6 +398,92 @@ func TestRestartRebuildsEveryTarget(t *testing.T) {
 	}
 }
 
+// heavyHook is a hook whose headers outweigh its body, as an app that
+// sends a bearer token with every hook makes them: 512 of them pass the
+// ~1.2 MB Badger takes in one transaction here.
+func heavyHook() *Hook {
+	return &Hook{Target: "http://a.test/", Method: "POST", Body: bytes.Repeat([]byte("b"), 1500),
+		Header: http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + strings.Repeat("x", 1000)}}}
+}
+
+// TestGroupCommitCountsHeaders: a group is bounded by what its hooks
+// store, headers included, so a burst of heavy hooks commits (in more
+// groups) instead of failing every capture of an oversized group.
+func TestGroupCommitCountsHeaders(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	// The first commit's notification holds the leader, so the next
+	// Puts all queue for one group.
+	paused, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.SetNotify(func(TargetStatus) { once.Do(func() { close(paused); <-release }) })
+	first := make(chan error, 1)
+	go func() { first <- s.Put(context.Background(), heavyHook()) }()
+	<-paused
+	errs := make(chan error, groupMaxHooks)
+	for range groupMaxHooks {
+		go func() { errs <- s.Put(context.Background(), heavyHook()) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.gcMu.Lock()
+		n := len(s.queue)
+		s.gcMu.Unlock()
+		if n == groupMaxHooks {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d Puts queued", n, groupMaxHooks)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	failed, last := 0, error(nil)
+	for range groupMaxHooks {
+		if err := <-errs; err != nil {
+			failed, last = failed+1, err
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d captures failed: %v", failed, groupMaxHooks, last)
+	}
+	if st := statusOf(t, s, "http://a.test/"); st.Pending != groupMaxHooks+1 {
+		t.Errorf("%d hooks pending, want %d", st.Pending, groupMaxHooks+1)
+	}
+}
+
+// TestCommitGroupSplitsWhenTooBig: a group Badger refuses as too big for
+// one transaction is committed in halves, in order, not failed.
+func TestCommitGroupSplitsWhenTooBig(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	var group []*putRequest
+	for range 2 * groupMaxHooks {
+		h := heavyHook()
+		h.Received = time.Now()
+		group = append(group, &putRequest{hooks: []*Hook{h}, size: h.Size(), done: make(chan error, 1)})
+	}
+	s.commitGroup(group) // bypasses takeGroup's bounds
+	for i, r := range group {
+		if err := <-r.done; err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	st := statusOf(t, s, "http://a.test/")
+	b, err := s.Claim(st.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range b.Hooks {
+		if h.ID != group[i].hooks[0].ID {
+			t.Fatalf("hook %d is %s, want %s: the halves were committed out of order", i, h.ID, group[i].hooks[0].ID)
+		}
+	}
+	if len(b.Hooks) != len(group) {
+		t.Errorf("%d hooks stored, want %d", len(b.Hooks), len(group))
+	}
+}
+
 func TestGroupCommitConcurrentPuts(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const writers, each = 32, 40
