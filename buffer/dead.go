@@ -107,6 +107,8 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 // PurgeDeadLetters deletes the dead letters selected by f and returns how
 // many it deleted.
 func (s *Store) PurgeDeadLetters(f DeadLetterFilter) (int, error) {
+	s.lockDead()
+	defer s.deadMu.Unlock()
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
@@ -130,8 +132,12 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) (int, error) {
 // ReplayDeadLetters puts the hooks of the selected dead letters back at
 // the tail of their target's queue, in their original order and with
 // their original ids, deletes the dead letters, and returns how many
-// hooks went back. Each dead letter moves in one transaction.
+// hooks went back. Each dead letter moves in one transaction. Replays
+// and purges run one at a time: a dead letter replayed or purged while
+// this one ran is not replayed again.
 func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (int, error) {
+	s.lockDead()
+	defer s.deadMu.Unlock()
 	dead, err := s.ListDeadLetters(f, true)
 	if err != nil {
 		return 0, err
@@ -145,6 +151,13 @@ func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (int, error) {
 		total += n
 	}
 	return total, nil
+}
+
+// lockDead takes deadMu, counted in deadWaiting while it waits.
+func (s *Store) lockDead() {
+	s.deadWaiting.Add(1)
+	s.deadMu.Lock()
+	s.deadWaiting.Add(-1)
 }
 
 // replayChunk bounds how many hooks of a dead letter go back in one

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -81,6 +82,12 @@ type Store struct {
 	// recMu serialises the read-modify-write of target records (finish
 	// and SetGone), so neither writes back a stale head or gone mark.
 	recMu sync.Mutex
+
+	// deadMu serialises the operations that rewrite or delete dead
+	// letters (replay and purge), so that neither works from a copy the
+	// other has changed; deadWaiting counts the callers waiting for it.
+	deadMu      sync.Mutex
+	deadWaiting atomic.Int32
 
 	mu           sync.Mutex
 	targets      map[TargetID]*target

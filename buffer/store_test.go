@@ -413,9 +413,7 @@ func TestGroupCommitCountsHeaders(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	// The first commit's notification holds the leader, so the next
 	// Puts all queue for one group.
-	paused, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	s.SetNotify(func(TargetStatus) { once.Do(func() { close(paused); <-release }) })
+	paused, release := holdFirstCommit(s)
 	first := make(chan error, 1)
 	go func() { first <- s.Put(context.Background(), heavyHook()) }()
 	<-paused
@@ -423,18 +421,7 @@ func TestGroupCommitCountsHeaders(t *testing.T) {
 	for range groupMaxHooks {
 		go func() { errs <- s.Put(context.Background(), heavyHook()) }()
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		s.gcMu.Lock()
-		n := len(s.queue)
-		s.gcMu.Unlock()
-		if n == groupMaxHooks {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d Puts queued", n, groupMaxHooks)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "every Put queued", func() bool { return s.queued() == groupMaxHooks })
 	close(release)
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -674,6 +661,132 @@ func TestReplayLargeDeadLetterInChunks(t *testing.T) {
 	}
 	if len(q.Hooks) != n {
 		t.Fatalf("%d hooks back, want %d", len(q.Hooks), n)
+	}
+}
+
+// deadLetterOf fills url with n hooks, claims them as one batch and gives
+// it up: one dead letter of n hooks.
+func deadLetterOf(t *testing.T, s *Store, url string, n int) (TargetID, string) {
+	t.Helper()
+	for i := range n {
+		put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}); err != nil {
+		t.Fatal(err)
+	}
+	return id, b.ID
+}
+
+// holdFirstCommit makes the group-commit leader wait, right after the
+// next commit, until release is closed; paused is closed when it does.
+func holdFirstCommit(s *Store) (paused, release chan struct{}) {
+	paused, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.SetNotify(func(TargetStatus) { once.Do(func() { close(paused); <-release }) })
+	return paused, release
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
+
+// queued reports how many requests wait for the group commit.
+func (s *Store) queued() int {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	return len(s.queue)
+}
+
+// TestConcurrentReplaysReplayOnce: a second replay of a dead letter that
+// starts while the first is between chunks waits for it, and then finds
+// nothing to replay, instead of putting the same hooks back twice.
+func TestConcurrentReplaysReplayOnce(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const n = replayChunk + 72
+	id, dl := deadLetterOf(t, s, "http://a.test/", n)
+	paused, release := holdFirstCommit(s)
+	var nA, nB int
+	var errA, errB error
+	doneA, doneB := make(chan struct{}), make(chan struct{})
+	go func() { nA, errA = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneA) }()
+	<-paused // A committed its first chunk
+	go func() { nB, errB = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneB) }()
+	// B either waits its turn or (were replays not serialised) has read
+	// the dead letter and queued its hooks behind A's commit.
+	waitFor(t, "the second replay waits or queues", func() bool { return s.deadWaiting.Load() == 1 || s.queued() == 1 })
+	close(release)
+	<-doneA
+	<-doneB
+	if errA != nil || errB != nil {
+		t.Fatalf("replays: %v, %v", errA, errB)
+	}
+	st, err := s.Target(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != n || nA+nB != n {
+		t.Fatalf("replays returned %d + %d, %d hooks pending; want %d in all", nA, nB, st.Pending, n)
+	}
+}
+
+// TestPurgeDuringReplay: a purge that comes while a replay is between
+// chunks waits for it; the purged dead letter does not come back, and no
+// hook is put back after the purge answered.
+func TestPurgeDuringReplay(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const n = 2*replayChunk + 44
+	id, dl := deadLetterOf(t, s, "http://a.test/", n)
+	paused, release := holdFirstCommit(s)
+	doneReplay := make(chan struct{})
+	go func() { _, _ = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneReplay) }()
+	<-paused // the replay committed its first chunk
+	purged := make(chan int, 1)
+	go func() {
+		n, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{dl}})
+		if err != nil {
+			t.Error(err)
+		}
+		purged <- n
+	}()
+	var np int
+	waitFor(t, "the purge waits or ends", func() bool {
+		select {
+		case np = <-purged:
+			purged <- np
+			return true
+		default:
+			return s.deadWaiting.Load() == 1
+		}
+	})
+	close(release)
+	<-doneReplay
+	np = <-purged
+	left, err := s.ListDeadLetters(DeadLetterFilter{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Target(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("purge returned %d, and dead letter %s is there after it, with %d hooks", np, left[0].ID, left[0].Size)
+	}
+	// Either order is fine, as long as it is one order: the replay
+	// whole and then nothing to purge.
+	if np != 0 || st.Pending != n {
+		t.Errorf("purge returned %d with %d hooks put back; want the replay whole (%d) and nothing purged", np, st.Pending, n)
 	}
 }
 
