@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -197,4 +198,65 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 		done = end
 	}
 	return done, nil
+}
+
+// maxDeadLetterValue bounds one stored dead letter: Badger refuses a
+// value larger than its value-log file (64 MiB), and a batch without a
+// byte limit can hold far more (bodies are stored base64-encoded). A
+// variable so that tests can split small batches.
+var maxDeadLetterValue = 16 << 20
+
+// deadPart is one stored dead letter: its id and its encoding.
+type deadPart struct {
+	id    string
+	value []byte
+}
+
+// deadLetterParts encodes dl, split by its hooks into dead letters of at
+// most maxDeadLetterValue where it is larger (a single hook is never
+// split). The first part keeps dl's id (the batch id); part n (from 2)
+// is "<id>-000n", so the parts list in order, right after the first.
+func deadLetterParts(dl DeadLetter) ([]deadPart, error) {
+	// Cut by an estimate of each hook's encoding (the body in base64,
+	// the rest as it is), then halve any part the estimate got wrong.
+	var chunks [][]Hook
+	start, size := 0, 0
+	for i := range dl.Hooks {
+		n := base64.StdEncoding.EncodedLen(len(dl.Hooks[i].Body)) + recordBound(&dl.Hooks[i]) - len(dl.Hooks[i].Body) + 256
+		if i > start && size+n > maxDeadLetterValue {
+			chunks = append(chunks, dl.Hooks[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	chunks = append(chunks, dl.Hooks[start:])
+
+	var parts []deadPart
+	var add func(hooks []Hook) error
+	add = func(hooks []Hook) error {
+		part := dl
+		part.Hooks = hooks
+		if len(parts) > 0 {
+			part.ID = fmt.Sprintf("%s-%04d", dl.ID, len(parts)+1)
+		}
+		v, err := json.Marshal(part)
+		if err != nil {
+			return err
+		}
+		if len(v) <= maxDeadLetterValue || len(hooks) == 1 {
+			parts = append(parts, deadPart{id: part.ID, value: v})
+			return nil
+		}
+		half := len(hooks) / 2
+		if err := add(hooks[:half]); err != nil {
+			return err
+		}
+		return add(hooks[half:])
+	}
+	for _, c := range chunks {
+		if err := add(c); err != nil {
+			return nil, err
+		}
+	}
+	return parts, nil
 }

@@ -1035,12 +1035,14 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 			LastStatus: dead.failure.Status, FirstAttempt: first, LastAttempt: dead.failure.At,
 			Created: fr.Created, GivenUp: s.now(),
 		}
-		v, err := json.Marshal(dl)
+		parts, err := deadLetterParts(dl)
 		if err != nil {
 			return TargetStatus{}, fmt.Errorf("encode dead letter %s: %w", batchID, err)
 		}
-		if err := txn.Set(deadKey(fr.ID), v); err != nil {
-			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
+		for _, p := range parts {
+			if err := txn.Set(deadKey(p.id), p.value); err != nil {
+				return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
+			}
 		}
 	}
 	rest := fr.Keys

@@ -790,6 +790,66 @@ func TestPurgeDuringReplay(t *testing.T) {
 	}
 }
 
+// TestGiveUpOfLargeBatch: a batch whose dead letter would pass the largest
+// value stored in one piece is still given up, as several dead letters,
+// listed in order and replayed whole. The real bound is Badger's 64 MiB
+// value-log file, which 50 hooks of 1 MiB pass; the test lowers the bound
+// to 64 KiB rather than write that much.
+func TestGiveUpOfLargeBatch(t *testing.T) {
+	orig := maxDeadLetterValue
+	maxDeadLetterValue = 64 << 10
+	t.Cleanup(func() { maxDeadLetterValue = orig })
+	s := openStore(t, t.TempDir(), Options{GCInterval: -1})
+	const url, n = "http://a.test/", 50
+	for i := range n {
+		put(t, s, url, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 4<<10)))
+	}
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400, Error: "HTTP 400"}); err != nil {
+		t.Fatalf("give up %d hooks: %.200v", len(b.Hooks), err)
+	}
+	dead, err := s.ListDeadLetters(DeadLetterFilter{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 x ~5.5 KiB encoded: four parts of at most 64 KiB, or five.
+	if len(dead) < 4 || dead[0].ID != b.ID {
+		t.Fatalf("%d dead letters, first %q; want 4 or more, the first with the batch id %s", len(dead), dead[0].ID, b.ID)
+	}
+	total := 0
+	for i, d := range dead {
+		if i > 0 && d.ID != fmt.Sprintf("%s-%04d", b.ID, i+1) {
+			t.Errorf("part %d has id %s", i+1, d.ID)
+		}
+		if d.Reason != "status" || d.Attempts != 1 || d.Target != url {
+			t.Errorf("part %s: reason %q, %d attempts, target %s", d.ID, d.Reason, d.Attempts, d.Target)
+		}
+		total += d.Size
+	}
+	if total != n {
+		t.Fatalf("parts hold %d hooks, want %d", total, n)
+	}
+	if got, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || got != n {
+		t.Fatalf("replay = %d, %v; want %d", got, err, n)
+	}
+	q, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range q.Hooks {
+		if want := fmt.Sprintf(`{"n":%d,`, i); !strings.HasPrefix(string(h.Body), want) {
+			t.Fatalf("hook %d after replay starts %.12s, want %s", i, h.Body, want)
+		}
+	}
+	if len(q.Hooks) != n {
+		t.Fatalf("%d hooks back, want %d", len(q.Hooks), n)
+	}
+}
+
 func TestOpenDeletesKeysBelowHead(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(Options{Dir: dir})
