@@ -635,17 +635,7 @@ func TestReplayLargeDeadLetterInChunks(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const url = "http://a.test/"
 	const n = 3*replayChunk + 5
-	for i := range n {
-		put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
-	}
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}); err != nil {
-		t.Fatal(err)
-	}
+	id, _ := deadLetterOf(t, s, url, n)
 	got, err := s.ReplayDeadLetters(DeadLetterFilter{})
 	if err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)

@@ -533,44 +533,32 @@ func TestBodyLimitAnswersBeforeBody(t *testing.T) {
 	}
 }
 
-func TestNonProxyRequest(t *testing.T) {
-	store := &fakeStore{}
-	tp := startProxy(t, Options{Store: store})
-	c := dialRaw(t, tp.Addr)
-	resp, body := c.send(t, http.MethodPost,
-		"POST /t0 HTTP/1.1\r\nHost: "+tp.Addr+"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-	assertJSONError(t, resp, body, http.StatusBadRequest)
-	if !strings.Contains(string(body), "proxy") {
-		t.Errorf("body %s does not say this is a proxy", body)
+// TestRefusedRequests: a request that is not a proxy request, and a hook
+// whose absolute URL has no host (it could never be delivered), get a 400
+// that says why, nothing is stored, and the connection stays good.
+func TestRefusedRequests(t *testing.T) {
+	for _, tt := range []struct{ name, requestLine, says string }{
+		{"not a proxy request", "POST /t0 HTTP/1.1", "proxy"},
+		{"hook without a host", "POST http:///t0 HTTP/1.1", "no host"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &fakeStore{}
+			tp := startProxy(t, Options{Store: store})
+			c := dialRaw(t, tp.Addr)
+			resp, body := c.send(t, http.MethodPost,
+				tt.requestLine+"\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+			assertJSONError(t, resp, body, http.StatusBadRequest)
+			if !strings.Contains(string(body), tt.says) {
+				t.Errorf("body %s does not say %q", body, tt.says)
+			}
+			if store.putCount() != 0 {
+				t.Errorf("Put called for a refused request")
+			}
+			resp, body = c.send(t, http.MethodPost,
+				"POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+			assertAccepted(t, resp, body)
+		})
 	}
-	if store.putCount() != 0 {
-		t.Errorf("Put called for a non-proxy request")
-	}
-	// The connection is still good for proxy requests.
-	resp, body = c.send(t, http.MethodPost,
-		"POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-	assertAccepted(t, resp, body)
-}
-
-// TestHookWithoutHostRefused: a hook whose absolute URL has no host could
-// never be delivered; the app hears so now (400), not a 202, and the
-// connection stays good.
-func TestHookWithoutHostRefused(t *testing.T) {
-	store := &fakeStore{}
-	tp := startProxy(t, Options{Store: store})
-	c := dialRaw(t, tp.Addr)
-	resp, body := c.send(t, http.MethodPost,
-		"POST http:///t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-	assertJSONError(t, resp, body, http.StatusBadRequest)
-	if !strings.Contains(string(body), "no host") {
-		t.Errorf("body %s does not say the URL has no host", body)
-	}
-	if store.putCount() != 0 {
-		t.Errorf("Put called for a hook without a host")
-	}
-	resp, body = c.send(t, http.MethodPost,
-		"POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-	assertAccepted(t, resp, body)
 }
 
 func TestRequireValidJSON(t *testing.T) {
