@@ -53,6 +53,17 @@ func usageErr(format string, a ...any) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
 }
 
+// checkPaging refuses a --limit below 1 or an --offset below 0.
+func checkPaging(limit, offset int) error {
+	switch {
+	case limit < 1:
+		return usageErr("--limit %d: want 1 or more", limit)
+	case offset < 0:
+		return usageErr("--offset %d: want 0 or more", offset)
+	}
+	return nil
+}
+
 const cliUsage = `usage: hookproxy <command> [flags]
 
 operator commands (they talk to a running hookproxy's admin API):
@@ -206,6 +217,9 @@ func (c *cliRunner) apiErr(err error) error {
 		return fmt.Errorf("%w (set HOOKPROXY_ADMIN_TOKEN or --token)", err)
 	case errors.As(err, &ae) && ae.Status == 404:
 		return &exitError{code: exitNotFound, err: err}
+	case errors.As(err, &ae) && ae.Status == 400:
+		// The API refused a value given on the command line.
+		return &exitError{code: exitUsage, err: err}
 	case errors.As(err, &ae):
 		return err
 	default:
@@ -255,6 +269,9 @@ func (c *cliRunner) health(ctx context.Context, args []string) error {
 		if err := cl.Alive(ctx); err != nil {
 			return c.apiErr(err)
 		}
+		if c.json {
+			return c.printJSON(map[string]bool{"alive": true})
+		}
 		fmt.Fprintln(c.stdout, "alive")
 		return nil
 	}
@@ -290,6 +307,9 @@ func (c *cliRunner) status(ctx context.Context, args []string) error {
 	}
 	if len(rest) > 0 {
 		return usageErr("status takes no arguments")
+	}
+	if err := checkPaging(q.Limit, 0); err != nil {
+		return err
 	}
 	cl, ctx, done, err := c.client(ctx)
 	if err != nil {
@@ -389,6 +409,9 @@ func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 	}
 	if len(rest) > 0 {
 		return usageErr("dead list takes no arguments (show takes an id)")
+	}
+	if err := checkPaging(q.Limit, q.Offset); err != nil {
+		return err
 	}
 	cl, ctx, done, err := c.client(ctx)
 	if err != nil {

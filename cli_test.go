@@ -282,6 +282,10 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"dead", "replay", "--all", "X"}, exitUsage, "not several"},
 		{[]string{"dead", "purge", "--limit", "3"}, exitUsage, "flag provided but not defined"},
 		{[]string{"status", "extra"}, exitUsage, "no arguments"},
+		{[]string{"status", "--limit", "0"}, exitUsage, "--limit 0: want 1 or more"},
+		{[]string{"dead", "list", "--limit", "-5"}, exitUsage, "--limit -5: want 1 or more"},
+		{[]string{"dead", "list", "--offset", "-3"}, exitUsage, "--offset -3: want 0 or more"},
+		{[]string{"dead-list"}, exitUsage, `unknown command "dead-list"`},
 		{[]string{"status", "--admin-url", "ftp://x"}, exitUsage, "want http://host:port"},
 		{[]string{"status", "--admin-url", "http://127.0.0.1:1", "--timeout", "5s"}, exitFailure, "is hookproxy running?"},
 	} {
@@ -310,6 +314,14 @@ func TestHealthCommand(t *testing.T) {
 	adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
 	if out, _, err := cliRun(t, adminURL, "health"); err != nil || strings.TrimSpace(out) != "alive" {
 		t.Fatalf("health = %q, %v; want alive", out, err)
+	}
+	if out, _, err := cliRun(t, adminURL, "health", "--json"); err != nil || !decode[map[string]bool](t, out)["alive"] {
+		t.Fatalf("health --json = %q, %v; want {\"alive\": true}", out, err)
+	}
+	// A value the API refuses is wrong usage too.
+	if _, _, err := cliRun(t, adminURL, "status", "--sort", "bogus", "--token", token); exitCode(err) != exitUsage ||
+		!strings.Contains(err.Error(), "sort") {
+		t.Fatalf("status --sort bogus: %v (exit %d), want exit 2 naming sort", err, exitCode(err))
 	}
 	if _, _, err := cliRun(t, adminURL, "health", "--ready"); exitCode(err) != exitFailure {
 		t.Fatalf("health --ready without the token: %v (exit %d), want exit 1", err, exitCode(err))

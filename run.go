@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 			return nil
 		default:
 			fmt.Fprint(stderr, usage)
-			return fmt.Errorf("unknown command %q", args[0])
+			return usageErr("unknown command %q", args[0])
 		}
 	}
 	if len(args) > 0 {
