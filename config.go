@@ -188,6 +188,10 @@ func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
 		bad("ADMIN_LISTEN", c.AdminListen, "must be an address such as 127.0.0.1:9090")
 	}
+	if c.AdminToken != "" && strings.TrimSpace(c.AdminToken) == "" {
+		// The value is a secret, but white space reveals nothing.
+		bad("ADMIN_TOKEN", fmt.Sprintf("%q", c.AdminToken), "is only white space (surrounding white space is ignored)")
+	}
 	if c.StallAfter < 0 {
 		bad("STALL_AFTER", c.StallAfter, "must be 0 (no stall check) or positive")
 	}

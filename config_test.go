@@ -74,6 +74,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/", "HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/: pattern"},
 		{"HOOKPROXY_CAPTURE_HOSTS=a.example.com,", `HOOKPROXY_CAPTURE_HOSTS=a.example.com,: pattern "" is empty`},
 		{"HOOKPROXY_MITM_HOSTS=*.*.example.com", "HOOKPROXY_MITM_HOSTS=*.*.example.com: pattern"},
+		{"HOOKPROXY_ADMIN_TOKEN= \t", `HOOKPROXY_ADMIN_TOKEN=" \t": is only white space`},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig([]string{tt.env})

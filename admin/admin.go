@@ -147,12 +147,17 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("new admin server: StallAfter %v, MaxPendingBytes %d, QuotaHighWater %v: out of range",
 			opts.StallAfter, opts.MaxPendingBytes, opts.QuotaHighWater)
 	}
+	if opts.Token != "" && strings.TrimSpace(opts.Token) == "" {
+		return nil, errors.New("new admin server: Token is only white space")
+	}
 	s := &Server{
-		store:      opts.Store,
-		progress:   opts.Progress,
-		metrics:    opts.Metrics,
-		auth:       opts.Token != "",
-		tokenSum:   sha256.Sum256([]byte(opts.Token)),
+		store:    opts.Store,
+		progress: opts.Progress,
+		metrics:  opts.Metrics,
+		auth:     opts.Token != "",
+		// Trimmed as the presented token is: a token from a file (a
+		// Kubernetes secret, say) often ends with a newline.
+		tokenSum:   sha256.Sum256([]byte(strings.TrimSpace(opts.Token))),
 		storeCheck: opts.StoreCheck,
 		diskUsage:  opts.DiskUsage,
 		caCert:     opts.CACert,

@@ -515,8 +515,24 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, DeadLetterList{DeadLetters: page(all, limit, offset), Total: len(all), Offset: offset, Limit: limit})
 }
 
-// redacted are the headers whose values the API never shows.
-var redacted = []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key"}
+// credentialWords mark the headers whose values the API never shows: a
+// header whose lower-case name contains one of them.
+var credentialWords = []string{"auth", "token", "key", "secret", "passw", "cookie", "session", "signature", "credential"}
+
+// credentialHeader reports whether the header named k carries a
+// credential (Idempotency-Key, a delivery id, is not one).
+func credentialHeader(k string) bool {
+	k = strings.ToLower(k)
+	if k == "idempotency-key" {
+		return false
+	}
+	for _, w := range credentialWords {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *Server) getDeadLetter(w http.ResponseWriter, r *http.Request) {
 	d, err := s.store.GetDeadLetter(r.PathValue("id"))
@@ -530,8 +546,8 @@ func (s *Server) getDeadLetter(w http.ResponseWriter, r *http.Request) {
 		o := Hook{ID: h.ID, Method: h.Method, Received: h.Received, BodyBytes: h.Size()}
 		if len(h.Header) > 0 {
 			o.Header = h.Header.Clone()
-			for _, k := range redacted {
-				if _, ok := o.Header[k]; ok {
+			for k := range o.Header {
+				if credentialHeader(k) {
 					o.Header[k] = []string{"[redacted]"}
 				}
 			}

@@ -69,6 +69,38 @@ func TestTokenGuardsEveryRouteButHealthz(t *testing.T) {
 	}
 }
 
+// TestTokenFromAFile: a token that ends with a newline, as one read from a
+// file does, is the token without it; a token of white space only is
+// refused.
+func TestTokenFromAFile(t *testing.T) {
+	st := openStore(t, newClock())
+	_, url := serve(t, Options{Store: st, Token: "s3cret\n"})
+	if code := admintest.Call(t, "GET", url+"/api/status", "s3cret", nil, nil); code != http.StatusOK {
+		t.Errorf("token s3cret for HOOKPROXY_ADMIN_TOKEN \"s3cret\\n\": %d, want 200", code)
+	}
+	if code := admintest.Call(t, "GET", url+"/api/status", "s3cre", nil, nil); code != http.StatusUnauthorized {
+		t.Errorf("a wrong token: %d, want 401", code)
+	}
+	if _, err := New(Options{Store: st, Token: " \n"}); err == nil {
+		t.Error("New took a token of white space only")
+	}
+}
+
+// TestCredentialHeaders: which header values the dead-letter API hides.
+func TestCredentialHeaders(t *testing.T) {
+	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Auth-Token",
+		"X-Access-Token", "X-Client-Secret", "X-Session-Id", "X-Hub-Signature-256", "X-Password", "X-Credentials"} {
+		if !credentialHeader(k) {
+			t.Errorf("%s is shown", k)
+		}
+	}
+	for _, k := range []string{"Content-Type", "User-Agent", "Idempotency-Key", "Accept", "X-Request-Id"} {
+		if credentialHeader(k) {
+			t.Errorf("%s is hidden", k)
+		}
+	}
+}
+
 // TestDeadLetterAPI: list with filters, show with bodies, replay by
 // target (the hooks go back in their original order, behind what is
 // pending), purge by id.

@@ -143,8 +143,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler serves the metrics in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {
+	// No HandlerOpts.Registry: it would add promhttp's own error counter,
+	// which is not a hookproxy_* metric.
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		Registry: m.reg,
 		// A gauge the store cannot answer for is left out; the rest of
 		// the scrape still counts.
 		ErrorHandling: promhttp.ContinueOnError,

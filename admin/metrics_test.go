@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"regexp"
@@ -127,6 +128,25 @@ func TestStatusClass(t *testing.T) {
 
 // TestMetricsOnOneServer: a Metrics feeds one server; a second one is
 // refused instead of panicking on duplicate registration.
+// failingDeadLetters is a store whose dead letters cannot be read.
+type failingDeadLetters struct{ *buffer.Store }
+
+func (failingDeadLetters) ListDeadLetters(buffer.DeadLetterFilter, bool) ([]buffer.DeadLetter, error) {
+	return nil, errors.New("disk on fire")
+}
+
+// TestMetricNamesAfterAStoreError: a scrape during which the store fails
+// leaves out what it cannot answer, and adds no metric of its own.
+func TestMetricNamesAfterAStoreError(t *testing.T) {
+	_, url := serve(t, Options{Store: failingDeadLetters{openStore(t, newClock())}, Metrics: NewMetrics("x")})
+	admintest.Scrape(t, url, "")
+	for name := range admintest.Scrape(t, url, "") {
+		if !strings.HasPrefix(name, "hookproxy_") && !strings.HasPrefix(name, "go_") && !strings.HasPrefix(name, "process_") {
+			t.Errorf("metric family %s is not hookproxy_*, go_* or process_*", name)
+		}
+	}
+}
+
 func TestMetricsOnOneServer(t *testing.T) {
 	st := openStore(t, newClock())
 	m := NewMetrics("x")
