@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -155,6 +159,66 @@ func TestSIGTERMSendsPendingBatches(t *testing.T) {
 	}
 	if got := allPKs(t, b.requests()); !slices.Equal(got, seq(0, 2)) {
 		t.Errorf("target b got %v before exit, want 0..1", got)
+	}
+}
+
+// TestShutdownLetsAttemptsFinish: a batch whose attempt is in progress at
+// SIGTERM, to a receiver that answers within the send timeout, reaches
+// it once: the attempt finishes (within the drain deadline) instead of
+// being cut and sent again by the drain.
+func TestShutdownLetsAttemptsFinish(t *testing.T) {
+	arrived, release, cut := make(chan struct{}, 1), make(chan struct{}), make(chan struct{}, 1)
+	rc := newReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{"DRAIN_TIMEOUT": "1m", "SEND_TIMEOUT": "1m"})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read first: the server notices a client gone only once the
+		// body is read.
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			select {
+			case cut <- struct{}{}:
+			default:
+			}
+			return
+		}
+		rc.srv.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	letGo := sync.OnceFunc(func() { close(release) })
+	defer letGo() // before slow.Close, which waits for the handlers
+	checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(slow.URL+"/slow", 0, 1)))
+	select {
+	case <-arrived:
+	case <-time.After(waitLimit):
+		t.Fatal("the batch did not reach the receiver")
+	}
+	hp.cancel() // SIGTERM, while the receiver holds the attempt
+	// Either the shutdown cuts the attempt, or it says it lets it finish.
+	deadline := time.After(waitLimit)
+	for {
+		changed := hp.logs.wait()
+		if strings.Contains(hp.logs.String(), "no new delivery attempts; those in progress may finish") {
+			break
+		}
+		select {
+		case <-cut:
+			t.Fatal("the attempt in progress was cut at shutdown")
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no word of the attempt in progress\n%s", hp.logs.String())
+		}
+	}
+	letGo()
+	hp.stop(t)
+	if got := rc.requests(); len(got) != 1 {
+		t.Fatalf("receiver got the batch %d times, want once", len(got))
 	}
 }
 

@@ -125,7 +125,7 @@ func (st *stack) start() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = st.snd.Run(ctx)
+		_ = st.snd.Run(ctx, ctx)
 	}()
 	st.mu.Lock()
 	st.stopRun = func() { cancel(); <-done }

@@ -233,11 +233,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("hookproxy started", "version", versionString(), "proxy_addr", ln.Addr().String(),
 		"data_dir", cfg.DataDir, "pending_hooks", st.PendingHooks, "pending_targets", st.PendingTargets)
 
-	sendCtx, stopSending := context.WithCancel(context.Background())
-	defer stopSending()
+	// Scheduling stops at shutdown; the attempts in progress then may
+	// finish within the drain deadline (a receiver answering a batch is
+	// not sent it again by the drain).
+	schedCtx, stopScheduling := context.WithCancel(context.Background())
+	defer stopScheduling()
+	attemptsCtx, cutAttempts := context.WithCancel(context.Background())
+	defer cutAttempts()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := snd.Run(sendCtx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := snd.Run(schedCtx, attemptsCtx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("sender stopped", "error", err)
 		}
 	})
@@ -260,15 +265,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("proxy shutdown", "error", err)
 	}
 	cancel()
-	stopSending()
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout))
+	defer cancelDrain()
+	stopScheduling()
+	stopCut := context.AfterFunc(drainCtx, cutAttempts) // at once without a drain
+	log.Info("no new delivery attempts; those in progress may finish until the drain deadline")
 	wg.Wait()
+	stopCut()
 
 	if cfg.DrainTimeout > 0 {
-		drainCtx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout))
 		if err := snd.Drain(drainCtx); err != nil {
 			log.Warn("drain incomplete", "error", err)
 		}
-		cancel()
 	}
 	st = store.Stats()
 	log.Info("hookproxy stopped", "pending_hooks", st.PendingHooks, "pending_targets", st.PendingTargets)

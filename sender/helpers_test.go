@@ -230,7 +230,7 @@ func newHarness(tb testing.TB, clk *fakeClock, st *buffer.Store, opts Options) *
 func (h *harness) start() *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
-	go func() { h.done <- h.snd.Run(ctx) }()
+	go func() { h.done <- h.snd.Run(ctx, ctx) }()
 	h.tb.Cleanup(func() { h.stop() })
 	return h
 }

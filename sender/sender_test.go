@@ -723,7 +723,7 @@ func TestRunAndDrainExclusive(t *testing.T) {
 	st := openStore(t, t.TempDir(), clk)
 	h := newHarness(t, clk, st, Options{}).start()
 	h.settle()
-	if err := h.snd.Run(context.Background()); !errors.Is(err, ErrBusy) {
+	if err := h.snd.Run(context.Background(), context.Background()); !errors.Is(err, ErrBusy) {
 		t.Errorf("second Run = %v, want ErrBusy", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
