@@ -169,6 +169,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxBodyBytes:     int64(cfg.MaxBodyBytes),
 		RequireValidJSON: cfg.batching(),
 		OnStoreError:     cfg.OnStoreError,
+		// A forwarded hook goes to its subscriber URL as a delivery
+		// would: through the egress guard.
+		ForwardTransport: sender.NewTransport(cfg.SendConcurrency, hs.upstreamTLS, cfg.egressGuard()),
 		IdleTimeout:      time.Duration(cfg.IdleTimeout),
 		Logger:           log.With("component", "proxy"),
 		OnCapture:        metrics.CaptureObserved,

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -211,6 +212,10 @@ func (p *Proxy) captures(r *http.Request) bool {
 	return methodOK && isJSON(r.Header.Get("Content-Type")) && p.hosts.match(r.URL.Hostname())
 }
 
+// MaxTargetURL is the longest hook URL captured, in bytes; a longer one
+// gets 414 URI Too Long. A target URL is part of the store's keys.
+const MaxTargetURL = 8 << 10
+
 // errBodyTooLarge is readBody's answer to a body over the limit.
 var errBodyTooLarge = errors.New("body too large")
 
@@ -257,6 +262,11 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 		p.log.Warn("hook refused: no host in the request URL", "url", r.URL.String(), "status", http.StatusBadRequest)
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, "the request URL has no host: "+r.URL.String())
 	}
+	if n := len(r.URL.String()); n > MaxTargetURL {
+		p.log.Warn("hook refused: URL too long", "target", host, "status", http.StatusRequestURITooLong, "bytes", n)
+		return nil, jsonErrorResponse(r, http.StatusRequestURITooLong,
+			fmt.Sprintf("the hook's URL is %d bytes, over the %d-byte limit", n, MaxTargetURL))
+	}
 	if p.requireJSON && !json.Valid(body) {
 		p.log.Warn("hook refused: body is not valid JSON", "target", host, "status", http.StatusBadRequest)
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, "request body is not valid JSON")
@@ -299,7 +309,7 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	// Lets the transport retry on a stale pooled connection.
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return r, nil
+	return r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)), nil
 }
 
 // acceptedResponse is the answer to a captured hook.

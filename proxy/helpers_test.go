@@ -336,6 +336,11 @@ func (t *recordingTransport) count() int {
 	return len(t.reqs)
 }
 
+// roundTripFunc is a RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // rawConn is a client connection to the proxy driven byte by byte, the
 // way python requests drives it.
 type rawConn struct {

@@ -119,6 +119,10 @@ type Options struct {
 	// is an *http.Transport that has one, and with a plain net.Dialer
 	// otherwise.
 	Transport http.RoundTripper
+	// ForwardTransport sends the hooks forwarded because the store failed
+	// (OnStoreErrorForward). They go to subscriber URLs, so it should
+	// check destinations as deliveries do. Nil means Transport.
+	ForwardTransport http.RoundTripper
 	// IdleTimeout is how long a client connection may stay idle: between
 	// requests on a kept-alive connection, and in either direction of a
 	// CONNECT tunnel. Zero means DefaultIdleTimeout (2 minutes).
@@ -283,7 +287,7 @@ func New(opts Options) (*Proxy, error) {
 	} else if dialTr == nil {
 		dialTr = &http.Transport{Proxy: nil, DialContext: newDialer().DialContext}
 	}
-	p.upstream = &upstream{rt: rt, log: log}
+	p.upstream = &upstream{rt: rt, forward: opts.ForwardTransport, log: log}
 
 	// NewProxyHttpServer derives Tr (http.ProxyFromEnvironment) and
 	// ConnectDial (HTTPS_PROXY) from the environment; in a sidecar whose
@@ -544,9 +548,13 @@ func (p *Proxy) serveNonProxy(w http.ResponseWriter, r *http.Request) {
 // upstream sends requests to receivers for goproxy and answers failures
 // with a 502 Bad Gateway.
 type upstream struct {
-	rt  http.RoundTripper
-	log *slog.Logger
+	rt      http.RoundTripper
+	forward http.RoundTripper // hooks forwarded by capture; nil: rt
+	log     *slog.Logger
 }
+
+// forwardedKey marks the context of a hook that capture forwards.
+type forwardedKey struct{}
 
 // RoundTrip implements goproxy.RoundTripper.
 func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
@@ -555,7 +563,11 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header.Set("User-Agent", "")
 	}
-	resp, err := u.rt.RoundTrip(req)
+	rt := u.rt
+	if u.forward != nil && req.Context().Value(forwardedKey{}) != nil {
+		rt = u.forward
+	}
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		err = withoutURL(err)
 		if req.Context().Err() == nil {

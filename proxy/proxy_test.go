@@ -215,7 +215,7 @@ func TestCaptureContentTypes(t *testing.T) {
 		{"Application/JSON;charset=UTF-8", true},
 		{"application/vnd.api+json", true},
 		{"application/problem+json; charset=utf-8", true},
-		{"application/json; charset", true}, // malformed parameter, media type still JSON
+		{"application/json; charset", true},                      // malformed parameter, media type still JSON
 		{"application/json; charset=utf-8; charset=UTF-8", true}, // a repeated parameter too
 		{"application/json ; charset=utf-8", true},
 		{"text/plain", false},
@@ -636,6 +636,42 @@ func TestStoreErrorForward(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStoreErrorForwardTransport: a hook forwarded because the store
+// failed goes through ForwardTransport (the egress guard, in hookproxy),
+// and pass-through keeps Transport.
+func TestStoreErrorForwardTransport(t *testing.T) {
+	rc := newReceiver(t, nil, false)
+	refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return nil, errors.New("dial: refused by the egress guard")
+	})
+	tp := startProxy(t, Options{Store: &fakeStore{err: errors.New("disk on fire")}, ForwardTransport: refuse})
+	client := tp.client(t)
+	resp, body := postJSON(t, client, rc.URL+"/hooks", "application/json", hookBody)
+	assertJSONError(t, resp, body, http.StatusBadGateway)
+	if !strings.Contains(string(body), "egress guard") {
+		t.Errorf("body %s does not say why", body)
+	}
+	rc.assertUntouched(t)
+	resp, _ = do(t, client, mustRequest(t, http.MethodGet, rc.URL+"/page", nil))
+	if resp.StatusCode != http.StatusTeapot || len(rc.requests()) != 1 {
+		t.Errorf("pass-through GET: %d, receiver got %d requests; want its answer, through Transport", resp.StatusCode, len(rc.requests()))
+	}
+}
+
+// TestHookURLTooLong: a hook URL over MaxTargetURL gets 414, not a store
+// error (a target URL is part of the store's keys).
+func TestHookURLTooLong(t *testing.T) {
+	store := openStore(t)
+	rc := newReceiver(t, nil, false)
+	tp := startProxy(t, Options{Store: store})
+	long := rc.URL + "/hooks?pad=" + strings.Repeat("a", MaxTargetURL)
+	resp, body := postJSON(t, tp.client(t), long, "application/json", hookBody)
+	assertJSONError(t, resp, body, http.StatusRequestURITooLong)
+	rc.assertUntouched(t)
+	resp, body = postJSON(t, tp.client(t), rc.URL+"/hooks?pad="+strings.Repeat("a", 1000), "application/json", hookBody)
+	assertAccepted(t, resp, body)
 }
 
 func TestStoreErrorReject(t *testing.T) {

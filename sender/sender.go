@@ -427,7 +427,7 @@ func New(opts Options) (*Sender, error) {
 	if s.client == nil {
 		tr := opts.Transport
 		if tr == nil {
-			tr = newTransport(s.workers, opts.TLSConfig, opts.Guard)
+			tr = NewTransport(s.workers, opts.TLSConfig, opts.Guard)
 			s.ownClient = true
 		}
 		s.client = &http.Client{Transport: tr, CheckRedirect: redirectPolicy(opts.FollowRedirects)}
@@ -450,10 +450,12 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
-// newTransport builds the sender's own transport, whose every
+// NewTransport builds a transport like the sender's own: every
 // connection, redirect hops included, is checked by guard at dial time,
-// and which verifies receivers with tlsConfig (nil: Go's defaults).
-func newTransport(workers int, tlsConfig *tls.Config, guard *egress.Guard) *http.Transport {
+// receivers are verified with tlsConfig (nil: Go's defaults), and up to
+// workers connections per host are kept alive. Whatever else sends to
+// subscriber URLs should use one.
+func NewTransport(workers int, tlsConfig *tls.Config, guard *egress.Guard) *http.Transport {
 	if tlsConfig != nil {
 		tlsConfig = tlsConfig.Clone()
 	}
