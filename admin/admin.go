@@ -51,6 +51,9 @@ type Store interface {
 	Stats() buffer.Stats
 	// ListDeadLetters returns the selected dead letters, oldest first.
 	ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) ([]buffer.DeadLetter, error)
+	// EachDeadLetter calls fn with each selected dead letter, oldest
+	// first, one at a time, its hooks without their bodies.
+	EachDeadLetter(f buffer.DeadLetterFilter, fn func(*buffer.DeadLetter) error) error
 	// GetDeadLetter returns one dead letter with its hooks, or an error
 	// wrapping buffer.ErrNotFound.
 	GetDeadLetter(id string) (buffer.DeadLetter, error)

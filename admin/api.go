@@ -500,19 +500,23 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// The hooks are read for their ids; the listing drops the bodies.
-	ds, err := s.store.ListDeadLetters(buffer.DeadLetterFilter{Target: q.Get("target"), Reason: q.Get("reason")}, true)
+	// One dead letter at a time: only the page is kept.
+	list := DeadLetterList{DeadLetters: []DeadLetter{}, Offset: offset, Limit: limit}
+	err = s.store.EachDeadLetter(buffer.DeadLetterFilter{Target: q.Get("target"), Reason: q.Get("reason")}, func(d *buffer.DeadLetter) error {
+		if tid != 0 && uint64(d.TargetID) != tid {
+			return nil
+		}
+		if list.Total >= offset && len(list.DeadLetters) < limit {
+			list.DeadLetters = append(list.DeadLetters, deadLetter(d))
+		}
+		list.Total++
+		return nil
+	})
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	all := make([]DeadLetter, 0, len(ds))
-	for i := range ds {
-		if tid == 0 || uint64(ds[i].TargetID) == tid {
-			all = append(all, deadLetter(&ds[i]))
-		}
-	}
-	writeJSON(w, http.StatusOK, DeadLetterList{DeadLetters: page(all, limit, offset), Total: len(all), Offset: offset, Limit: limit})
+	writeJSON(w, http.StatusOK, list)
 }
 
 // credentialWords mark the headers whose values the API never shows: a

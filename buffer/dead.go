@@ -53,6 +53,25 @@ func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLette
 	return out, nil
 }
 
+// EachDeadLetter calls fn with each dead letter selected by f, oldest
+// first, one at a time, with its hooks but not their bodies (Size and
+// Bytes still count them): a listing of any number of dead letters holds
+// only what fn keeps. An error from fn stops it and is returned.
+func (s *Store) EachDeadLetter(f DeadLetterFilter, fn func(*DeadLetter) error) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	return s.db.View(func(txn *badger.Txn) error {
+		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
+			for i := range d.Hooks {
+				d.Hooks[i].Body = nil
+			}
+			return fn(d)
+		})
+	})
+}
+
 // GetDeadLetter returns one dead letter with its hooks.
 func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
 	ds, err := s.ListDeadLetters(DeadLetterFilter{IDs: []string{id}}, true)
@@ -95,7 +114,8 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 		}
 		return nil
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, PrefetchValues: true, PrefetchSize: 16})
+	// Values read one at a time: a dead letter may hold 16 MiB.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		if err := visit(it.Item()); err != nil {
@@ -139,15 +159,20 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) (int, error) {
 func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (int, error) {
 	s.lockDead()
 	defer s.deadMu.Unlock()
-	dead, err := s.ListDeadLetters(f, true)
+	dead, err := s.ListDeadLetters(f, false)
 	if err != nil {
 		return 0, err
 	}
 	total := 0
 	for i := range dead {
-		n, err := s.replay(&dead[i])
+		// One dead letter's hooks in memory at a time.
+		d, err := s.GetDeadLetter(dead[i].ID)
 		if err != nil {
 			return total, fmt.Errorf("replay dead letter %s: %w", dead[i].ID, err)
+		}
+		n, err := s.replay(&d)
+		if err != nil {
+			return total, fmt.Errorf("replay dead letter %s: %w", d.ID, err)
 		}
 		total += n
 	}
