@@ -25,7 +25,7 @@ const (
 	exitOK       = 0
 	exitFailure  = 1 // the command failed: admin API unreachable, refused or in error
 	exitUsage    = 2 // wrong command, flag or argument
-	exitNotFound = 3 // a dead letter or target named was not found (the others were processed)
+	exitNotFound = 3 // a dead letter named by its id was not found (the others were processed)
 )
 
 // exitError carries an exit code other than exitFailure.
