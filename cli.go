@@ -201,7 +201,9 @@ func (c *cliRunner) parse(args []string) ([]string, error) {
 
 // client returns the admin API client and the context of the command.
 func (c *cliRunner) client(ctx context.Context) (*admin.Client, context.Context, context.CancelFunc, error) {
-	cl, err := admin.NewClient(c.adminURL, c.token, nil)
+	// Trimmed as the server trims it: a token from a file ends with a
+	// newline, which no header can carry.
+	cl, err := admin.NewClient(c.adminURL, strings.TrimSpace(c.token), nil)
 	if err != nil {
 		return nil, nil, nil, usageErr("%v (set HOOKPROXY_ADMIN_URL or --admin-url)", err)
 	}

@@ -329,6 +329,10 @@ func TestHealthCommand(t *testing.T) {
 	if out, _, err := cliRun(t, adminURL, "health", "--ready", "--token", token); err != nil || strings.TrimSpace(out) != "ready" {
 		t.Fatalf("health --ready = %q, %v; want ready", out, err)
 	}
+	// A token read from a file ends with a newline.
+	if out, _, err := cliRun(t, adminURL, "health", "--ready", "--token", token+"\n"); err != nil || strings.TrimSpace(out) != "ready" {
+		t.Fatalf("health --ready with the token and a newline = %q, %v; want ready", out, err)
+	}
 	hp.stop(t)
 	if _, _, err := cliRun(t, adminURL, "health", "--timeout", "5s"); exitCode(err) != exitFailure {
 		t.Fatalf("health of a stopped hookproxy: %v (exit %d), want exit 1", err, exitCode(err))

@@ -46,6 +46,7 @@ commands:
   status        targets and totals of a running hookproxy
   dead          list, show, replay or purge dead letters
   retry-failed  replay every dead letter
+  health        exit 0 when a running hookproxy is alive (--ready: ready)
   ca            print the HTTPS interception CA (--bundle: the bundle for the app)
   version       print the version
 

@@ -259,8 +259,9 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error())
 	}
 	if r.URL.Hostname() == "" {
-		p.log.Warn("hook refused: no host in the request URL", "url", r.URL.String(), "status", http.StatusBadRequest)
-		return nil, jsonErrorResponse(r, http.StatusBadRequest, "the request URL has no host: "+r.URL.String())
+		// Not the URL itself: it may hold credentials or a token.
+		p.log.Warn("hook refused: no host in the request URL", "status", http.StatusBadRequest)
+		return nil, jsonErrorResponse(r, http.StatusBadRequest, "the request URL has no host")
 	}
 	if n := len(r.URL.String()); n > MaxTargetURL {
 		p.log.Warn("hook refused: URL too long", "target", host, "status", http.StatusRequestURITooLong, "bytes", n)

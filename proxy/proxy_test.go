@@ -539,7 +539,7 @@ func TestBodyLimitAnswersBeforeBody(t *testing.T) {
 func TestRefusedRequests(t *testing.T) {
 	for _, tt := range []struct{ name, requestLine, says string }{
 		{"not a proxy request", "POST /t0 HTTP/1.1", "proxy"},
-		{"hook without a host", "POST http:///t0 HTTP/1.1", "no host"},
+		{"hook without a host", "POST http://user:s3cretpw@/t0?token=SECRETQ HTTP/1.1", "no host"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &fakeStore{}
@@ -553,6 +553,9 @@ func TestRefusedRequests(t *testing.T) {
 			}
 			if store.putCount() != 0 {
 				t.Errorf("Put called for a refused request")
+			}
+			if logs := tp.logs.String(); strings.Contains(logs, "s3cretpw") || strings.Contains(logs, "SECRETQ") {
+				t.Errorf("credentials or query logged:\n%s", logs)
 			}
 			resp, body = c.send(t, http.MethodPost,
 				"POST http://receiver.example/t0 HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
