@@ -114,11 +114,12 @@ type idleState struct {
 	set      *connSet
 }
 
-// touch pushes the read deadline of a hijacked connection idle into the
-// future. Writes touch it too, so a tunnel that only downloads stays open.
+// touch pushes the deadlines of a hijacked connection idle into the
+// future, for reads and writes: a tunnel that only downloads stays open,
+// and a write to an app that stopped reading ends at the idle timeout.
 func (s *idleState) touch(c net.Conn) {
 	if s.hijacked.Load() {
-		_ = c.SetReadDeadline(time.Now().Add(s.idle))
+		_ = c.SetDeadline(time.Now().Add(s.idle))
 	}
 }
 
@@ -198,6 +199,59 @@ func (c *tcpConn) quickack() {
 		quickackArms.Add(1)
 		_ = c.raw.Control(setQuickack)
 	}
+}
+
+// tunnelConn is the receiver side of a relayed CONNECT tunnel. It has the
+// idle timeout of its own, in both directions: once the app half-closes,
+// only this side is read, and a receiver that stays silent would hold the
+// tunnel open for ever. Shutdown closes it with the app's side.
+type tunnelConn struct {
+	*net.TCPConn // CloseWrite and CloseRead, for goproxy's half-close
+	idle         time.Duration
+	set          *connSet
+}
+
+// dialTunnel dials the receiver of a relayed tunnel.
+func (p *Proxy) dialTunnel(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := p.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c, nil
+	}
+	t := &tunnelConn{TCPConn: tc, idle: p.idle, set: &p.conns}
+	if !p.conns.add(t) {
+		_ = tc.Close()
+		return nil, net.ErrClosed // shutting down
+	}
+	_ = tc.SetDeadline(time.Now().Add(p.idle))
+	return t, nil
+}
+
+// Read implements net.Conn.
+func (c *tunnelConn) Read(b []byte) (int, error) {
+	_ = c.TCPConn.SetDeadline(time.Now().Add(c.idle))
+	return c.TCPConn.Read(b)
+}
+
+// Write implements net.Conn.
+func (c *tunnelConn) Write(b []byte) (int, error) {
+	_ = c.TCPConn.SetDeadline(time.Now().Add(c.idle))
+	return c.TCPConn.Write(b)
+}
+
+// WriteTo and ReadFrom hide the splice paths, as tcpConn's do.
+func (c *tunnelConn) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, readerOnly{c}) }
+
+// ReadFrom implements io.ReaderFrom.
+func (c *tunnelConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(writerOnly{c}, r) }
+
+// Close implements net.Conn.
+func (c *tunnelConn) Close() error {
+	c.set.remove(c)
+	return c.TCPConn.Close()
 }
 
 // quickackArms counts the times TCP_QUICKACK was armed, for tests.

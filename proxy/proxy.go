@@ -201,6 +201,8 @@ type Proxy struct {
 	srv   *http.Server
 	idle  time.Duration
 	conns connSet
+	// dial opens the receiver side of relayed CONNECT tunnels.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New validates opts and builds a Proxy.
@@ -288,6 +290,10 @@ func New(opts Options) (*Proxy, error) {
 		dialTr = &http.Transport{Proxy: nil, DialContext: newDialer().DialContext}
 	}
 	p.upstream = &upstream{rt: rt, forward: opts.ForwardTransport, log: log}
+	p.dial = dialTr.DialContext
+	if p.dial == nil {
+		p.dial = newDialer().DialContext
+	}
 
 	// NewProxyHttpServer derives Tr (http.ProxyFromEnvironment) and
 	// ConnectDial (HTTPS_PROXY) from the environment; in a sidecar whose
@@ -467,8 +473,9 @@ var tunnel = &goproxy.ConnectAction{Action: goproxy.ConnectAccept}
 // interception is on and MITMHosts selects its host, relay it otherwise.
 func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
 	// Requests inside an intercepted tunnel inherit the CONNECT's
-	// RoundTripper and UserData.
+	// RoundTripper and UserData; a relayed tunnel dials with dialTunnel.
 	ctx.RoundTripper = p.upstream
+	ctx.Dialer = p.dialTunnel
 	// The CONNECT names host:port; patterns hold host names only.
 	if p.mitm != nil && p.mitmHosts.match(ctx.Req.URL.Hostname()) {
 		ctx.UserData = newMITMTunnel(ctx.Req.URL)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -950,6 +952,85 @@ func TestIdleTimeoutSparesBusyTunnel(t *testing.T) {
 	line, err := c.br.ReadString('\n')
 	if want := "got " + strconv.Itoa(n) + "\n"; err != nil || line != want {
 		t.Fatalf("busy tunnel: got %q, %v; want %q", line, err, want)
+	}
+}
+
+// tunnelRelays counts goproxy's tunnel relay goroutines still running.
+func tunnelRelays() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "goproxy.copyAndClose(")
+}
+
+// TestIdleTimeoutClosesHalfClosedTunnel: after the app half-closes a
+// relayed tunnel, a receiver that keeps its side open and silent does not
+// hold the tunnel (or, after Shutdown, its relay goroutine) for ever.
+func TestIdleTimeoutClosesHalfClosedTunnel(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	hold := make(chan struct{})
+	srv := newTCPServer(t, func(c net.Conn) {
+		_, _ = io.Copy(io.Discard, c) // up to the app's FIN
+		<-hold                        // then silent, its side open
+	})
+	defer close(hold)
+	tp := startProxy(t, Options{Store: &fakeStore{}, IdleTimeout: idle})
+	c := connect(t, tp.Addr, srv.Addr().String())
+	if _, err := io.WriteString(c, "request\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(testTimeout))
+	if _, err := c.br.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read a byte from a silent receiver")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("tunnel still open %v after its last byte (IdleTimeout %v)", testTimeout, idle)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for deadline := time.Now().Add(testTimeout); tunnelRelays() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tunnel relay goroutine(s) still running after Shutdown", tunnelRelays())
+		}
+	}
+}
+
+// TestIdleTimeoutClosesStalledInterceptedTunnel: an app that stops
+// reading an intercepted tunnel while a response streams to it does not
+// hold the tunnel (and the upstream request) for ever.
+func TestIdleTimeoutClosesStalledInterceptedTunnel(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	ended := make(chan error, 1)
+	chunk := make([]byte, 64<<10)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				ended <- err
+				return
+			}
+			http.NewResponseController(w).Flush()
+		}
+	}, true)
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig(), IdleTimeout: idle})
+	u, _ := url.Parse(rc.URL)
+	raw := connect(t, tp.Addr, u.Host)
+	tc := trusting(ca.Certificate())
+	tc.ServerName = u.Hostname()
+	conn := tls.Client(raw.Conn, tc)
+	if _, err := io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The app reads nothing from here on.
+	select {
+	case <-ended: // the proxy gave up on the app, and the upstream request ended
+	case <-time.After(testTimeout):
+		t.Fatalf("intercepted tunnel with a stalled app still streaming %v later (IdleTimeout %v)", testTimeout, idle)
 	}
 }
 
