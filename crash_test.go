@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 var crashCycles = flag.Int("crash.cycles", 20, "SIGKILL/restart cycles of TestCrashLosesNoAcknowledgedHook (raise for a soak)")
@@ -85,7 +86,11 @@ func TestCrashLosesNoAcknowledgedHook(t *testing.T) {
 		// Kill after a random number of new acknowledgements.
 		target := ackedCount() + 1 + rand.IntN(60)
 		for ackedCount() < target {
-			<-ackCh
+			select {
+			case <-ackCh:
+			case <-time.After(waitLimit):
+				t.Fatalf("no acknowledgement for %v after a restart\n%s", waitLimit, p.logs.String())
+			}
 		}
 		mu.Lock()
 		up = make(chan struct{})

@@ -226,15 +226,27 @@ func TestShutdownLetsAttemptsFinish(t *testing.T) {
 // answers ends at a second signal, leaving the batch on disk.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	release := make(chan struct{})
-	defer close(release)
+	letGo := sync.OnceFunc(func() { close(release) })
+	defer letGo()
 	rc := newReceiver(t, func(int) int { <-release; return 200 })
-	p := startProcess(t, map[string]string{"BATCH_SIZE": "100", "BATCH_TIME": "1h", "DRAIN_TIMEOUT": "10m", "SEND_TIMEOUT": "10m"})
+	settings := map[string]string{"DATA_DIR": t.TempDir(), "BATCH_SIZE": "100", "BATCH_TIME": "1h", "DRAIN_TIMEOUT": "10m", "SEND_TIMEOUT": "10m"}
+	p := startProcess(t, settings)
 	checkAccepted(t, postWithPython(t, p.proxyURL, hookRequests(rc.srv.URL+"/stuck", 0, 1)))
 	p.signal(t, syscall.SIGTERM)
 	rc.waitFor(t, "the drain's attempt", func(g []received) bool { return len(g) == 1 })
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t); code != 130 {
 		t.Fatalf("exit code %d, want 130\n%s", code, p.logs.String())
+	}
+	// The batch stayed on disk: the next start sends it again.
+	letGo()
+	p = startProcess(t, settings)
+	got := rc.waitFor(t, "the batch again after the restart", func(g []received) bool { return len(g) == 2 })
+	if pks := allPKs(t, got[1:]); !slices.Equal(pks, seq(0, 1)) {
+		t.Fatalf("after the restart the receiver got %v, want hook 0", pks)
+	}
+	if got[1].Header.Get("Idempotency-Key") != got[0].Header.Get("Idempotency-Key") {
+		t.Errorf("the batch came back with another id: %s, was %s", got[1].Header.Get("Idempotency-Key"), got[0].Header.Get("Idempotency-Key"))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -45,29 +46,33 @@ func BenchmarkCapture(b *testing.B) {
 	lat := make([]time.Duration, 0, 1024)
 	for b.Loop() {
 		start := time.Now()
-		postHook(b, client, target)
+		if err := postHook(client, target); err != nil {
+			b.Fatal(err)
+		}
 		lat = append(lat, time.Since(start))
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hooks/s")
 	reportLatency(b, lat)
 }
 
-// postHook sends one hook POST and checks the 202.
-func postHook(b *testing.B, client *http.Client, target string) {
+// postHook sends one hook POST and checks the 202. It returns its error
+// rather than stopping the benchmark: workers call it.
+func postHook(client *http.Client, target string) error {
 	req, err := http.NewRequest(http.MethodPost, target, strings.NewReader(hookBody))
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		b.Fatalf("status %d", resp.StatusCode)
+		return fmt.Errorf("status %d, want 202", resp.StatusCode)
 	}
+	return nil
 }
 
 // BenchmarkCaptureMITM measures hook POSTs to an https:// target through
@@ -106,18 +111,28 @@ func benchCaptureTunnel(b *testing.B, scheme, storeKind string, clients int) {
 			}
 			b.Cleanup(tr.CloseIdleConnections)
 			cs[i] = &http.Client{Transport: tr}
-			postHook(b, cs[i], target) // CONNECT and handshake, outside the figures
+			// CONNECT and handshake, outside the figures.
+			if err := postHook(cs[i], target); err != nil {
+				b.Fatal(err)
+			}
 		}
 		// One token per b.Loop iteration; a worker takes one when it
 		// is free, so at most `clients` requests are in flight.
 		work := make(chan struct{})
 		lats := make([][]time.Duration, clients)
+		var failed atomic.Pointer[error]
 		var wg sync.WaitGroup
 		for i := range cs {
 			wg.Go(func() {
 				for range work {
+					if failed.Load() != nil {
+						continue // take the tokens, so the loop ends
+					}
 					start := time.Now()
-					postHook(b, cs[i], target)
+					if err := postHook(cs[i], target); err != nil {
+						failed.CompareAndSwap(nil, &err)
+						continue
+					}
 					lats[i] = append(lats[i], time.Since(start))
 				}
 			})
@@ -127,6 +142,9 @@ func benchCaptureTunnel(b *testing.B, scheme, storeKind string, clients int) {
 		}
 		close(work)
 		wg.Wait()
+		if err := failed.Load(); err != nil {
+			b.Fatal(*err)
+		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hooks/s")
 		reportLatency(b, slices.Concat(lats...))
 		if n := tp.listener.accepts.Load(); n != int32(clients) {
@@ -161,6 +179,7 @@ func BenchmarkPythonStyleRequest(b *testing.B) {
 	b.Run("proxy request", func(b *testing.B) {
 		tp := startProxy(b, Options{Store: &fakeStore{}, Logger: infoLogger()})
 		c := dialRaw(b, tp.Addr)
+		_ = c.SetDeadline(time.Time{}) // a benchmark runs as long as it needs
 		nagle(c.Conn)
 		run(b, c, head("http://receiver.example/t0", "receiver.example"), http.StatusAccepted)
 	})
@@ -169,6 +188,7 @@ func BenchmarkPythonStyleRequest(b *testing.B) {
 		u, _ := url.Parse(rc.URL)
 		tp := startProxy(b, Options{Store: &fakeStore{}, Logger: infoLogger()})
 		c := connect(b, tp.Addr, u.Host)
+		_ = c.SetDeadline(time.Time{})
 		nagle(c.Conn)
 		run(b, c, head("/t0", u.Host), http.StatusOK)
 	})
@@ -176,6 +196,7 @@ func BenchmarkPythonStyleRequest(b *testing.B) {
 		ca := newCA(b)
 		tp := startProxy(b, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, Logger: infoLogger()})
 		raw := connect(b, tp.Addr, "hooks.example:443")
+		_ = raw.SetDeadline(time.Time{})
 		nagle(raw.Conn)
 		tc := trusting(ca.Certificate())
 		tc.ServerName = "hooks.example"

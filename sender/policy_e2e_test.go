@@ -269,7 +269,7 @@ func TestRedirects(t *testing.T) {
 		// through.
 		ln, err := net.Listen("tcp", "127.0.0.2:0")
 		if err != nil {
-			t.Skipf("no 127.0.0.2 on this machine: %v", err)
+			t.Fatalf("no 127.0.0.2 (Linux routes all of 127.0.0.0/8 to lo): %v", err)
 		}
 		final := &receiver{arrived: make(chan received, 10)}
 		final.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {

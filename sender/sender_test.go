@@ -723,12 +723,17 @@ func TestRunAndDrainExclusive(t *testing.T) {
 	st := openStore(t, t.TempDir(), clk)
 	h := newHarness(t, clk, st, Options{}).start()
 	h.settle()
-	if err := h.snd.Run(context.Background(), context.Background()); !errors.Is(err, ErrBusy) {
+	// Bounded, so that a second Run that did start ends the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := h.snd.Run(ctx, ctx); !errors.Is(err, ErrBusy) {
 		t.Errorf("second Run = %v, want ErrBusy", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := h.snd.Drain(ctx); !errors.Is(err, context.Canceled) {
+	// Drain waits for Run, which does not end here: whatever its
+	// context allows, Drain ends with that context's error.
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := h.snd.Drain(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Drain during Run = %v, want it to wait for Run until its context ends", err)
 	}
 }
