@@ -83,12 +83,15 @@ func TestBatchingModesThroughPythonRequests(t *testing.T) {
 		hooks    int
 		want     []int // batch sizes, in order
 	}{
+		// The windows are real time, long enough that python posts every
+		// hook well within them even on a loaded machine (the exact
+		// window behaviour is tested on a fake clock in sender/).
 		// size alone: full batches at once, the remainder after BATCH_MAX_WAIT.
-		{"size", map[string]string{"BATCH_SIZE": "3", "BATCH_MAX_WAIT": "1s"}, 7, []int{3, 3, 1}},
+		{"size", map[string]string{"BATCH_SIZE": "3", "BATCH_MAX_WAIT": "5s"}, 7, []int{3, 3, 1}},
 		// time alone: everything that arrived within the window, in one POST.
-		{"time", map[string]string{"BATCH_TIME": "2"}, 5, []int{5}},
+		{"time", map[string]string{"BATCH_TIME": "5"}, 5, []int{5}},
 		// both: whichever first.
-		{"mixed", map[string]string{"BATCH_SIZE": "3", "BATCH_TIME": "2s"}, 7, []int{3, 3, 1}},
+		{"mixed", map[string]string{"BATCH_SIZE": "3", "BATCH_TIME": "5s"}, 7, []int{3, 3, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
