@@ -240,7 +240,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 	// The batch stayed on disk: the next start sends it again.
 	letGo()
-	p = startProcess(t, settings)
+	startProcess(t, settings) // stopped at the end of the test
 	got := rc.waitFor(t, "the batch again after the restart", func(g []received) bool { return len(g) == 2 })
 	if pks := allPKs(t, got[1:]); !slices.Equal(pks, seq(0, 1)) {
 		t.Fatalf("after the restart the receiver got %v, want hook 0", pks)
