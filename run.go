@@ -163,6 +163,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	store.SetNotify(snd.Notify)
 
+	forward := sender.NewTransport(cfg.SendConcurrency, hs.upstreamTLS, cfg.egressGuard())
+	defer forward.CloseIdleConnections()
 	px, err := proxy.New(proxy.Options{
 		Store:            store,
 		CaptureMethods:   cfg.CaptureMethods,
@@ -172,7 +174,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		OnStoreError:     cfg.OnStoreError,
 		// A forwarded hook goes to its subscriber URL as a delivery
 		// would: through the egress guard.
-		ForwardTransport: sender.NewTransport(cfg.SendConcurrency, hs.upstreamTLS, cfg.egressGuard()),
+		ForwardTransport: forward,
 		IdleTimeout:      time.Duration(cfg.IdleTimeout),
 		Logger:           log.With("component", "proxy"),
 		OnCapture:        metrics.CaptureObserved,
@@ -273,7 +275,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer cancelDrain()
 	stopScheduling()
 	stopCut := context.AfterFunc(drainCtx, cutAttempts) // at once without a drain
-	log.Info("no new delivery attempts; those in progress may finish until the drain deadline")
+	if cfg.DrainTimeout > 0 {
+		log.Info("no new delivery attempts; those in progress may finish until the drain deadline")
+	}
 	wg.Wait()
 	stopCut()
 
