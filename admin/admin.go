@@ -59,7 +59,7 @@ type Store interface {
 	GetDeadLetter(id string) (buffer.DeadLetter, error)
 	// ReplayDeadLetters puts the selected dead letters' hooks back in
 	// their targets' queues, in order, and returns how many hooks went.
-	ReplayDeadLetters(f buffer.DeadLetterFilter) (int, error)
+	ReplayDeadLetters(f buffer.DeadLetterFilter) (replayed []string, hooks int, err error)
 	// PurgeDeadLetters deletes the selected dead letters and returns how
 	// many it deleted.
 	PurgeDeadLetters(f buffer.DeadLetterFilter) (int, error)

@@ -219,7 +219,9 @@ type ReplayResult struct {
 	DeadLetters int      `json:"dead_letters"`
 	Hooks       int      `json:"hooks"`
 	IDs         []string `json:"ids"`
-	// NotFound lists the ids asked for that are not dead letters.
+	// NotFound lists the ids asked for that are not dead letters, and
+	// those selected that were gone by the replay's turn (purged or
+	// replayed meanwhile).
 	NotFound []string `json:"not_found,omitempty"`
 }
 
@@ -654,10 +656,11 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 		ids = []string{}
 	}
 	var n int
+	replayed := []string{}
 	if len(ids) > 0 {
 		f := buffer.DeadLetterFilter{IDs: ids}
 		if op == "replay" {
-			n, err = s.store.ReplayDeadLetters(f)
+			replayed, n, err = s.store.ReplayDeadLetters(f)
 		} else {
 			n, err = s.store.PurgeDeadLetters(f)
 		}
@@ -669,8 +672,26 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 		return
 	}
 	if op == "replay" {
-		s.log.Info("dead letters replayed", "selector", sel.kind(), "dead_letters", len(ids), "hooks", n)
-		writeJSON(w, http.StatusOK, ReplayResult{DeadLetters: len(ids), Hooks: n, IDs: ids, NotFound: notFound})
+		// A dead letter selected but gone before the replay's turn (a
+		// purge or another replay took it) was not replayed here.
+		done := make(map[string]bool, len(replayed))
+		for _, id := range replayed {
+			done[id] = true
+		}
+		for _, id := range ids {
+			if !done[id] {
+				notFound = append(notFound, id)
+			}
+		}
+		if len(sel.IDs) > 0 && len(replayed) == 0 {
+			writeError(w, http.StatusNotFound, "no such dead letters: "+strings.Join(notFound, ", "))
+			return
+		}
+		if replayed == nil {
+			replayed = []string{}
+		}
+		s.log.Info("dead letters replayed", "selector", sel.kind(), "dead_letters", len(replayed), "hooks", n)
+		writeJSON(w, http.StatusOK, ReplayResult{DeadLetters: len(replayed), Hooks: n, IDs: replayed, NotFound: notFound})
 		return
 	}
 	s.log.Info("dead letters purged", "selector", sel.kind(), "dead_letters", n)

@@ -151,6 +151,40 @@ func TestDeadLetterListingReadsNoBodies(t *testing.T) {
 	}
 }
 
+// purgeFirst is a store where, between the API's selection and the
+// replay, somebody else purges one dead letter.
+type purgeFirst struct {
+	*buffer.Store
+	id string
+}
+
+func (p purgeFirst) ReplayDeadLetters(f buffer.DeadLetterFilter) ([]string, int, error) {
+	if _, err := p.Store.PurgeDeadLetters(buffer.DeadLetterFilter{IDs: []string{p.id}}); err != nil {
+		return nil, 0, err
+	}
+	return p.Store.ReplayDeadLetters(f)
+}
+
+// TestReplayCountsWhatItReplayed: the answer of a replay counts the dead
+// letters it replayed, not those it selected; one purged meanwhile is
+// reported not found.
+func TestReplayCountsWhatItReplayed(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	first := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	put(t, st, "http://a.test/hook", `{"n":2}`)
+	second := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	_, url := serve(t, Options{Store: purgeFirst{Store: st, id: first}})
+	var rep ReplayResult
+	if code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: []string{first, second}}, &rep); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	if rep.DeadLetters != 1 || rep.Hooks != 1 || !slices.Equal(rep.IDs, []string{second}) || !slices.Equal(rep.NotFound, []string{first}) {
+		t.Errorf("replay = %+v, want %s replayed (1 hook) and %s not found", rep, second, first)
+	}
+}
+
 // TestDeadLetterAPI: list with filters, show with bodies, replay by
 // target (the hooks go back in their original order, behind what is
 // pending), purge by id.

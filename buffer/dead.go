@@ -152,31 +152,32 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) (int, error) {
 
 // ReplayDeadLetters puts the hooks of the selected dead letters back at
 // the tail of their target's queue, in their original order and with
-// their original ids, deletes the dead letters, and returns how many
-// hooks went back. Each dead letter moves in one transaction. Replays
-// and purges run one at a time: a dead letter replayed or purged while
-// this one ran is not replayed again.
-func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (int, error) {
+// their original ids, deletes the dead letters, and returns the ids of
+// the dead letters it replayed, in order, and how many hooks went back.
+// Each dead letter moves in chunks of replayChunk hooks, one transaction
+// each. Replays and purges run one at a time: a dead letter replayed or
+// purged before this one took its turn is not replayed (nor counted).
+func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (replayed []string, hooks int, err error) {
 	s.lockDead()
 	defer s.deadMu.Unlock()
 	dead, err := s.ListDeadLetters(f, false)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	total := 0
 	for i := range dead {
 		// One dead letter's hooks in memory at a time.
 		d, err := s.GetDeadLetter(dead[i].ID)
 		if err != nil {
-			return total, fmt.Errorf("replay dead letter %s: %w", dead[i].ID, err)
+			return replayed, hooks, fmt.Errorf("replay dead letter %s: %w", dead[i].ID, err)
 		}
 		n, err := s.replay(&d)
+		hooks += n
 		if err != nil {
-			return total, fmt.Errorf("replay dead letter %s: %w", d.ID, err)
+			return replayed, hooks, fmt.Errorf("replay dead letter %s: %w", d.ID, err)
 		}
-		total += n
+		replayed = append(replayed, d.ID)
 	}
-	return total, nil
+	return replayed, hooks, nil
 }
 
 // lockDead takes deadMu, counted in deadWaiting while it waits.

@@ -605,7 +605,7 @@ func TestDeadLettersGiveUpReplayPurge(t *testing.T) {
 	}
 
 	// Replay by target: the hooks go back at the tail, in their order, with their ids.
-	n, err := s.ReplayDeadLetters(DeadLetterFilter{Target: a})
+	_, n, err := s.ReplayDeadLetters(DeadLetterFilter{Target: a})
 	if err != nil || n != 2 {
 		t.Fatalf("replay = %d, %v; want 2", n, err)
 	}
@@ -636,7 +636,7 @@ func TestReplayLargeDeadLetterInChunks(t *testing.T) {
 	const url = "http://a.test/"
 	const n = 3*replayChunk + 5
 	id, _ := deadLetterOf(t, s, url, n)
-	got, err := s.ReplayDeadLetters(DeadLetterFilter{})
+	_, got, err := s.ReplayDeadLetters(DeadLetterFilter{})
 	if err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)
 	}
@@ -709,9 +709,9 @@ func TestConcurrentReplaysReplayOnce(t *testing.T) {
 	var nA, nB int
 	var errA, errB error
 	doneA, doneB := make(chan struct{}), make(chan struct{})
-	go func() { nA, errA = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneA) }()
+	go func() { _, nA, errA = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneA) }()
 	<-paused // A committed its first chunk
-	go func() { nB, errB = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneB) }()
+	go func() { _, nB, errB = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneB) }()
 	// B either waits its turn or (were replays not serialised) has read
 	// the dead letter and queued its hooks behind A's commit.
 	waitFor(t, "the second replay waits or queues", func() bool { return s.deadWaiting.Load() == 1 || s.queued() == 1 })
@@ -739,7 +739,7 @@ func TestPurgeDuringReplay(t *testing.T) {
 	id, dl := deadLetterOf(t, s, "http://a.test/", n)
 	paused, release := holdFirstCommit(s)
 	doneReplay := make(chan struct{})
-	go func() { _, _ = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneReplay) }()
+	go func() { _, _, _ = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneReplay) }()
 	<-paused // the replay committed its first chunk
 	purged := make(chan int, 1)
 	go func() {
@@ -823,7 +823,7 @@ func TestGiveUpOfLargeBatch(t *testing.T) {
 	if total != n {
 		t.Fatalf("parts hold %d hooks, want %d", total, n)
 	}
-	if got, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || got != n {
+	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)
 	}
 	q, err := s.Claim(id, 0, 0)
