@@ -105,14 +105,14 @@ func parseQueueKey(k []byte) (queueKey, error) {
 
 var errCorrupt = errors.New("corrupt record")
 
+// idLength is the length of an id made by newID.
+const idLength = 26
+
 // newID makes a 26-character id that sorts by time: 48 bits of Unix
 // milliseconds, the store's 32-bit node id (so two hookproxy instances
 // never hand a receiver the same Idempotency-Key), and 48 bits of a
 // sequence that is unique within the store. Encoded in Crockford base32,
 // like a ULID.
-// idLength is the length of an id made by newID.
-const idLength = 26
-
 func newID(t time.Time, node uint32, seq uint64) string {
 	var b [16]byte
 	ms := uint64(t.UnixMilli())
@@ -155,7 +155,7 @@ func randomNode() (uint32, error) {
 const hookRecordVersion = 1
 
 func encodeHook(h *Hook) []byte {
-	b := make([]byte, 0, recordBound(h))
+	b := make([]byte, 0, recordLen(h))
 	b = append(b, hookRecordVersion)
 	b = appendString(b, h.ID)
 	b = appendString(b, h.Target)
@@ -174,16 +174,32 @@ func encodeHook(h *Hook) []byte {
 	return b
 }
 
-// recordBound is at least the length of encodeHook(h): id, target,
-// method, headers and body, with room for every length prefix and for an
-// id not yet assigned.
-func recordBound(h *Hook) int {
-	n := 1 + 3*binary.MaxVarintLen64 + max(len(h.ID), idLength) + len(h.Target) + len(h.Method) + len(h.Body) + 2*binary.MaxVarintLen64
+// recordLen is the length of encodeHook(h), an id not yet assigned
+// counted as one of newID's.
+func recordLen(h *Hook) int {
+	str := func(n int) int { return uvarintLen(uint64(n)) + n }
+	id := len(h.ID)
+	if id == 0 {
+		id = idLength
+	}
+	n := 1 + str(id) + str(len(h.Target)) + str(len(h.Method)) + uvarintLen(uint64(len(h.Header)))
 	for k, vs := range h.Header {
-		n += binary.MaxVarintLen64*2 + len(k)
+		n += str(len(k)) + uvarintLen(uint64(len(vs)))
 		for _, v := range vs {
-			n += binary.MaxVarintLen64 + len(v)
+			n += str(len(v))
 		}
+	}
+	n += str(len(h.Body))
+	t := h.Received.UnixNano()
+	return n + uvarintLen(uint64(t<<1)^uint64(t>>63)) // AppendVarint's zig-zag
+}
+
+// uvarintLen is the length of binary.AppendUvarint's encoding of x.
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
 	}
 	return n
 }

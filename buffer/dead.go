@@ -248,7 +248,7 @@ func deadLetterParts(dl DeadLetter) ([]deadPart, error) {
 	var chunks [][]Hook
 	start, size := 0, 0
 	for i := range dl.Hooks {
-		n := base64.StdEncoding.EncodedLen(len(dl.Hooks[i].Body)) + recordBound(&dl.Hooks[i]) - len(dl.Hooks[i].Body) + 256
+		n := base64.StdEncoding.EncodedLen(len(dl.Hooks[i].Body)) + recordLen(&dl.Hooks[i]) - len(dl.Hooks[i].Body) + 256
 		if i > start && size+n > maxDeadLetterValue {
 			chunks = append(chunks, dl.Hooks[start:i])
 			start, size = i, 0

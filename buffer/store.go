@@ -56,7 +56,7 @@ const (
 func inlineCost(h *Hook) int64 {
 	const overhead = 16 // entry meta, a value pointer's size bound
 	n := int64(queueKeyLength + overhead)
-	if rec := recordBound(h); rec >= valueThreshold {
+	if rec := recordLen(h); rec >= valueThreshold {
 		n += overhead
 	} else {
 		n += int64(rec)

@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -650,5 +651,45 @@ func TestSignatures(t *testing.T) {
 				t.Error("a changed body verifies")
 			}
 		})
+	}
+}
+
+// TestGoneWebhookAtShutdown: a 410 that answers an attempt finishing after
+// scheduling stopped (at shutdown) still gets its gone webhook sent.
+func TestGoneWebhookAtShutdown(t *testing.T) {
+	clk := newFakeClock(t0)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusGone)
+	})
+	app := newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{GoneWebhook: app.URL + "/gone"})
+	notified := make(chan error, 10)
+	h.snd.onGoneNotified = func(err error) { notified <- err }
+	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
+	sched, stopScheduling := context.WithCancel(context.Background())
+	attempts, cutAttempts := context.WithCancel(context.Background())
+	defer cutAttempts()
+	done := make(chan error, 1)
+	go func() { done <- h.snd.Run(sched, attempts) }()
+	<-arrived
+	stopScheduling() // shutdown begins while the receiver holds the attempt
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-notified:
+		if err != nil {
+			t.Fatalf("gone webhook: %v", err)
+		}
+	default:
+		t.Fatal("Run returned before the gone webhook was sent or given up")
+	}
+	if got := app.got(); len(got) != 1 {
+		t.Fatalf("the app got %d gone webhooks, want 1", len(got))
 	}
 }
