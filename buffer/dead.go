@@ -188,8 +188,9 @@ func (s *Store) lockDead() {
 }
 
 // replayChunk bounds how many hooks of a dead letter go back in one
-// transaction; the dead letter is rewritten with what remains in the same
-// transaction, so an interrupted replay neither loses nor repeats hooks.
+// transaction (fewer when they would not fit in one); the dead letter is
+// rewritten with what remains in the same transaction, so an interrupted
+// replay neither loses nor repeats hooks.
 const replayChunk = 128
 
 func (s *Store) replay(d *DeadLetter) (int, error) {
@@ -199,12 +200,19 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 	defer s.closeMu.RUnlock()
 	done := 0
 	for done < len(d.Hooks) {
-		end := min(done+replayChunk, len(d.Hooks))
+		// At most replayChunk hooks, and what a transaction holds.
 		req := &putRequest{done: make(chan error, 1), keepIDs: true}
-		for i := done; i < end; i++ {
-			h := d.Hooks[i]
+		end, inline := done, int64(0)
+		for end < len(d.Hooks) && end-done < replayChunk {
+			h := d.Hooks[end]
+			c := inlineCost(&h)
+			if end > done && inline+c > groupMaxInline/2 {
+				break
+			}
+			inline += c
 			req.hooks = append(req.hooks, &h)
 			req.size += h.Size()
+			end++
 		}
 		rest := *d
 		rest.Hooks = d.Hooks[end:]

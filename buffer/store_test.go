@@ -1020,3 +1020,27 @@ func TestBadgerCacheAdviceIsDebug(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayLargeHooks: a dead letter of hooks that each fill ~10 KiB of
+// the transaction is replayed in chunks a transaction can hold.
+func TestReplayLargeHooks(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const url, n = "http://a.test/", replayChunk + 10
+	for i := range n {
+		put(t, s, url, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 10<<10)))
+	}
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || got != n {
+		t.Fatalf("replay = %d, %v; want %d", got, err, n)
+	}
+	if st := statusOf(t, s, url); st.Pending != n {
+		t.Fatalf("%d hooks back, want %d", st.Pending, n)
+	}
+}
