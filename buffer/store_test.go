@@ -635,7 +635,7 @@ func TestReplayLargeDeadLetterInChunks(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const url = "http://a.test/"
 	const n = 3*replayChunk + 5
-	id, _ := deadLetterOf(t, s, url, n)
+	id, _ := deadLetterOf(t, s, url, n, 0)
 	_, got, err := s.ReplayDeadLetters(DeadLetterFilter{})
 	if err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)
@@ -654,12 +654,17 @@ func TestReplayLargeDeadLetterInChunks(t *testing.T) {
 	}
 }
 
-// deadLetterOf fills url with n hooks, claims them as one batch and gives
-// it up: one dead letter of n hooks.
-func deadLetterOf(t *testing.T, s *Store, url string, n int) (TargetID, string) {
+// deadLetterOf fills url with n hooks ({"n":i}, with a pad of that many
+// bytes when pad > 0), claims them as one batch and gives it up: one dead
+// letter of n hooks (or several parts, when that is too large).
+func deadLetterOf(t *testing.T, s *Store, url string, n, pad int) (TargetID, string) {
 	t.Helper()
 	for i := range n {
-		put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+		if pad > 0 {
+			put(t, s, url, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", pad)))
+		} else {
+			put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
+		}
 	}
 	id := statusOf(t, s, url).ID
 	b, err := s.Claim(id, 0, 0)
@@ -704,7 +709,7 @@ func (s *Store) queued() int {
 func TestConcurrentReplaysReplayOnce(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const n = replayChunk + 72
-	id, dl := deadLetterOf(t, s, "http://a.test/", n)
+	id, dl := deadLetterOf(t, s, "http://a.test/", n, 0)
 	paused, release := holdFirstCommit(s)
 	var nA, nB int
 	var errA, errB error
@@ -736,7 +741,7 @@ func TestConcurrentReplaysReplayOnce(t *testing.T) {
 func TestPurgeDuringReplay(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const n = 2*replayChunk + 44
-	id, dl := deadLetterOf(t, s, "http://a.test/", n)
+	id, dl := deadLetterOf(t, s, "http://a.test/", n, 0)
 	paused, release := holdFirstCommit(s)
 	doneReplay := make(chan struct{})
 	go func() { _, _, _ = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneReplay) }()
@@ -791,28 +796,18 @@ func TestGiveUpOfLargeBatch(t *testing.T) {
 	t.Cleanup(func() { maxDeadLetterValue = orig })
 	s := openStore(t, t.TempDir(), Options{GCInterval: -1})
 	const url, n = "http://a.test/", 50
-	for i := range n {
-		put(t, s, url, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 4<<10)))
-	}
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400, Error: "HTTP 400"}); err != nil {
-		t.Fatalf("give up %d hooks: %.200v", len(b.Hooks), err)
-	}
+	id, batch := deadLetterOf(t, s, url, n, 4<<10)
 	dead, err := s.ListDeadLetters(DeadLetterFilter{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// 50 x ~5.5 KiB encoded: four parts of at most 64 KiB, or five.
-	if len(dead) < 4 || dead[0].ID != b.ID {
-		t.Fatalf("%d dead letters, first %q; want 4 or more, the first with the batch id %s", len(dead), dead[0].ID, b.ID)
+	if len(dead) < 4 || dead[0].ID != batch {
+		t.Fatalf("%d dead letters, first %q; want 4 or more, the first with the batch id %s", len(dead), dead[0].ID, batch)
 	}
 	total := 0
 	for i, d := range dead {
-		if i > 0 && d.ID != fmt.Sprintf("%s-%04d", b.ID, i+1) {
+		if i > 0 && d.ID != fmt.Sprintf("%s-%04d", batch, i+1) {
 			t.Errorf("part %d has id %s", i+1, d.ID)
 		}
 		if d.Reason != "status" || d.Attempts != 1 || d.Target != url {
@@ -1026,17 +1021,7 @@ func TestBadgerCacheAdviceIsDebug(t *testing.T) {
 func TestReplayLargeHooks(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const url, n = "http://a.test/", replayChunk + 10
-	for i := range n {
-		put(t, s, url, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", 10<<10)))
-	}
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}); err != nil {
-		t.Fatal(err)
-	}
+	deadLetterOf(t, s, url, n, 10<<10)
 	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)
 	}
