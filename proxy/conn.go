@@ -123,8 +123,9 @@ func (s *idleState) touch(c net.Conn) {
 	}
 }
 
-// tcpConn is an accepted TCP connection. It embeds *net.TCPConn so that
-// goproxy sees CloseWrite/CloseRead and half-closes tunnels.
+// tcpConn is an accepted TCP connection, or the receiver side of a
+// relayed tunnel (dialTunnel). It embeds *net.TCPConn so that goproxy
+// sees CloseWrite/CloseRead and half-closes tunnels.
 type tcpConn struct {
 	*net.TCPConn
 	idleState
@@ -201,17 +202,12 @@ func (c *tcpConn) quickack() {
 	}
 }
 
-// tunnelConn is the receiver side of a relayed CONNECT tunnel. It has the
-// idle timeout of its own, in both directions: once the app half-closes,
-// only this side is read, and a receiver that stays silent would hold the
-// tunnel open for ever. Shutdown closes it with the app's side.
-type tunnelConn struct {
-	*net.TCPConn // CloseWrite and CloseRead, for goproxy's half-close
-	idle         time.Duration
-	set          *connSet
-}
-
-// dialTunnel dials the receiver of a relayed tunnel.
+// dialTunnel dials the receiver of a relayed CONNECT tunnel and wraps it
+// as an accepted connection in a tunnel is wrapped (a tcpConn, hijacked,
+// without TCP_QUICKACK): it has the idle timeout in both directions (once
+// the app half-closes, only this side is read, and a receiver that stays
+// silent would hold the tunnel for ever), and Shutdown closes it with the
+// app's side.
 func (p *Proxy) dialTunnel(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := p.dial(ctx, network, addr)
 	if err != nil {
@@ -221,37 +217,14 @@ func (p *Proxy) dialTunnel(ctx context.Context, network, addr string) (net.Conn,
 	if !ok {
 		return c, nil
 	}
-	t := &tunnelConn{TCPConn: tc, idle: p.idle, set: &p.conns}
-	if !p.conns.add(t) {
+	w := &tcpConn{TCPConn: tc}
+	w.idle, w.set = p.idle, &p.conns
+	if !p.conns.add(w) {
 		_ = tc.Close()
 		return nil, net.ErrClosed // shutting down
 	}
-	_ = tc.SetDeadline(time.Now().Add(p.idle))
-	return t, nil
-}
-
-// Read implements net.Conn.
-func (c *tunnelConn) Read(b []byte) (int, error) {
-	_ = c.TCPConn.SetDeadline(time.Now().Add(c.idle))
-	return c.TCPConn.Read(b)
-}
-
-// Write implements net.Conn.
-func (c *tunnelConn) Write(b []byte) (int, error) {
-	_ = c.TCPConn.SetDeadline(time.Now().Add(c.idle))
-	return c.TCPConn.Write(b)
-}
-
-// WriteTo and ReadFrom hide the splice paths, as tcpConn's do.
-func (c *tunnelConn) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, readerOnly{c}) }
-
-// ReadFrom implements io.ReaderFrom.
-func (c *tunnelConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(writerOnly{c}, r) }
-
-// Close implements net.Conn.
-func (c *tunnelConn) Close() error {
-	c.set.remove(c)
-	return c.TCPConn.Close()
+	w.markHijacked()
+	return w, nil
 }
 
 // quickackArms counts the times TCP_QUICKACK was armed, for tests.
