@@ -33,19 +33,13 @@ func (f DeadLetterFilter) match(d *DeadLetter) bool {
 // With withHooks false the hooks are left out (Size and Bytes still say
 // how many there were).
 func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLetter, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.closeMu.RUnlock()
 	var out []DeadLetter
-	err := s.db.View(func(txn *badger.Txn) error {
-		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
-			if !withHooks {
-				d.Hooks = nil
-			}
-			out = append(out, *d)
-			return nil
-		})
+	err := s.viewDeadLetters(f, func(d *DeadLetter) error {
+		if !withHooks {
+			d.Hooks = nil
+		}
+		out = append(out, *d)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
@@ -58,18 +52,22 @@ func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLette
 // Bytes still count them): a listing of any number of dead letters holds
 // only what fn keeps. An error from fn stops it and is returned.
 func (s *Store) EachDeadLetter(f DeadLetterFilter, fn func(*DeadLetter) error) error {
+	return s.viewDeadLetters(f, func(d *DeadLetter) error {
+		for i := range d.Hooks {
+			d.Hooks[i].Body = nil
+		}
+		return fn(d)
+	})
+}
+
+// viewDeadLetters calls fn with each dead letter selected by f, oldest
+// first, in one read transaction.
+func (s *Store) viewDeadLetters(f DeadLetterFilter, fn func(*DeadLetter) error) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.closeMu.RUnlock()
-	return s.db.View(func(txn *badger.Txn) error {
-		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
-			for i := range d.Hooks {
-				d.Hooks[i].Body = nil
-			}
-			return fn(d)
-		})
-	})
+	return s.db.View(func(txn *badger.Txn) error { return s.eachDeadLetter(txn, f, fn) })
 }
 
 // GetDeadLetter returns one dead letter with its hooks.
