@@ -656,7 +656,7 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 		ids = []string{}
 	}
 	var n int
-	replayed := []string{}
+	var replayed []string
 	if len(ids) > 0 {
 		f := buffer.DeadLetterFilter{IDs: ids}
 		if op == "replay" {
