@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,9 +25,10 @@ type goneNotice struct {
 var goneWebhookWaits = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
 
 // notifyGone POSTs n to the gone webhook, trying again after each of
-// s.goneWaits (on the sender's clock) until a 2xx, a permanent answer
-// or ctx's end.
-func (s *Sender) notifyGone(ctx context.Context, n goneNotice) {
+// s.goneWaits (on the sender's clock) until a 2xx, a permanent answer,
+// ctx's end (which also bounds each POST) or the closing of waits: a try
+// still to wait for when shutdown begins is dropped.
+func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNotice) {
 	if s.goneWebhook == "" {
 		return
 	}
@@ -47,7 +49,7 @@ func (s *Sender) notifyGone(ctx context.Context, n goneNotice) {
 			return
 		}
 		detail := describe(status, err, s.timeout)
-		if ctx.Err() != nil || out == outcomePermanent || attempt > len(s.goneWaits) {
+		if ctx.Err() != nil || out == outcomePermanent || attempt > len(s.goneWaits) || isClosed(waits) {
 			s.log.Warn("gone webhook not delivered; the dead letters keep the hooks", "target", host,
 				"attempt", attempt, "status", status, "error", detail)
 			if s.onGoneNotified != nil {
@@ -59,15 +61,33 @@ func (s *Sender) notifyGone(ctx context.Context, n goneNotice) {
 			"status", status, "error", detail, "wait", s.goneWaits[attempt-1])
 		t := s.clock.NewTimer(s.goneWaits[attempt-1])
 		select {
-		case <-ctx.Done():
-			t.Stop()
-			s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
-			if s.onGoneNotified != nil {
-				s.onGoneNotified(ctx.Err())
-			}
-			return
 		case <-t.C():
+			continue
+		case <-ctx.Done():
+		case <-waits:
 		}
+		t.Stop()
+		s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
+		if s.onGoneNotified != nil {
+			s.onGoneNotified(errShutdown)
+		}
+		return
+	}
+}
+
+// errShutdown reports a gone webhook dropped because shutdown began.
+var errShutdown = errors.New("gone webhook given up at shutdown")
+
+// closed is a closed channel: the waits of a gone webhook met by Drain,
+// which never waits.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -693,3 +693,78 @@ func TestGoneWebhookAtShutdown(t *testing.T) {
 		t.Fatalf("the app got %d gone webhooks, want 1", len(got))
 	}
 }
+
+// TestGoneWebhookWaitsEndAtShutdown: a gone webhook waiting to try again
+// when scheduling stops is given up at once; it does not hold Run, and
+// the drain behind it, until the attempts' deadline.
+func TestGoneWebhookWaitsEndAtShutdown(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	app := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{GoneWebhook: app.URL + "/gone"})
+	notified := make(chan error, 10)
+	h.snd.onGoneNotified = func(err error) { notified <- err }
+	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
+	sched, stopScheduling := context.WithCancel(context.Background())
+	attempts, cutAttempts := context.WithCancel(context.Background())
+	defer cutAttempts()
+	done := make(chan error, 1)
+	go func() { done <- h.snd.Run(sched, attempts) }()
+	<-rc.arrived
+	<-app.arrived // the first try failed; the next waits on the fake clock
+	stopScheduling()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(guard):
+		t.Fatal("Run waited for the gone webhook's next try after scheduling stopped")
+	}
+	select {
+	case err := <-notified:
+		if err == nil {
+			t.Fatal("gone webhook reported sent; its receiver answers 503")
+		}
+	default:
+		t.Fatal("Run returned before the gone webhook was given up")
+	}
+	if got := app.got(); len(got) != 1 {
+		t.Fatalf("the app got %d gone webhooks, want the one try before shutdown", len(got))
+	}
+}
+
+// TestGoneWebhookInDrain: a 410 met by the drain gets one try of the gone
+// webhook, without waits, so the drain ends when its work does.
+func TestGoneWebhookInDrain(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	app := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{GoneWebhook: app.URL + "/gone"})
+	notified := make(chan error, 10)
+	h.snd.onGoneNotified = func(err error) { notified <- err }
+	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.snd.Drain(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(guard):
+		t.Fatal("Drain waited for the gone webhook's next try")
+	}
+	if err := <-notified; err == nil {
+		t.Fatal("gone webhook reported sent; its receiver answers 503")
+	}
+	if got := app.got(); len(got) != 1 {
+		t.Fatalf("the app got %d gone webhooks, want 1", len(got))
+	}
+	if got := rc.got(); len(got) != 1 {
+		t.Fatalf("the receiver got %d requests, want 1", len(got))
+	}
+}

@@ -552,11 +552,11 @@ func (s *Sender) OldestDue(now time.Time) time.Duration {
 // when it is due, until ctx is done. An in-flight batch found at start is
 // sent again with the same id, at its recorded next attempt, and its
 // attempts keep counting. When ctx is done Run stops scheduling and
-// returns nil once the attempts in progress (and the gone webhooks that
-// follow them) have ended: each ends when its receiver answers (and is
-// recorded), at the send timeout, or when attempts is done, which cuts
-// it short (not counted: the batch stays in flight, for Drain or the
-// next start). Letting an attempt finish spares a receiver that was
+// returns nil once the attempts in progress (and the gone webhook POSTs
+// that follow them, which get no further tries) have ended: each ends
+// when its receiver answers (and is recorded), at the send timeout, or
+// when attempts is done, which cuts it short (not counted: the batch
+// stays in flight, for Drain or the next start). Letting an attempt finish spares a receiver that was
 // answering the batch from getting it again from Drain. It returns
 // ErrBusy when Run or Drain is already active.
 func (s *Sender) Run(ctx, attempts context.Context) error {
@@ -591,7 +591,7 @@ func (s *Sender) Run(ctx, attempts context.Context) error {
 		now := s.clock.Now()
 		epoch := s.epoch
 		for s.busy < s.workers && len(s.queue) > 0 && !s.queue[0].due.After(now) {
-			s.startLocked(sendCtx, &wg, s.queue.popTarget(), false)
+			s.startLocked(sendCtx, ctx.Done(), &wg, s.queue.popTarget(), false)
 		}
 		var next time.Time
 		if s.busy < s.workers && len(s.queue) > 0 {
@@ -659,7 +659,7 @@ func (s *Sender) Drain(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		for s.busy < s.workers && len(s.queue) > 0 {
-			s.startLocked(ctx, &wg, s.queue.popTarget(), true)
+			s.startLocked(ctx, closed, &wg, s.queue.popTarget(), true) // no waits in a drain
 		}
 		done := s.busy == 0 && len(s.queue) == 0
 		held := len(s.held)
@@ -693,9 +693,9 @@ func (s *Sender) load() error {
 }
 
 // startLocked marks t busy and sends its batch in a goroutine that wg
-// tracks: ctx bounds the attempt and the gone webhook that may follow it.
-// Called with s.mu held.
-func (s *Sender) startLocked(ctx context.Context, wg *sync.WaitGroup, t *target, drain bool) {
+// tracks: ctx bounds the attempt and the gone webhook that may follow it,
+// whose waits between tries end when waits closes. Called with s.mu held.
+func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
 	version, gone := t.version, t.gone
@@ -704,7 +704,7 @@ func (s *Sender) startLocked(ctx context.Context, wg *sync.WaitGroup, t *target,
 		if res.gone != nil && s.goneWebhook != "" {
 			// In the background: the target's turn is over, and the
 			// webhook's retries must not hold a worker.
-			wg.Go(func() { s.notifyGone(ctx, *res.gone) })
+			wg.Go(func() { s.notifyGone(ctx, waits, *res.gone) })
 		}
 		s.mu.Lock()
 		s.busy--
