@@ -668,7 +668,11 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 	}
 	if err != nil {
 		s.log.Error("dead letters "+op, "selector", sel.kind(), "done", n, "error", err)
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("%s: %v (%d done before the error)", op, err, n))
+		code := http.StatusInternalServerError
+		if errors.Is(err, buffer.ErrQuota) {
+			code = http.StatusInsufficientStorage // as a capture past the quota
+		}
+		writeError(w, code, fmt.Sprintf("%s: %v (%d done before the error)", op, err, n))
 		return
 	}
 	if op == "replay" {

@@ -185,6 +185,28 @@ func TestReplayCountsWhatItReplayed(t *testing.T) {
 	}
 }
 
+// TestReplayPastTheQuota: a replay that would take the pending bytes past
+// MAX_PENDING_BYTES answers 507, as a capture would, and the dead letter
+// stays.
+func TestReplayPastTheQuota(t *testing.T) {
+	clk := newClock()
+	st := openStoreWith(t, buffer.Options{Now: clk.Now, MaxPendingBytes: 10})
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	dead := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	put(t, st, "http://a.test/hook", `{"n":2}`) // 7 of the 10 bytes
+	_, url := serve(t, Options{Store: st})
+	var e struct {
+		Message string `json:"message"`
+	}
+	code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: []string{dead}}, &e)
+	if code != http.StatusInsufficientStorage || !strings.Contains(e.Message, "quota") {
+		t.Fatalf("replay past the quota: %d %q, want 507 naming the quota", code, e.Message)
+	}
+	if _, err := st.GetDeadLetter(dead); err != nil {
+		t.Fatalf("the dead letter is gone after a refused replay: %v", err)
+	}
+}
+
 // TestDeadLetterAPI: list with filters, show with bodies, replay by
 // target (the hooks go back in their original order, behind what is
 // pending), purge by id.

@@ -37,7 +37,14 @@ func (c *clock) Add(d time.Duration) {
 // openStore opens a real Badger store in a temporary directory.
 func openStore(tb testing.TB, clk *clock) *buffer.Store {
 	tb.Helper()
-	st, err := buffer.Open(buffer.Options{Dir: tb.TempDir(), GCInterval: -1, Now: clk.Now})
+	return openStoreWith(tb, buffer.Options{Now: clk.Now})
+}
+
+// openStoreWith is openStore with opts (Dir and GCInterval are set here).
+func openStoreWith(tb testing.TB, opts buffer.Options) *buffer.Store {
+	tb.Helper()
+	opts.Dir, opts.GCInterval = tb.TempDir(), -1
+	st, err := buffer.Open(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
