@@ -74,7 +74,7 @@ func TestStatusOutput(t *testing.T) {
 	if b, err = store.Claim(billing, 2, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.GiveUp(billing, b.ID, "status", buffer.Failure{At: now, Status: 422, Error: "HTTP 422 Unprocessable Entity"}); err != nil {
+	if _, err := store.GiveUp(billing, b.ID, "status", buffer.Failure{At: now, Status: 422, Error: "HTTP 422 Unprocessable Entity"}, buffer.NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(15 * time.Second)

@@ -113,7 +113,7 @@ func kill(tb testing.TB, st *buffer.Store, clk *clock, target string, n int, rea
 		tb.Fatal(err)
 	}
 	f := buffer.Failure{At: clk.Now(), Status: status, Error: "HTTP " + http.StatusText(status)}
-	if _, err := st.GiveUp(id, b.ID, reason, f); err != nil {
+	if _, err := st.GiveUp(id, b.ID, reason, f, buffer.NextClaim{}); err != nil {
 		tb.Fatal(err)
 	}
 	return b.ID

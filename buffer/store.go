@@ -946,18 +946,20 @@ func (s *Store) Ack(id TargetID, batchID string, next NextClaim) (TargetStatus, 
 }
 
 // Discard removes the in-flight batch and its hooks without keeping them
-// (the on-give-up=discard setting), and returns the target's new status.
-func (s *Store) Discard(id TargetID, batchID string) (TargetStatus, error) {
-	return s.finish(id, batchID, nil, NextClaim{})
+// (the on-give-up=discard setting), and returns the target's new status;
+// next claims the next batch as in Ack.
+func (s *Store) Discard(id TargetID, batchID string, next NextClaim) (TargetStatus, error) {
+	return s.finish(id, batchID, nil, next)
 }
 
 // GiveUp moves the in-flight batch, with its hooks, to the dead-letter
 // store with a reason and the final failure, and returns the target's new
 // status. f is the final attempt, which must not also have been recorded
 // with RecordAttempt; f.At zero means the batch is given up without a
-// final attempt (a target marked gone, say).
-func (s *Store) GiveUp(id TargetID, batchID, reason string, f Failure) (TargetStatus, error) {
-	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f}, NextClaim{})
+// final attempt (a target marked gone, say). next claims the next batch
+// as in Ack.
+func (s *Store) GiveUp(id TargetID, batchID, reason string, f Failure, next NextClaim) (TargetStatus, error) {
+	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f}, next)
 }
 
 type deadInfo struct {

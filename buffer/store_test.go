@@ -566,7 +566,7 @@ func TestDeadLettersGiveUpReplayPurge(t *testing.T) {
 	if err := s.RecordAttempt(ida, ba.ID, Failure{At: at, Status: 500, Error: "HTTP 500"}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.GiveUp(ida, ba.ID, "retries-exhausted", Failure{At: at.Add(time.Second), Status: 502, Error: "HTTP 502 Bad Gateway"})
+	st, err := s.GiveUp(ida, ba.ID, "retries-exhausted", Failure{At: at.Add(time.Second), Status: 502, Error: "HTTP 502 Bad Gateway"}, NextClaim{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +577,7 @@ func TestDeadLettersGiveUpReplayPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GiveUp(idb, bb.ID, "status", Failure{At: at, Status: 404, Error: "HTTP 404 Not Found"}); err != nil {
+	if _, err := s.GiveUp(idb, bb.ID, "status", Failure{At: at, Status: 404, Error: "HTTP 404 Not Found"}, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -671,7 +671,7 @@ func deadLetterOf(t *testing.T, s *Store, url string, n, pad int) (TargetID, str
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}); err != nil {
+	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	return id, b.ID

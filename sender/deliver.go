@@ -161,11 +161,13 @@ func (s *Sender) giveUp(id buffer.TargetID, b *buffer.Batch, host string, attemp
 		err    error
 		action = GiveUpDeadLetter
 	)
+	// As after a delivery: the rest of a batch cut by bytes goes now.
+	next := s.pol.nextClaim(b.Cut)
 	if s.discard {
 		action = GiveUpDiscard
-		st, err = s.store.Discard(id, b.ID)
+		st, err = s.store.Discard(id, b.ID, next)
 	} else {
-		st, err = s.store.GiveUp(id, b.ID, reason, f)
+		st, err = s.store.GiveUp(id, b.ID, reason, f, next)
 	}
 	if err != nil {
 		s.log.Error("give up batch", "batch_id", b.ID, "target", host, "action", action,

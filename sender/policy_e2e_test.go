@@ -189,6 +189,33 @@ func TestBatchMaxBytesWindow(t *testing.T) {
 	}
 }
 
+// TestBatchMaxBytesGivenUp: when the first part of a batch split by bytes
+// is given up (dead-lettered or discarded) rather than delivered, the
+// rest of the batch still goes out now.
+func TestBatchMaxBytesGivenUp(t *testing.T) {
+	for _, onGiveUp := range []string{GiveUpDeadLetter, GiveUpDiscard} {
+		t.Run(onGiveUp, func(t *testing.T) {
+			clk := newFakeClock(t0)
+			rc := newReceiver(t, failFirst(1, http.StatusBadRequest))
+			st := openStore(t, t.TempDir(), clk)
+			h := newHarness(t, clk, st, Options{BatchSize: 4, BatchTime: time.Hour, BatchMaxBytes: 14, OnGiveUp: onGiveUp})
+			all := bodies(1, 4)
+			for _, b := range all {
+				h.put(rc.URL, b, jsonHeader())
+			}
+			h.start()
+			h.settle()
+			var got []string
+			for _, r := range rc.got() {
+				got = append(got, r.body)
+			}
+			if want := []string{array(all[0:2]), array(all[2:4])}; !slices.Equal(got, want) {
+				t.Fatalf("batches\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
 func TestRedirects(t *testing.T) {
 	// redirector answers every request with code to location.
 	redirector := func(t *testing.T, code int, location func() string) *receiver {

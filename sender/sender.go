@@ -51,10 +51,10 @@ type Store interface {
 	// status then has it as InFlight).
 	Ack(id buffer.TargetID, batchID string, next buffer.NextClaim) (buffer.TargetStatus, error)
 	// Discard removes the batch without keeping it.
-	Discard(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
+	Discard(id buffer.TargetID, batchID string, next buffer.NextClaim) (buffer.TargetStatus, error)
 	// GiveUp moves the batch to the dead-letter store; f.At zero means
 	// it is given up without a final attempt.
-	GiveUp(id buffer.TargetID, batchID, reason string, f buffer.Failure) (buffer.TargetStatus, error)
+	GiveUp(id buffer.TargetID, batchID, reason string, f buffer.Failure, next buffer.NextClaim) (buffer.TargetStatus, error)
 	// SetGone sets or clears the target's gone mark.
 	SetGone(id buffer.TargetID, gone bool) (buffer.TargetStatus, error)
 }

@@ -750,10 +750,10 @@ func (s *stubStore) RecordAttempt(buffer.TargetID, string, buffer.Failure) error
 func (s *stubStore) Ack(buffer.TargetID, string, buffer.NextClaim) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
-func (s *stubStore) Discard(buffer.TargetID, string) (buffer.TargetStatus, error) {
+func (s *stubStore) Discard(buffer.TargetID, string, buffer.NextClaim) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
-func (s *stubStore) GiveUp(buffer.TargetID, string, string, buffer.Failure) (buffer.TargetStatus, error) {
+func (s *stubStore) GiveUp(buffer.TargetID, string, string, buffer.Failure, buffer.NextClaim) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
 func (s *stubStore) SetGone(buffer.TargetID, bool) (buffer.TargetStatus, error) {
