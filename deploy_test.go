@@ -185,6 +185,11 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("hookproxy overrides the image's command (%v %v): configure it with environment variables", hp.Entrypoint, hp.Command)
 	}
 	hpEnv := composeEnv(t, hp)
+	for k := range hpEnv {
+		if !strings.HasPrefix(k, envPrefix) {
+			t.Errorf("hookproxy: %s is set; configure hookproxy with %s* variables only", k, envPrefix)
+		}
+	}
 	cfg := checkSettings(t, "docker-compose.yml hookproxy", hpEnv)
 	if !cfg.batching() {
 		t.Error("hookproxy: batching is off (set HOOKPROXY_BATCH_SIZE and/or HOOKPROXY_BATCH_TIME)")
@@ -241,6 +246,11 @@ func TestComposeFile(t *testing.T) {
 		}
 		if _, ok := p.Services[u.Hostname()]; !ok {
 			t.Errorf("app: DEMO_TARGETS: %s is not a service", target)
+		}
+		// Compose stops a service before those it depends on: the drain
+		// at `docker compose down` needs the receiver still up.
+		if _, ok := hp.DependsOn[u.Hostname()]; !ok {
+			t.Errorf("hookproxy does not depend on %s: compose would stop it alongside hookproxy, before the drain delivers to it", u.Hostname())
 		}
 		for _, np := range noProxy {
 			if np == u.Hostname() || np == u.Host {
@@ -1195,9 +1205,7 @@ type (
 		Template struct {
 			Spec kubePodSpec `yaml:"spec"`
 		} `yaml:"template"`
-		VolumeClaimTemplates []struct {
-			Metadata kubeMeta `yaml:"metadata"`
-		} `yaml:"volumeClaimTemplates"`
+		VolumeClaimTemplates []kubeClaim `yaml:"volumeClaimTemplates"`
 	}
 	kubePodSpec struct {
 		TerminationGracePeriodSeconds *int64 `yaml:"terminationGracePeriodSeconds"`
@@ -1206,11 +1214,7 @@ type (
 		} `yaml:"securityContext"`
 		InitContainers []kubeContainer `yaml:"initContainers"`
 		Containers     []kubeContainer `yaml:"containers"`
-		Volumes        []struct {
-			Name     string         `yaml:"name"`
-			EmptyDir map[string]any `yaml:"emptyDir"`
-			PVC      map[string]any `yaml:"persistentVolumeClaim"`
-		} `yaml:"volumes"`
+		Volumes        []kubeVolume    `yaml:"volumes"`
 	}
 	kubeContainer struct {
 		Name          string   `yaml:"name"`
@@ -1237,6 +1241,23 @@ type (
 			MountPath string `yaml:"mountPath"`
 			ReadOnly  bool   `yaml:"readOnly"`
 		} `yaml:"volumeMounts"`
+	}
+	kubeVolume struct {
+		Name     string `yaml:"name"`
+		EmptyDir *struct {
+			SizeLimit string `yaml:"sizeLimit"`
+		} `yaml:"emptyDir"`
+		PVC map[string]any `yaml:"persistentVolumeClaim"`
+	}
+	kubeClaim struct {
+		Metadata kubeMeta `yaml:"metadata"`
+		Spec     struct {
+			Resources struct {
+				Requests struct {
+					Storage string `yaml:"storage"`
+				} `yaml:"requests"`
+			} `yaml:"resources"`
+		} `yaml:"spec"`
 	}
 	kubeProbe struct {
 		HTTPGet *struct {
@@ -1276,6 +1297,29 @@ func loadKube(tb testing.TB) map[string][]kubeObject {
 		}
 	}
 	return out
+}
+
+// kubeBytes parses a Kubernetes quantity of bytes in binary units ("1Gi");
+// "" is 0 (no limit).
+func kubeBytes(tb testing.TB, q string) int64 {
+	tb.Helper()
+	if q == "" {
+		return 0
+	}
+	for i, unit := range []string{"Ki", "Mi", "Gi", "Ti"} {
+		if n, ok := strings.CutSuffix(q, unit); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				tb.Fatalf("quantity %q: %v", q, err)
+			}
+			return v << (10 * (i + 1))
+		}
+	}
+	v, err := strconv.ParseInt(q, 10, 64)
+	if err != nil {
+		tb.Fatalf("quantity %q: want bytes or Ki, Mi, Gi, Ti", q)
+	}
+	return v
 }
 
 // port resolves a probe's port (a number or a container port's name).
@@ -1372,10 +1416,14 @@ func TestKubeManifests(t *testing.T) {
 		}
 		cfg := checkSettings(t, f+" hookproxy", env)
 		adminPort, _ := strconv.Atoi(portOf(t, cfg.AdminListen))
-		for name, pr := range map[string]*kubeProbe{"readinessProbe": hp.ReadinessProbe, "startupProbe": hp.StartupProbe} {
-			if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != "/readyz" || hp.port(t, pr.HTTPGet.Port) != adminPort {
-				t.Errorf("%s: hookproxy's %s is not GET /readyz on the admin port %d", f, name, adminPort)
-			}
+		if pr := hp.StartupProbe; pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != "/readyz" || hp.port(t, pr.HTTPGet.Port) != adminPort {
+			t.Errorf("%s: hookproxy's startupProbe is not GET /readyz on the admin port %d", f, adminPort)
+		}
+		// A sidecar's readiness is the pod's: /readyz failing on a stalled
+		// sender or a nearly full buffer would take the app out of its
+		// Service.
+		if hp.ReadinessProbe != nil {
+			t.Errorf("%s: hookproxy has a readinessProbe: its failures would take the app's pod out of its Service", f)
 		}
 		if pr := hp.LivenessProbe; pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != "/healthz" || hp.port(t, pr.HTTPGet.Port) != adminPort {
 			t.Errorf("%s: hookproxy's livenessProbe is not GET /healthz on the admin port", f)
@@ -1395,27 +1443,27 @@ func TestKubeManifests(t *testing.T) {
 		if !ok {
 			t.Errorf("%s: hookproxy's data dir %s is not on a volume", f, cfg.DataDir)
 		}
-		inPod := slices.ContainsFunc(pod.Volumes, func(v struct {
-			Name     string         `yaml:"name"`
-			EmptyDir map[string]any `yaml:"emptyDir"`
-			PVC      map[string]any `yaml:"persistentVolumeClaim"`
-		}) bool {
-			return v.Name == dataVol
-		})
-		claimed := slices.ContainsFunc(w.Spec.VolumeClaimTemplates, func(c struct {
-			Metadata kubeMeta `yaml:"metadata"`
-		}) bool {
-			return c.Metadata.Name == dataVol
-		})
+		vol := slices.IndexFunc(pod.Volumes, func(v kubeVolume) bool { return v.Name == dataVol })
+		claim := slices.IndexFunc(w.Spec.VolumeClaimTemplates, func(c kubeClaim) bool { return c.Metadata.Name == dataVol })
+		var size string
 		switch w.Kind {
 		case "Deployment":
-			if !inPod {
-				t.Errorf("%s: no pod volume %q for the data", f, dataVol)
+			if vol < 0 || pod.Volumes[vol].EmptyDir == nil {
+				t.Errorf("%s: no emptyDir pod volume %q for the data", f, dataVol)
+			} else {
+				size = pod.Volumes[vol].EmptyDir.SizeLimit
 			}
 		case "StatefulSet":
-			if !claimed || inPod {
+			if claim < 0 || vol >= 0 {
 				t.Errorf("%s: the data volume %q is not a volumeClaimTemplate (a persistent volume per pod)", f, dataVol)
+			} else {
+				size = w.Spec.VolumeClaimTemplates[claim].Spec.Resources.Requests.Storage
 			}
+		}
+		// A bounded volume needs a bound on what piles up while a
+		// receiver is down; the store takes about 1.5x the pending bodies.
+		if limit := kubeBytes(t, size); limit > 0 && (cfg.MaxPendingBytes == 0 || int64(cfg.MaxPendingBytes)*3/2 > limit) {
+			t.Errorf("%s: data volume of %s, HOOKPROXY_MAX_PENDING_BYTES %d: want a bound whose 1.5x fits the volume", f, size, cfg.MaxPendingBytes)
 		}
 
 		// The app: through the sidecar, trusting its bundle.
