@@ -10,10 +10,13 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/idna"
 
 	"hookproxy/buffer"
 )
@@ -155,7 +158,16 @@ func parseHostPattern(s string) (hostPattern, error) {
 func normalizeHost(h string) string {
 	h = strings.ToLower(h)
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-	return strings.TrimSuffix(h, ".")
+	h = strings.TrimSuffix(h, ".")
+	// One spelling per host: python requests sends the ASCII (punycode)
+	// form of an internationalized name, and an IPv6 literal as written.
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.String()
+	}
+	if a, err := idna.Lookup.ToASCII(h); err == nil {
+		return a
+	}
+	return h
 }
 
 // match reports whether host (a URL's Hostname) is selected.

@@ -303,6 +303,7 @@ func New(opts Options) (*Proxy, error) {
 	gp.Tr = dialTr
 	gp.ConnectDial = nil
 	gp.ConnectDialWithReq = nil
+	gp.ConnectionErrHandler = connectError
 	gp.Verbose = false
 	gp.Logger = goproxyLogger{log: log}
 	// Intercepted tunnels speak HTTP/1.1 only (python requests offers
@@ -324,7 +325,10 @@ func New(opts Options) (*Proxy, error) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idle,
 		ConnState:         p.connState,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return p, nil
 }
@@ -356,6 +360,9 @@ func newTransport(tlsConfig *tls.Config) *http.Transport {
 	}
 }
 
+// connKey is the context key of a request's client connection.
+type connKey struct{}
+
 // reqStateKey is the context key of a request's *reqState.
 type reqStateKey struct{}
 
@@ -364,11 +371,29 @@ type reqState struct {
 	// aborted is set when the upstream response body broke off; ServeHTTP
 	// reads it.
 	aborted atomic.Bool
+	// upgraded is set when the response switched protocols: goproxy has
+	// hijacked the app's connection and relayed until one side ended.
+	upgraded atomic.Bool
 	// active is set for a request inside an intercepted tunnel: it is
 	// counted there until finish, called once its response is written
 	// (goproxy closes the response body then).
 	active   *activeSet
 	finished atomic.Bool
+	// rc is the app connection's response controller on the plain path
+	// (nil inside an intercepted tunnel, whose connection has deadlines
+	// of its own); idleWrites is set once a pass-through response body
+	// arms write deadlines on it.
+	rc         *http.ResponseController
+	idleWrites bool
+}
+
+// stateOf returns r's *reqState, nil when it has none.
+func stateOf(r *http.Request) *reqState {
+	if r == nil {
+		return nil
+	}
+	st, _ := r.Context().Value(reqStateKey{}).(*reqState)
+	return st
 }
 
 // lastInTunnel reports whether the response to a request inside an
@@ -398,9 +423,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"proxy authentication required: use a proxy URL of the form http://user:password@host:port")
 		return
 	}
-	st := new(reqState)
+	st := &reqState{rc: http.NewResponseController(w)}
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
+	if r.Body != nil && r.Body != http.NoBody && r.Method != http.MethodConnect {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: st.rc, idle: p.idle}
+	}
 	p.gp.ServeHTTP(w, r)
+	if st.idleWrites {
+		// What net/http still holds goes out under the last deadline;
+		// the connection's next response starts without one.
+		_ = st.rc.Flush()
+		_ = st.rc.SetWriteDeadline(time.Time{})
+	}
+	if st.upgraded.Load() {
+		// goproxy returns once either side of the upgraded connection
+		// ends, and never closes the app's side.
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			_ = c.Close()
+		}
+	}
 	if st.aborted.Load() {
 		// The upstream body broke off mid-way. With chunked encoding
 		// net/http would end the response with a clean last chunk and the
@@ -422,7 +463,11 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	ctx.RoundTripper = p.upstream
 	tun, _ := ctx.UserData.(*mitmTunnel)
 	if tun == nil {
-		return p.route(r, start)
+		out, resp := p.route(r, start)
+		if st := stateOf(r); resp != nil && st != nil {
+			st.rc = nil // an answer of hookproxy's own: no upstream body to pace
+		}
+		return out, resp
 	}
 
 	// A request read inside an intercepted tunnel. Shutdown waits for it
@@ -456,7 +501,9 @@ func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Re
 	}
 	upgrade := upgradeType(r.Header)
 	removeHopHeaders(r.Header)
-	if upgrade != "" {
+	// goproxy relays only websocket upgrades (it drops Connection from
+	// any other); another upgrade is declined: Upgrade stays removed.
+	if strings.EqualFold(upgrade, "websocket") {
 		r.Header.Set("Connection", "Upgrade")
 		r.Header.Set("Upgrade", upgrade)
 	}
@@ -484,7 +531,29 @@ func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectA
 	if p.onPass != nil {
 		p.onPass(ctx.Req)
 	}
+	rt := &relayTunnel{}
+	ctx.UserData = rt
+	ctx.Dialer = func(c context.Context, network, addr string) (net.Conn, error) {
+		conn, err := p.dialTunnel(c, network, addr)
+		rt.dialFailed = err != nil
+		return conn, err
+	}
 	return tunnel, host
+}
+
+// relayTunnel is the ctx.UserData of a relayed CONNECT.
+type relayTunnel struct{ dialFailed bool }
+
+// connectError is goproxy's ConnectionErrHandler. Only a failed dial of
+// a relayed CONNECT gets an answer (goproxy closes the connection after
+// it); goproxy's other calls come once a tunnel is established, when no
+// HTTP answer can be written.
+func connectError(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
+	if rt, ok := ctx.UserData.(*relayTunnel); !ok || !rt.dialFailed {
+		return
+	}
+	b := errorBody("upstream request failed: " + withoutURL(err).Error())
+	_, _ = fmt.Fprintf(w, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(b), b)
 }
 
 // mitmTLSConfig is the intercepting ConnectAction's TLSConfig: the
@@ -529,9 +598,19 @@ func (t *mitmTunnel) carries(u *url.URL) bool {
 
 // onResponse removes the upstream connection's hop-by-hop headers from a
 // pass-through response; a protocol switch keeps them, as it needs them.
-func (p *Proxy) onResponse(resp *http.Response, _ *goproxy.ProxyCtx) *http.Response {
+func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
 	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		if st := stateOf(ctx.Req); st != nil && st.rc != nil && resp.Body != nil {
+			// An app that stops reading the response is idle.
+			st.idleWrites = true
+			resp.Body = &idleResponseBody{ReadCloser: resp.Body, rc: st.rc, idle: p.idle}
+		}
 		removeHopHeaders(resp.Header)
+		if resp.ContentLength < 0 && resp.Header != nil {
+			// goproxy flushes each write only when it sees this header;
+			// net/http replaces it with its own framing.
+			resp.Header["Transfer-Encoding"] = []string{"chunked"}
+		}
 	}
 	if resp != nil && resp.Header != nil {
 		// net/http would sniff a Content-Type for a response without
@@ -582,7 +661,7 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 		}
 		resp = jsonErrorResponse(req, http.StatusBadGateway, "upstream request failed: "+err.Error())
 	}
-	st, _ := req.Context().Value(reqStateKey{}).(*reqState)
+	st := stateOf(req)
 	if st == nil {
 		return resp, nil
 	}
@@ -593,6 +672,7 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 		// A 101 body is the upgraded connection (an io.ReadWriter goproxy
 		// relies on): left unwrapped, and a tunnel of its own from here
 		// on, no longer a request in progress.
+		st.upgraded.Store(resp.StatusCode == http.StatusSwitchingProtocols)
 		st.finish()
 		return resp, nil
 	}
@@ -645,4 +725,36 @@ func (l goproxyLogger) Printf(format string, v ...any) {
 		level = slog.LevelWarn
 	}
 	l.log.Log(context.Background(), level, "goproxy", "detail", msg)
+}
+
+// idleBody arms the idle timeout around each read of a request body: an
+// app that stops half-way through a body is idle. The deadline is lifted
+// at the end of the body, before net/http's background read relies on it.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+// idleResponseBody arms the idle timeout on the app's connection before
+// goproxy writes what each read of a pass-through response body returns.
+type idleResponseBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleResponseBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	_ = b.rc.SetWriteDeadline(time.Now().Add(b.idle))
+	return n, err
 }
