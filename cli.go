@@ -207,6 +207,10 @@ func (c *cliRunner) client(ctx context.Context) (*admin.Client, context.Context,
 	if err != nil {
 		return nil, nil, nil, usageErr("%v (set HOOKPROXY_ADMIN_URL or --admin-url)", err)
 	}
+	if c.timeout <= 0 {
+		cl.Close()
+		return nil, nil, nil, usageErr("--timeout %v: want a positive duration", c.timeout)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	return cl, ctx, func() { cancel(); cl.Close() }, nil
 }
@@ -217,6 +221,10 @@ func (c *cliRunner) apiErr(err error) error {
 	switch {
 	case errors.As(err, &ae) && ae.Status == 401:
 		return fmt.Errorf("%w (set HOOKPROXY_ADMIN_TOKEN or --token)", err)
+	case errors.As(err, &ae) && ae.Message == "":
+		// Not an error of hookproxy's admin API, which always says why:
+		// another server, or the proxy port.
+		return fmt.Errorf("%w (is %s hookproxy's admin address? set HOOKPROXY_ADMIN_URL or --admin-url)", err, c.adminURL)
 	case errors.As(err, &ae) && ae.Status == 404:
 		return &exitError{code: exitNotFound, err: err}
 	case errors.As(err, &ae) && ae.Status == 400:

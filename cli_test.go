@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -336,5 +337,49 @@ func TestHealthCommand(t *testing.T) {
 	hp.stop(t)
 	if _, _, err := cliRun(t, adminURL, "health", "--timeout", "5s"); exitCode(err) != exitFailure {
 		t.Fatalf("health of a stopped hookproxy: %v (exit %d), want exit 1", err, exitCode(err))
+	}
+}
+
+// TestExitCodesOfOtherServers: an admin URL that is not hookproxy's
+// admin API (another server, or the proxy port) fails with exit 1, not
+// with the codes of a refused value (2) or a missing dead letter (3).
+func TestExitCodesOfOtherServers(t *testing.T) {
+	notHookproxy := httptest.NewServer(http.NotFoundHandler())
+	defer notHookproxy.Close()
+	if _, _, err := cliRun(t, notHookproxy.URL, "health", "--timeout", "5s"); exitCode(err) != exitFailure {
+		t.Errorf("health against a server that is not hookproxy (404): %v, exit %d; want exit 1", err, exitCode(err))
+	}
+	if _, _, err := cliRun(t, notHookproxy.URL, "status", "--timeout", "5s"); exitCode(err) != exitFailure {
+		t.Errorf("status against a server that is not hookproxy (404): %v, exit %d; want exit 1", err, exitCode(err))
+	}
+	// A common slip: the admin URL pointed at the proxy port.
+	hp := startHookproxy(t, nil)
+	if _, _, err := cliRun(t, hp.proxyURL, "health", "--timeout", "5s"); exitCode(err) != exitFailure {
+		t.Errorf("health against the proxy port (400): %v, exit %d; want exit 1", err, exitCode(err))
+	}
+}
+
+// TestServeArguments: serve takes no arguments (exit 2), and -h prints
+// the usage.
+func TestServeArguments(t *testing.T) {
+	environ := []string{"HOOKPROXY_DATA_DIR=" + t.TempDir()}
+	if err := run(t.Context(), []string{"serve", "--bogus"}, environ, io.Discard, io.Discard); exitCode(err) != exitUsage {
+		t.Errorf("serve --bogus: %v, exit %d; want exit %d", err, exitCode(err), exitUsage)
+	}
+	var out strings.Builder
+	if err := run(t.Context(), []string{"serve", "-h"}, environ, &out, io.Discard); err != nil || !strings.Contains(out.String(), "usage") {
+		t.Errorf("serve -h: %v, output %q; want the usage and exit 0", err, out.String())
+	}
+}
+
+// TestTimeoutIsChecked: --timeout must be positive.
+func TestTimeoutIsChecked(t *testing.T) {
+	hp := startHookproxy(t, nil)
+	adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
+	for _, d := range []string{"0s", "-5s"} {
+		_, _, err := cliRun(t, adminURL, "health", "--timeout", d)
+		if exitCode(err) != exitUsage {
+			t.Errorf("health --timeout %s: %v, exit %d; want a usage error (exit 2)", d, err, exitCode(err))
+		}
 	}
 }

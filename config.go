@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"reflect"
 	"strconv"
@@ -85,7 +86,7 @@ func loadConfig(environ []string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("configuration: %w", nameVariables(err, vars))
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validate(vars); err != nil {
 		return Config{}, fmt.Errorf("configuration: %w", err)
 	}
 	return cfg, nil
@@ -114,12 +115,20 @@ func nameVariables(err error, vars map[string]string) error {
 	return errors.Join(out...)
 }
 
-func (c *Config) validate() error {
+// validate checks the parsed values; vars holds them as written, which
+// errors about durations and sizes quote.
+func (c *Config) validate(vars map[string]string) error {
 	var errs []error
 	bad := func(name string, value any, why string) {
+		switch value.(type) {
+		case Duration, ByteSize:
+			if raw := strings.TrimSpace(vars[envPrefix+name]); raw != "" {
+				value = raw
+			}
+		}
 		errs = append(errs, fmt.Errorf("%s%s=%v: %s", envPrefix, name, value, why))
 	}
-	if c.Listen == "" {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("LISTEN", c.Listen, "must be an address such as :8080")
 	}
 	if c.DataDir == "" {
@@ -169,6 +178,10 @@ func (c *Config) validate() error {
 	}
 	if c.MaxPendingBytes < 0 {
 		bad("MAX_PENDING_BYTES", c.MaxPendingBytes, "must be 0 (no limit) or positive")
+	}
+	if c.MaxPendingBytes > 0 && c.MaxPendingBytes < c.MaxBodyBytes {
+		bad("MAX_PENDING_BYTES", c.MaxPendingBytes, fmt.Sprintf(
+			"must be 0 (no limit) or at least HOOKPROXY_MAX_BODY_BYTES (%d): a larger hook could never be accepted", int64(c.MaxBodyBytes)))
 	}
 	if c.OnStoreError != "forward" && c.OnStoreError != "reject" {
 		bad("ON_STORE_ERROR", c.OnStoreError, "must be forward or reject")
@@ -221,8 +234,11 @@ func (d *Duration) UnmarshalText(b []byte) error {
 		return nil
 	}
 	secs, err := strconv.ParseFloat(s, 64)
-	if err != nil {
+	if err != nil || math.IsNaN(secs) {
 		return fmt.Errorf("%q is neither a duration (such as 30s or 1m) nor a number of seconds", s)
+	}
+	if math.Abs(secs) >= math.MaxInt64/float64(time.Second) {
+		return fmt.Errorf("%q is out of range (at most about 290 years)", s)
 	}
 	*d = Duration(secs * float64(time.Second))
 	return nil
@@ -253,9 +269,19 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 			break
 		}
 	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+		if n > math.MaxInt64/factor {
+			return fmt.Errorf("%q is out of range (at most 8EiB)", string(text))
+		}
+		*b = ByteSize(n * factor)
+		return nil
+	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 {
+	if err != nil || v < 0 || math.IsNaN(v) {
 		return fmt.Errorf("%q is not a byte size (such as 1048576, 512KiB or 1MiB)", string(text))
+	}
+	if v*float64(factor) >= math.MaxInt64 {
+		return fmt.Errorf("%q is out of range (at most 8EiB)", string(text))
 	}
 	*b = ByteSize(v * float64(factor))
 	return nil

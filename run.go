@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,7 +81,12 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		}
 	}
 	if len(args) > 0 {
-		return fmt.Errorf("serve takes no arguments (settings are environment variables), got %q", args)
+		if slices.Contains([]string{"-h", "--help", "help"}, args[0]) {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		fmt.Fprint(stderr, usage)
+		return usageErr("serve takes no arguments (settings are environment variables), got %q", args)
 	}
 	cfg, err := loadConfig(environ)
 	if err != nil {
@@ -190,7 +196,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listen %s (HOOKPROXY_LISTEN): %w", cfg.Listen, err)
 	}
 
 	// The admin listener serves until everything else has stopped, so
