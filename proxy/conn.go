@@ -136,6 +136,11 @@ type tcpConn struct {
 	// after a write.
 	wrote   atomic.Bool
 	writing atomic.Int32
+	// recheck is set when a read armed TCP_QUICKACK after a write: the
+	// kernel may still send that write's last segment after the arm,
+	// which puts the socket back in delayed-ACK mode, so the first read
+	// that returns data arms again (and so sends an ACK held back).
+	recheck atomic.Bool
 }
 
 func (c *tcpConn) markHijacked() {
@@ -149,14 +154,19 @@ func (c *tcpConn) markHijacked() {
 // every POST over a reused proxy connection, and inside CONNECT tunnels.
 // The check after the read covers a read that was already waiting when
 // the response went out (net/http's background read): the request that
-// arrives then is ACKed as soon as it is read. Re-arming only after a
-// write keeps it to about one system call per request instead of two per
-// read.
+// arrives then is ACKed as soon as it is read; and the first read that
+// returns data after an arm arms again (see recheck). Re-arming only
+// after a write keeps it to about two system calls per request instead
+// of two per read.
 func (c *tcpConn) Read(b []byte) (int, error) {
 	c.touch(c.TCPConn)
-	c.quickack()
+	if c.quickack() {
+		c.recheck.Store(true)
+	}
 	n, err := c.TCPConn.Read(b)
-	c.quickack()
+	if !c.quickack() && n > 0 && c.recheck.Swap(false) {
+		c.arm()
+	}
 	return n, err
 }
 
@@ -194,12 +204,19 @@ func (c *tcpConn) Close() error {
 
 // quickack arms TCP_QUICKACK if the connection wrote since the last arm
 // (or was never armed), or is writing now: a read may return between a
-// send and the flag that records it.
-func (c *tcpConn) quickack() {
+// send and the flag that records it. It reports whether it armed.
+func (c *tcpConn) quickack() bool {
 	if c.raw != nil && (c.wrote.Swap(false) || c.writing.Load() > 0) {
-		quickackArms.Add(1)
-		_ = c.raw.Control(setQuickack)
+		c.arm()
+		return true
 	}
+	return false
+}
+
+// arm turns TCP_QUICKACK on.
+func (c *tcpConn) arm() {
+	quickackArms.Add(1)
+	_ = c.raw.Control(setQuickack)
 }
 
 // dialTunnel dials the receiver of a relayed CONNECT tunnel and wraps it
