@@ -81,17 +81,20 @@ func TestBatchingModesThroughPythonRequests(t *testing.T) {
 		name     string
 		settings map[string]string
 		hooks    int
+		early    int   // hooks that arrive before the stop: full batches
 		want     []int // batch sizes, in order
 	}{
-		// The windows are real time, long enough that python posts every
-		// hook well within them even on a loaded machine (the exact
-		// window behaviour is tested on a fake clock in sender/).
-		// size alone: full batches at once, the remainder after BATCH_MAX_WAIT.
-		{"size", map[string]string{"BATCH_SIZE": "3", "BATCH_MAX_WAIT": "5s"}, 7, []int{3, 3, 1}},
+		// The windows are real time. Those of size and mixed are an hour,
+		// so the full batches must go out by size; the remainder goes at
+		// the stop's drain. The time window is long enough that python
+		// posts every hook well within it even on a loaded machine (the
+		// exact window behaviour is tested on a fake clock in sender/).
+		// size alone: full batches at once, the remainder later.
+		{"size", map[string]string{"BATCH_SIZE": "3", "BATCH_MAX_WAIT": "1h"}, 7, 6, []int{3, 3, 1}},
 		// time alone: everything that arrived within the window, in one POST.
-		{"time", map[string]string{"BATCH_TIME": "5"}, 5, []int{5}},
+		{"time", map[string]string{"BATCH_TIME": "5"}, 5, 5, []int{5}},
 		// both: whichever first.
-		{"mixed", map[string]string{"BATCH_SIZE": "3", "BATCH_TIME": "5s"}, 7, []int{3, 3, 1}},
+		{"mixed", map[string]string{"BATCH_SIZE": "3", "BATCH_TIME": "1h"}, 7, 6, []int{3, 3, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +103,12 @@ func TestBatchingModesThroughPythonRequests(t *testing.T) {
 			hp := startHookproxy(t, tt.settings)
 			url := rc.srv.URL + "/hooks/" + tt.name + "?token=abc"
 			checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(url, 0, tt.hooks)))
-			got := rc.waitHooks(t, tt.hooks)
+			got := rc.waitHooks(t, tt.early)
+			if n := len(allPKs(t, got)); n != tt.early {
+				t.Fatalf("%d hooks arrived before the stop, want the %d of full batches", n, tt.early)
+			}
+			hp.stop(t) // drains what waits for its window
+			got = rc.waitHooks(t, tt.hooks)
 			if sizes := batchSizes(t, got); !slices.Equal(sizes, tt.want) {
 				t.Fatalf("batch sizes = %v, want %v", sizes, tt.want)
 			}

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -50,7 +52,11 @@ func startHookproxy(tb testing.TB, settings map[string]string) *instance {
 	url, ok := waitStarted(logs, exited)
 	if !ok {
 		cancel()
-		<-exited
+		select {
+		case <-exited:
+		case <-time.After(waitLimit):
+			tb.Fatalf("hookproxy neither started nor stopped\n%s", logs.String())
+		}
 		tb.Fatalf("hookproxy did not start: %v\n%s", runErr, logs.String())
 	}
 	inst.proxyURL = url
@@ -73,6 +79,10 @@ func testEnviron(tb testing.TB, settings map[string]string) []string {
 	}
 	if _, ok := settings["DATA_DIR"]; !ok {
 		environ = append(environ, "HOOKPROXY_DATA_DIR="+tb.TempDir())
+	}
+	if _, ok := settings["MEMORY_LIMIT"]; !ok {
+		// run sets the process's soft memory limit; the tests share it.
+		environ = append(environ, "HOOKPROXY_MEMORY_LIMIT=0")
 	}
 	if _, ok := settings["ALLOW_PRIVATE_TARGETS"]; !ok {
 		// The receivers are on loopback, which the egress guard refuses
@@ -237,13 +247,23 @@ func (rc *receiver) requests() []received {
 // waitFor waits until cond holds for what the receiver got.
 func (rc *receiver) waitFor(tb testing.TB, what string, cond func([]received) bool) []received {
 	tb.Helper()
+	got, ok := rc.await(cond)
+	if !ok {
+		tb.Fatalf("receiver: timed out waiting for %s; got %d requests", what, len(got))
+	}
+	return got
+}
+
+// await is waitFor that reports a timeout (ok false, with what arrived)
+// instead of failing the test.
+func (rc *receiver) await(cond func([]received) bool) (got []received, ok bool) {
 	deadline := time.After(waitLimit)
 	for {
 		rc.mu.Lock()
 		got := append([]received(nil), rc.got...)
 		if cond(got) {
 			rc.mu.Unlock()
-			return got
+			return got, true
 		}
 		if rc.changed == nil {
 			rc.changed = make(chan struct{})
@@ -253,7 +273,7 @@ func (rc *receiver) waitFor(tb testing.TB, what string, cond func([]received) bo
 		select {
 		case <-ch:
 		case <-deadline:
-			tb.Fatalf("receiver: timed out waiting for %s; got %d requests", what, len(got))
+			return got, false
 		}
 	}
 }
@@ -356,4 +376,20 @@ func pks(tb testing.TB, hooks []json.RawMessage) []int {
 		out = append(out, v.Data.PK)
 	}
 	return out
+}
+
+// TestMain fences DNS off for the hookproxy run in this process: the
+// names tests use as mere labels are never looked up, so a regression
+// that sent one of their requests upstream fails instead of leaving the
+// machine (/etc/hosts still answers for localhost). It removes the
+// binary buildBinary built.
+func TestMain(m *testing.M) {
+	net.DefaultResolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("the tests resolve no names through DNS")
+	}}
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }

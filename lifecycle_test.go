@@ -39,6 +39,9 @@ func TestRestartDeliversAcknowledgedHooks(t *testing.T) {
 	checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(url, 0, 5)))
 	first := rc.waitFor(t, "a failed attempt", func(g []received) bool { return len(g) >= 1 })
 	inflightID := first[0].Header.Get("Idempotency-Key")
+	if len(inflightID) != 26 {
+		t.Fatalf("the failed attempt has Idempotency-Key %q, want a batch id", inflightID)
+	}
 	hp.stop(t)
 	before := len(rc.requests())
 
@@ -64,12 +67,16 @@ func delivered(tb testing.TB, got []received) []int {
 	return allPKs(tb, got)
 }
 
+// binDir holds the binary buildBinary built; TestMain removes it.
+var binDir string
+
 // buildBinary builds hookproxy once per test run.
 var buildBinary = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "hookproxy-bin")
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "hookproxy")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -245,7 +252,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if pks := allPKs(t, got[1:]); !slices.Equal(pks, seq(0, 1)) {
 		t.Fatalf("after the restart the receiver got %v, want hook 0", pks)
 	}
-	if got[1].Header.Get("Idempotency-Key") != got[0].Header.Get("Idempotency-Key") {
+	if id := got[0].Header.Get("Idempotency-Key"); len(id) != 26 || got[1].Header.Get("Idempotency-Key") != id {
 		t.Errorf("the batch came back with another id: %s, was %s", got[1].Header.Get("Idempotency-Key"), got[0].Header.Get("Idempotency-Key"))
 	}
 }

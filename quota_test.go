@@ -24,7 +24,7 @@ func TestQuotaAnswers507ThenAcceptsAgain(t *testing.T) {
 	}()
 	reqs := hookRequests(rc.srv.URL+"/quota", 0, 4)
 	quota := len(reqs[0].Body) + len(reqs[1].Body)
-	hp := startHookproxy(t, map[string]string{"MAX_PENDING_BYTES": itoa(quota)})
+	hp := startHookproxy(t, map[string]string{"MAX_PENDING_BYTES": itoa(quota), "MAX_BODY_BYTES": itoa(quota)})
 	c := proxyClient(t, hp.proxyURL)
 	postHooks(t, c, reqs[:2])
 

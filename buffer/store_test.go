@@ -416,19 +416,19 @@ func TestGroupCommitCountsHeaders(t *testing.T) {
 	paused, release := holdFirstCommit(s)
 	first := make(chan error, 1)
 	go func() { first <- s.Put(context.Background(), heavyHook()) }()
-	<-paused
+	recv(t, paused, "the first commit")
 	errs := make(chan error, groupMaxHooks)
 	for range groupMaxHooks {
 		go func() { errs <- s.Put(context.Background(), heavyHook()) }()
 	}
 	waitFor(t, "every Put queued", func() bool { return s.queued() == groupMaxHooks })
 	close(release)
-	if err := <-first; err != nil {
+	if err := recv(t, first, "the first Put"); err != nil {
 		t.Fatal(err)
 	}
 	failed, last := 0, error(nil)
 	for range groupMaxHooks {
-		if err := <-errs; err != nil {
+		if err := recv(t, errs, "a queued Put"); err != nil {
 			failed, last = failed+1, err
 		}
 	}
@@ -452,7 +452,7 @@ func TestCommitGroupSplitsWhenTooBig(t *testing.T) {
 	}
 	s.commitGroup(group) // bypasses takeGroup's bounds
 	for i, r := range group {
-		if err := <-r.done; err != nil {
+		if err := recv(t, r.done, "a request of the group"); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
 	}
@@ -715,14 +715,14 @@ func TestConcurrentReplaysReplayOnce(t *testing.T) {
 	var errA, errB error
 	doneA, doneB := make(chan struct{}), make(chan struct{})
 	go func() { _, nA, errA = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneA) }()
-	<-paused // A committed its first chunk
+	recv(t, paused, "A's first chunk") // A committed its first chunk
 	go func() { _, nB, errB = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneB) }()
 	// B either waits its turn or (were replays not serialised) has read
 	// the dead letter and queued its hooks behind A's commit.
 	waitFor(t, "the second replay waits or queues", func() bool { return s.deadWaiting.Load() == 1 || s.queued() == 1 })
 	close(release)
-	<-doneA
-	<-doneB
+	recv(t, doneA, "replay A")
+	recv(t, doneB, "replay B")
 	if errA != nil || errB != nil {
 		t.Fatalf("replays: %v, %v", errA, errB)
 	}
@@ -745,7 +745,7 @@ func TestPurgeDuringReplay(t *testing.T) {
 	paused, release := holdFirstCommit(s)
 	doneReplay := make(chan struct{})
 	go func() { _, _, _ = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneReplay) }()
-	<-paused // the replay committed its first chunk
+	recv(t, paused, "the replay's first chunk") // the replay committed its first chunk
 	purged := make(chan int, 1)
 	go func() {
 		n, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{dl}})
@@ -765,8 +765,8 @@ func TestPurgeDuringReplay(t *testing.T) {
 		}
 	})
 	close(release)
-	<-doneReplay
-	np = <-purged
+	recv(t, doneReplay, "the replay")
+	np = recv(t, purged, "the purge")
 	left, err := s.ListDeadLetters(DeadLetterFilter{}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -1027,5 +1027,28 @@ func TestReplayLargeHooks(t *testing.T) {
 	}
 	if st := statusOf(t, s, url); st.Pending != n {
 		t.Fatalf("%d hooks back, want %d", st.Pending, n)
+	}
+}
+
+// TestOpenSyncsWrites: the store acknowledges nothing before it is on
+// disk. A process crash cannot show a missing sync (the page cache
+// survives it), so the option that makes every commit wait for the
+// sync is checked where Badger keeps it.
+func TestOpenSyncsWrites(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	if o := s.db.Opts(); !o.SyncWrites || o.InMemory {
+		t.Fatalf("Badger opened with SyncWrites=%v InMemory=%v: commits would be acknowledged before the disk has them", o.SyncWrites, o.InMemory)
+	}
+}
+
+// recv receives from ch, failing the test when nothing comes within 10 s.
+func recv[T any](tb testing.TB, ch <-chan T, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		tb.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
 	}
 }

@@ -484,3 +484,15 @@ func closedAddr(tb testing.TB) string {
 	_ = l.Close()
 	return addr
 }
+
+// recv receives from ch, failing the test when nothing comes within testTimeout.
+func recv[T any](tb testing.TB, ch <-chan T, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testTimeout):
+		tb.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}

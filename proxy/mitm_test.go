@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"hookproxy/mitm"
 )
@@ -389,17 +390,33 @@ func TestShutdownWaitsForInFlightMITM(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		done <- result{resp, body, err}
 	}()
-	<-entered
+	recv(t, entered, "the capture")
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		defer cancel()
 		shut <- tp.Shutdown(ctx)
 	}()
-	// Shutdown marks tunnels as ending before it closes the listener.
-	<-tp.listener.closed
+	// Shutdown marks tunnels as ending before it closes the listener,
+	// then waits for the request in the tunnel.
+	recv(t, tp.listener.closed, "the listener's close")
+	waiting := func() bool {
+		tp.active.mu.Lock()
+		defer tp.active.mu.Unlock()
+		return tp.active.idle != nil
+	}
+	for deadline := time.Now().Add(testTimeout); !waiting(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Shutdown does not wait for the capture in progress in a tunnel")
+		}
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a capture in a tunnel was in progress", err)
+	default:
+	}
 	close(release)
-	r := <-done
+	r := recv(t, done, "the answer")
 	if r.err != nil {
 		t.Fatalf("in-flight capture in a tunnel: %v", r.err)
 	}
@@ -407,7 +424,7 @@ func TestShutdownWaitsForInFlightMITM(t *testing.T) {
 	if !r.resp.Close {
 		t.Errorf("answer during shutdown does not close the tunnel")
 	}
-	if err := <-shut; err != nil {
+	if err := recv(t, shut, "Shutdown"); err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
 }

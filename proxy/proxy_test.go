@@ -866,7 +866,7 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 		_ = resp.Body.Close()
 		done <- result{status: resp.StatusCode}
 	}()
-	<-entered
+	recv(t, entered, "the capture")
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -875,12 +875,12 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 	}()
 	// Shutdown closes the listener before it waits for requests in
 	// progress: once it is closed, Shutdown is waiting for the capture.
-	<-tp.listener.closed
+	recv(t, tp.listener.closed, "the listener's close")
 	close(release)
-	if r := <-done; r.err != nil || r.status != http.StatusAccepted {
+	if r := recv(t, done, "the answer"); r.err != nil || r.status != http.StatusAccepted {
 		t.Errorf("in-flight capture: %d %v, want 202", r.status, r.err)
 	}
-	if err := <-shut; err != nil {
+	if err := recv(t, shut, "Shutdown"); err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
 }

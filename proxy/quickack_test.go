@@ -120,12 +120,12 @@ func TestQuickackRearmedOnEveryRead(t *testing.T) {
 				_, err = io.Copy(io.Discard, resp.Body)
 				answered <- answer{resp.StatusCode, err}
 			}()
-			<-g.entered
+			recv(t, g.entered, "the request")
 			if !quickackOn(t, tp.listener.conn(t, 0)) {
 				t.Errorf("request %d: TCP_QUICKACK is off after the proxy read the request", i)
 			}
 			g.release <- struct{}{}
-			if a := <-answered; a.err != nil || a.status != wantStatus {
+			if a := recv(t, answered, "the answer"); a.err != nil || a.status != wantStatus {
 				t.Fatalf("request %d: %d %v, want %d", i, a.status, a.err, wantStatus)
 			}
 		}

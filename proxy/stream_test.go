@@ -140,7 +140,7 @@ func TestUpgradeOtherThanWebSocket(t *testing.T) {
 	c := dialRaw(t, tp.Addr)
 	addr := up.Addr().String()
 	_, _ = io.WriteString(c, "GET http://"+addr+"/up HTTP/1.1\r\nHost: "+addr+"\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n")
-	if h := <-seen; h.Get("Upgrade") != "" && !strings.EqualFold(h.Get("Connection"), "upgrade") {
+	if h := recv(t, seen, "the request"); h.Get("Upgrade") != "" && !strings.EqualFold(h.Get("Connection"), "upgrade") {
 		t.Errorf("receiver got Upgrade %q with Connection %q", h.Get("Upgrade"), h.Get("Connection"))
 	}
 	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))

@@ -285,6 +285,18 @@ func (h *harness) settle() loopState {
 // now (after its timer fired).
 func (h *harness) settleAt(now time.Time) loopState {
 	h.tb.Helper()
+	return h.await(now, false)
+}
+
+// caughtUp waits until the loop has seen every change made so far; it may
+// still be sending.
+func (h *harness) caughtUp() loopState {
+	h.tb.Helper()
+	return h.await(time.Time{}, true)
+}
+
+func (h *harness) await(now time.Time, busyOK bool) loopState {
+	h.tb.Helper()
 	h.snd.mu.Lock()
 	want := h.snd.epoch
 	h.snd.mu.Unlock()
@@ -294,7 +306,7 @@ func (h *harness) settleAt(now time.Time) loopState {
 		h.mu.Lock()
 		st, seen := h.last, h.seen
 		h.mu.Unlock()
-		if seen && st.epoch >= want && st.busy == 0 && !st.now.Before(now) {
+		if seen && st.epoch >= want && (busyOK || st.busy == 0) && !st.now.Before(now) {
 			return st
 		}
 		select {
@@ -371,5 +383,25 @@ func waitArrival(tb testing.TB, rc *receiver) received {
 	case <-time.After(guard):
 		tb.Fatal("no request arrived")
 		return received{}
+	}
+}
+
+// sameKey reports whether a and b carry the same Idempotency-Key, and a
+// real one (a batch id of 26 characters): two missing keys are not the
+// same batch.
+func sameKey(a, b received) bool {
+	k := a.header.Get("Idempotency-Key")
+	return len(k) == 26 && k == b.header.Get("Idempotency-Key")
+}
+
+// recv receives from ch, failing the test when nothing comes within guard.
+func recv[T any](tb testing.TB, ch <-chan T, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(guard):
+		tb.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
 	}
 }

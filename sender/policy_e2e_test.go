@@ -248,7 +248,7 @@ func TestRedirects(t *testing.T) {
 		st := run(t, rc.URL, Options{FollowRedirects: true})
 		got := final.got()
 		if len(got) != 1 || got[0].method != http.MethodPost || got[0].body != `{"n":1}` || got[0].path != "/moved" ||
-			got[0].header.Get("Idempotency-Key") != rc.got()[0].header.Get("Idempotency-Key") {
+			!sameKey(got[0], rc.got()[0]) {
 			t.Fatalf("the redirect's target got %+v, want the same POST with the same Idempotency-Key", got)
 		}
 		if n := pending(t, st); n != 0 || len(deadLetters(t, st)) != 0 {
@@ -702,10 +702,10 @@ func TestGoneWebhookAtShutdown(t *testing.T) {
 	defer cutAttempts()
 	done := make(chan error, 1)
 	go func() { done <- h.snd.Run(sched, attempts) }()
-	<-arrived
+	recv(t, arrived, "the attempt")
 	stopScheduling() // shutdown begins while the receiver holds the attempt
 	close(release)
-	if err := <-done; err != nil {
+	if err := recv(t, done, "Run's return"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -738,8 +738,8 @@ func TestGoneWebhookWaitsEndAtShutdown(t *testing.T) {
 	defer cutAttempts()
 	done := make(chan error, 1)
 	go func() { done <- h.snd.Run(sched, attempts) }()
-	<-rc.arrived
-	<-app.arrived // the first try failed; the next waits on the fake clock
+	recv(t, rc.arrived, "the attempt")
+	recv(t, app.arrived, "the gone webhook") // the first try failed; the next waits on the fake clock
 	stopScheduling()
 	select {
 	case err := <-done:
@@ -785,7 +785,7 @@ func TestGoneWebhookInDrain(t *testing.T) {
 	case <-time.After(guard):
 		t.Fatal("Drain waited for the gone webhook's next try")
 	}
-	if err := <-notified; err == nil {
+	if err := recv(t, notified, "the gone webhook's end"); err == nil {
 		t.Fatal("gone webhook reported sent; its receiver answers 503")
 	}
 	if got := app.got(); len(got) != 1 {
