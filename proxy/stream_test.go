@@ -36,10 +36,10 @@ func TestUnknownLengthResponseStreams(t *testing.T) {
 			c := dialRaw(t, tp.Addr)
 			addr := up.Addr().String()
 			_, _ = io.WriteString(c, "GET http://"+addr+"/stream HTTP/1.1\r\nHost: "+addr+"\r\n\r\n")
-			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_ = c.SetReadDeadline(time.Now().Add(testTimeout))
 			resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
 			if err != nil {
-				t.Fatalf("no response head within 3 s; the receiver sent head and %d body bytes: %v", tt.want, err)
+				t.Fatalf("no response head within %v; the receiver sent head and %d body bytes: %v", testTimeout, tt.want, err)
 			}
 			got := make([]byte, tt.want)
 			if n, err := io.ReadFull(resp.Body, got); err != nil {
@@ -84,9 +84,9 @@ func TestWebSocketEndReachesApp(t *testing.T) {
 	if _, err := io.ReadFull(c.br, got); err != nil || string(got) != "bye" {
 		t.Fatalf("read %q %v", got, err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(testTimeout))
 	if n, err := c.br.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("receiver closed the websocket; 3 s later (10x the idle timeout) the app's connection: read %d, %v; want EOF", n, err)
+		t.Fatalf("receiver closed the websocket; %v later the app's connection: read %d, %v; want EOF", testTimeout, n, err)
 	}
 }
 
@@ -102,15 +102,15 @@ func TestWebSocketAppCloseReleasesConn(t *testing.T) {
 		return len(tp.conns.conns)
 	}
 	// The 101 reaches the app just before net/http reports the hijack.
-	for deadline := time.Now().Add(3 * time.Second); tracked() == 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(testTimeout); tracked() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("upgraded connection never tracked")
 		}
 	}
 	_ = c.Close()
-	for deadline := time.Now().Add(3 * time.Second); tracked() != 0; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testTimeout); tracked() != 0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("app closed its websocket 3 s ago; proxy still holds %d hijacked connection(s) open", tracked())
+			t.Fatalf("app closed its websocket %v ago; proxy still holds %d hijacked connection(s) open", testTimeout, tracked())
 		}
 	}
 }
@@ -143,7 +143,7 @@ func TestUpgradeOtherThanWebSocket(t *testing.T) {
 	if h := recv(t, seen, "the request"); h.Get("Upgrade") != "" && !strings.EqualFold(h.Get("Connection"), "upgrade") {
 		t.Errorf("receiver got Upgrade %q with Connection %q", h.Get("Upgrade"), h.Get("Connection"))
 	}
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(testTimeout))
 	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		t.Fatalf("read response: %v", err)
@@ -209,10 +209,10 @@ func TestIdleTimeoutMidBody(t *testing.T) {
 	c := dialRaw(t, tp.Addr)
 	_, _ = io.WriteString(c, "POST http://receiver.example/t HTTP/1.1\r\nHost: receiver.example\r\n"+
 		"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\"")
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(testTimeout))
 	if _, err := c.br.Peek(1); err != nil {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("connection silent for 3 s (10x the idle timeout) half-way through a body is still open")
+			t.Fatalf("connection silent for %v (the idle timeout is 300ms) half-way through a body is still open", testTimeout)
 		}
 	}
 }
@@ -247,7 +247,7 @@ func TestIdleTimeoutAppStopsReading(t *testing.T) {
 	// writes block until its idle deadline.
 	select {
 	case <-ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("an app that stopped reading held the response and the receiver's connection for 10 s (33x the idle timeout)")
+	case <-time.After(testTimeout):
+		t.Fatalf("an app that stopped reading held the response and the receiver's connection for %v (the idle timeout is 300ms)", testTimeout)
 	}
 }
