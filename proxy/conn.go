@@ -136,10 +136,13 @@ type tcpConn struct {
 	// after a write.
 	wrote   atomic.Bool
 	writing atomic.Int32
-	// recheck is set when a read armed TCP_QUICKACK after a write: the
-	// kernel may still send that write's last segment after the arm,
-	// which puts the socket back in delayed-ACK mode, so the first read
-	// that returns data arms again (and so sends an ACK held back).
+	// recheck is set when a read in a tunnel armed TCP_QUICKACK after a
+	// write: the kernel may still send that write's last segment after
+	// the arm, which puts the socket back in delayed-ACK mode (seen with
+	// an intercepted response, which is several writes, under CPU load),
+	// so the first read that returns data arms again (and so sends an
+	// ACK held back). A plain proxy response is one write, and its
+	// connection does without the extra system call.
 	recheck atomic.Bool
 }
 
@@ -154,13 +157,13 @@ func (c *tcpConn) markHijacked() {
 // every POST over a reused proxy connection, and inside CONNECT tunnels.
 // The check after the read covers a read that was already waiting when
 // the response went out (net/http's background read): the request that
-// arrives then is ACKed as soon as it is read; and the first read that
-// returns data after an arm arms again (see recheck). Re-arming only
-// after a write keeps it to about two system calls per request instead
-// of two per read.
+// arrives then is ACKed as soon as it is read; in a tunnel, the first
+// read that returns data after an arm arms again (see recheck). Re-arming
+// only after a write keeps it to about one system call per request (two
+// in a tunnel) instead of two per read.
 func (c *tcpConn) Read(b []byte) (int, error) {
 	c.touch(c.TCPConn)
-	if c.quickack() {
+	if c.quickack() && c.hijacked.Load() {
 		c.recheck.Store(true)
 	}
 	n, err := c.TCPConn.Read(b)
