@@ -271,7 +271,7 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
 		if n > math.MaxInt64/factor {
-			return fmt.Errorf("%q is out of range (at most 8EiB)", string(text))
+			return fmt.Errorf("%q is out of range (at most 8388607TiB)", string(text))
 		}
 		*b = ByteSize(n * factor)
 		return nil
@@ -281,7 +281,7 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 		return fmt.Errorf("%q is not a byte size (such as 1048576, 512KiB or 1MiB)", string(text))
 	}
 	if v*float64(factor) >= math.MaxInt64 {
-		return fmt.Errorf("%q is out of range (at most 8EiB)", string(text))
+		return fmt.Errorf("%q is out of range (at most 8388607TiB)", string(text))
 	}
 	*b = ByteSize(v * float64(factor))
 	return nil

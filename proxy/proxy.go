@@ -144,8 +144,10 @@ type Options struct {
 	// TLSConfig, when set, turns HTTPS interception on: it returns the
 	// server TLS configuration that answers the app inside a CONNECT
 	// tunnel to host (a host name or IP address, without port), holding
-	// a certificate for host that the app trusts. An error ends the
-	// tunnel with 502. Nil: every CONNECT is relayed byte for byte.
+	// a certificate for host that the app trusts. An error closes the
+	// tunnel (logged with status 502: the app, which already got its
+	// 200 to the CONNECT, sees its TLS handshake fail). Nil: every
+	// CONNECT is relayed byte for byte.
 	TLSConfig func(host string) (*tls.Config, error)
 	// MITMHosts are the host patterns whose CONNECT tunnels are
 	// intercepted when TLSConfig is set, in the syntax of CaptureHosts,
@@ -379,12 +381,6 @@ type reqState struct {
 	// (goproxy closes the response body then).
 	active   *activeSet
 	finished atomic.Bool
-	// rc is the app connection's response controller on the plain path
-	// (nil inside an intercepted tunnel, whose connection has deadlines
-	// of its own); idleWrites is set once a pass-through response body
-	// arms write deadlines on it.
-	rc         *http.ResponseController
-	idleWrites bool
 }
 
 // stateOf returns r's *reqState, nil when it has none.
@@ -423,18 +419,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"proxy authentication required: use a proxy URL of the form http://user:password@host:port")
 		return
 	}
-	st := &reqState{rc: http.NewResponseController(w)}
+	st := new(reqState)
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
-	if r.Body != nil && r.Body != http.NoBody && r.Method != http.MethodConnect {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: st.rc, idle: p.idle}
-	}
 	p.gp.ServeHTTP(w, r)
-	if st.idleWrites {
-		// What net/http still holds goes out under the last deadline;
-		// the connection's next response starts without one.
-		_ = st.rc.Flush()
-		_ = st.rc.SetWriteDeadline(time.Time{})
-	}
 	if st.upgraded.Load() {
 		// goproxy returns once either side of the upgraded connection
 		// ends, and never closes the app's side.
@@ -463,11 +450,7 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	ctx.RoundTripper = p.upstream
 	tun, _ := ctx.UserData.(*mitmTunnel)
 	if tun == nil {
-		out, resp := p.route(r, start)
-		if st := stateOf(r); resp != nil && st != nil {
-			st.rc = nil // an answer of hookproxy's own: no upstream body to pace
-		}
-		return out, resp
+		return p.route(r, start)
 	}
 
 	// A request read inside an intercepted tunnel. Shutdown waits for it
@@ -598,13 +581,10 @@ func (t *mitmTunnel) carries(u *url.URL) bool {
 
 // onResponse removes the upstream connection's hop-by-hop headers from a
 // pass-through response; a protocol switch keeps them, as it needs them.
-func (p *Proxy) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+func (p *Proxy) onResponse(resp *http.Response, _ *goproxy.ProxyCtx) *http.Response {
 	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-		if st := stateOf(ctx.Req); st != nil && st.rc != nil && resp.Body != nil {
-			// An app that stops reading the response is idle.
-			st.idleWrites = true
-			resp.Body = &idleResponseBody{ReadCloser: resp.Body, rc: st.rc, idle: p.idle}
-		}
+		// The body must stay the one goproxy got: it drops
+		// Content-Length from a response whose body a filter replaced.
 		removeHopHeaders(resp.Header)
 		if resp.ContentLength < 0 && resp.Header != nil {
 			// goproxy flushes each write only when it sees this header;
@@ -725,36 +705,4 @@ func (l goproxyLogger) Printf(format string, v ...any) {
 		level = slog.LevelWarn
 	}
 	l.log.Log(context.Background(), level, "goproxy", "detail", msg)
-}
-
-// idleBody arms the idle timeout around each read of a request body: an
-// app that stops half-way through a body is idle. The deadline is lifted
-// at the end of the body, before net/http's background read relies on it.
-type idleBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		_ = b.rc.SetReadDeadline(time.Time{})
-	}
-	return n, err
-}
-
-// idleResponseBody arms the idle timeout on the app's connection before
-// goproxy writes what each read of a pass-through response body returns.
-type idleResponseBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
-}
-
-func (b *idleResponseBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	_ = b.rc.SetWriteDeadline(time.Now().Add(b.idle))
-	return n, err
 }
