@@ -430,10 +430,10 @@ func (s *suite) scaleHeadlines() []headline {
 			target: "≤ 256 MiB", onValue: true, meets: atMost(256), unjudged: unjudged},
 		// A cgroup cannot use more than its limit, so what is judged is
 		// that hookproxy works within it: not OOM-killed, everything
-		// delivered. Its VmHWM is in section e3; it may pass the limit by a
+		// delivered. Its VmHWM is in its own section; it may pass the limit by a
 		// few MiB of pages (the binary's) charged to another cgroup.
 		{what: fmt.Sprintf("hooks delivered from %s pending inside a %d MiB memory cgroup, page cache included "+
-			"(not OOM-killed; memory figures in section e3)", count(p), s.o.memLimitMiB),
+			"(not OOM-killed; memory figures in the section on delivering a backlog under a memory limit)", count(p), s.o.memLimitMiB),
 			unit: "hooks", hp: s.rec.get("e/limit/delivered"), ref: s.rec.get("e/free/delivered"), refName: "no limit",
 			target: "all (ratio 1)", meets: func(r float64) bool { return r >= 1 }, unjudged: unjudged},
 		{what: fmt.Sprintf("idle RSS: peak RSS (VmHWM) of hookproxy on an empty store after %v idle", s.o.idleWindow),
