@@ -164,10 +164,22 @@ func normalizeHost(h string) string {
 	if a, err := netip.ParseAddr(h); err == nil {
 		return a.String()
 	}
+	if isASCII(h) {
+		return h // what IDNA would give back, or refuse and leave
+	}
 	if a, err := idna.Lookup.ToASCII(h); err == nil {
 		return a
 	}
 	return h
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // match reports whether host (a URL's Hostname) is selected.
