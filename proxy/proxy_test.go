@@ -803,12 +803,24 @@ func TestConnectBytesPassThrough(t *testing.T) {
 	c.echo(t, big)
 }
 
+// TestConnectDialErrorIs502: the 502 for a CONNECT whose target cannot be
+// dialled is a JSON error, and the connection is not closed without
+// Connection: close.
 func TestConnectDialErrorIs502(t *testing.T) {
 	tp := startProxy(t, Options{Store: &fakeStore{}})
 	c := dialRaw(t, tp.Addr)
-	resp, _ := c.send(t, http.MethodConnect, "CONNECT "+closedAddr(t)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := c.send(t, http.MethodConnect, "CONNECT "+closedAddr(t)+" HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp.StatusCode != http.StatusBadGateway {
-		t.Errorf("status %d, want 502", resp.StatusCode)
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q body %q, want a JSON error", ct, body)
+	}
+	if !resp.Close {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.br.Peek(1); err == io.EOF {
+			t.Errorf("connection closed after a 502 that did not say Connection: close")
+		}
 	}
 }
 

@@ -157,27 +157,6 @@ func TestUpgradeOtherThanWebSocket(t *testing.T) {
 	}
 }
 
-// TestConnectDialErrorIsJSON: the 502 for a CONNECT whose target cannot be
-// dialled is a JSON error, and the connection is not closed without
-// Connection: close.
-func TestConnectDialErrorIsJSON(t *testing.T) {
-	tp := startProxy(t, Options{Store: &fakeStore{}})
-	c := dialRaw(t, tp.Addr)
-	resp, body := c.send(t, http.MethodConnect, "CONNECT "+closedAddr(t)+" HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q body %q, want a JSON error", ct, body)
-	}
-	if !resp.Close {
-		_ = c.SetReadDeadline(time.Now().Add(time.Second))
-		if _, err := c.br.Peek(1); err == io.EOF {
-			t.Errorf("connection closed after a 502 that did not say Connection: close")
-		}
-	}
-}
-
 // TestHostPatternForms: python requests sends an internationalized host in
 // its ASCII (punycode) form and an IPv6 literal as the subscriber wrote it;
 // a pattern that New accepts and that names the same host must select it.

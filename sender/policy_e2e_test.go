@@ -692,16 +692,8 @@ func TestGoneWebhookAtShutdown(t *testing.T) {
 		w.WriteHeader(http.StatusGone)
 	})
 	app := newReceiver(t, nil)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{GoneWebhook: app.URL + "/gone"})
-	notified := make(chan error, 10)
-	h.snd.onGoneNotified = func(err error) { notified <- err }
-	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
-	sched, stopScheduling := context.WithCancel(context.Background())
-	attempts, cutAttempts := context.WithCancel(context.Background())
-	defer cutAttempts()
-	done := make(chan error, 1)
-	go func() { done <- h.snd.Run(sched, attempts) }()
+	h, notified := goneHarness(t, clk, rc, app)
+	stopScheduling, done := runAtShutdown(t, h)
 	recv(t, arrived, "the attempt")
 	stopScheduling() // shutdown begins while the receiver holds the attempt
 	close(release)
@@ -725,19 +717,9 @@ func TestGoneWebhookAtShutdown(t *testing.T) {
 // when scheduling stops is given up at once; it does not hold Run, and
 // the drain behind it, until the attempts' deadline.
 func TestGoneWebhookWaitsEndAtShutdown(t *testing.T) {
-	clk := newFakeClock(t0)
-	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
-	app := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{GoneWebhook: app.URL + "/gone"})
-	notified := make(chan error, 10)
-	h.snd.onGoneNotified = func(err error) { notified <- err }
-	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
-	sched, stopScheduling := context.WithCancel(context.Background())
-	attempts, cutAttempts := context.WithCancel(context.Background())
-	defer cutAttempts()
-	done := make(chan error, 1)
-	go func() { done <- h.snd.Run(sched, attempts) }()
+	rc, app := goneAndDown(t)
+	h, notified := goneHarness(t, newFakeClock(t0), rc, app)
+	stopScheduling, done := runAtShutdown(t, h)
 	recv(t, rc.arrived, "the attempt")
 	recv(t, app.arrived, "the gone webhook") // the first try failed; the next waits on the fake clock
 	stopScheduling()
@@ -765,14 +747,8 @@ func TestGoneWebhookWaitsEndAtShutdown(t *testing.T) {
 // TestGoneWebhookInDrain: a 410 met by the drain gets one try of the gone
 // webhook, without waits, so the drain ends when its work does.
 func TestGoneWebhookInDrain(t *testing.T) {
-	clk := newFakeClock(t0)
-	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
-	app := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{GoneWebhook: app.URL + "/gone"})
-	notified := make(chan error, 10)
-	h.snd.onGoneNotified = func(err error) { notified <- err }
-	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
+	rc, app := goneAndDown(t)
+	h, notified := goneHarness(t, newFakeClock(t0), rc, app)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -794,4 +770,34 @@ func TestGoneWebhookInDrain(t *testing.T) {
 	if got := rc.got(); len(got) != 1 {
 		t.Fatalf("the receiver got %d requests, want 1", len(got))
 	}
+}
+
+// goneAndDown starts a target that answers 410 and an app whose gone
+// webhook answers 503.
+func goneAndDown(t *testing.T) (rc, app *receiver) {
+	rc = newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	app = newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	return rc, app
+}
+
+// goneHarness is a sender whose gone webhook is app's /gone, with one
+// hook for rc; notified gets the end of every gone webhook.
+func goneHarness(t *testing.T, clk *fakeClock, rc, app *receiver) (*harness, chan error) {
+	h := newHarness(t, clk, openStore(t, t.TempDir(), clk), Options{GoneWebhook: app.URL + "/gone"})
+	notified := make(chan error, 10)
+	h.snd.onGoneNotified = func(err error) { notified <- err }
+	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
+	return h, notified
+}
+
+// runAtShutdown runs h's sender as serve does, with its scheduling and its
+// attempts under separate contexts; stopScheduling begins the shutdown,
+// and done gets Run's return. The attempts are cut at the end of the test.
+func runAtShutdown(t *testing.T, h *harness) (stopScheduling func(), done chan error) {
+	sched, stopScheduling := context.WithCancel(context.Background())
+	attempts, cutAttempts := context.WithCancel(context.Background())
+	t.Cleanup(func() { stopScheduling(); cutAttempts() })
+	done = make(chan error, 1)
+	go func() { done <- h.snd.Run(sched, attempts) }()
+	return stopScheduling, done
 }
