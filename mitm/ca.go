@@ -106,8 +106,12 @@ type Authority struct {
 
 	mu    sync.Mutex
 	cache map[string]*leafEntry
-	// issued counts leaves signed, for tests of the cache.
-	issued int
+	// issued counts leaves signed, for tests of the cache; waiting
+	// counts callers waiting for a leaf another caller signs, and
+	// beforeIssue (nil outside tests) runs before each signing.
+	issued      int
+	waiting     int
+	beforeIssue func()
 }
 
 // Open loads the CA that opts names, or the one kept in opts.Dir,

@@ -45,6 +45,7 @@ func (a *Authority) Leaf(host string) (*tls.Certificate, error) {
 			// Due for renewal: replaced below, a.mu still held.
 		default:
 			// Being issued by another caller: wait for that one.
+			a.waiting++
 			a.mu.Unlock()
 			<-e.ready
 			if e.err != nil {
@@ -59,6 +60,9 @@ func (a *Authority) Leaf(host string) (*tls.Certificate, error) {
 	a.issued++
 	a.mu.Unlock()
 
+	if a.beforeIssue != nil {
+		a.beforeIssue()
+	}
 	e.cert, e.renewAt, e.err = a.issue(host)
 	close(e.ready)
 	if e.err != nil {

@@ -344,10 +344,21 @@ func TestLeafCacheAndRenewal(t *testing.T) {
 }
 
 // TestLeafNoStampede: many handshakes for a host that is not cached yet
-// share one signing.
+// share one signing. The signing waits until every other caller is
+// waiting for it (or a deadline, when they sign their own).
 func TestLeafNoStampede(t *testing.T) {
 	a := open(t, Options{Dir: filepath.Join(t.TempDir(), "ca")})
 	const n = 64
+	a.beforeIssue = func() {
+		waiting := func() int {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return a.waiting
+		}
+		for deadline := time.Now().Add(5 * time.Second); waiting() < n-1 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	certs := make([]*tls.Certificate, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
