@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"time"
 
@@ -64,15 +63,15 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		if handled, err := runCLI(ctx, args[0], args[1:], environ, stdout, stderr); handled {
 			return err
 		}
-		switch args[0] {
-		case "serve":
+		switch cmd := args[0]; {
+		case cmd == "serve":
 			args = args[1:]
-		case "ca":
+		case cmd == "ca":
 			return runCA(args[1:], environ, stdout, stderr) // tls.go
-		case "--version":
+		case cmd == "--version":
 			fmt.Fprintln(stdout, "hookproxy", versionString())
 			return nil
-		case "help", "-h", "--help":
+		case isHelp(cmd):
 			fmt.Fprint(stdout, usage)
 			return nil
 		default:
@@ -81,7 +80,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		}
 	}
 	if len(args) > 0 {
-		if slices.Contains([]string{"-h", "--help", "help"}, args[0]) {
+		if isHelp(args[0]) { // serve -h
 			fmt.Fprint(stdout, usage)
 			return nil
 		}
@@ -97,6 +96,9 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 	log.Info("memory limit", "bytes", limit, "source", source)
 	return serve(ctx, cfg, log)
 }
+
+// isHelp reports whether arg asks for the usage.
+func isHelp(arg string) bool { return arg == "help" || arg == "-h" || arg == "--help" }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	level, _ := cfg.level()

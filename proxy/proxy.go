@@ -505,7 +505,6 @@ func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectA
 	// Requests inside an intercepted tunnel inherit the CONNECT's
 	// RoundTripper and UserData; a relayed tunnel dials with dialTunnel.
 	ctx.RoundTripper = p.upstream
-	ctx.Dialer = p.dialTunnel
 	// The CONNECT names host:port; patterns hold host names only.
 	if p.mitm != nil && p.mitmHosts.match(ctx.Req.URL.Hostname()) {
 		ctx.UserData = newMITMTunnel(ctx.Req.URL)
@@ -514,18 +513,23 @@ func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectA
 	if p.onPass != nil {
 		p.onPass(ctx.Req)
 	}
-	rt := &relayTunnel{}
-	ctx.UserData = rt
-	ctx.Dialer = func(c context.Context, network, addr string) (net.Conn, error) {
-		conn, err := p.dialTunnel(c, network, addr)
-		rt.dialFailed = err != nil
-		return conn, err
-	}
+	rt := &relayTunnel{p: p}
+	ctx.UserData, ctx.Dialer = rt, rt.dial
 	return tunnel, host
 }
 
-// relayTunnel is the ctx.UserData of a relayed CONNECT.
-type relayTunnel struct{ dialFailed bool }
+// relayTunnel is the ctx.UserData of a relayed CONNECT: it dials with
+// dialTunnel and remembers whether that failed, for connectError.
+type relayTunnel struct {
+	p          *Proxy
+	dialFailed bool
+}
+
+func (rt *relayTunnel) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := rt.p.dialTunnel(ctx, network, addr)
+	rt.dialFailed = err != nil
+	return c, err
+}
 
 // connectError is goproxy's ConnectionErrHandler. Only a failed dial of
 // a relayed CONNECT gets an answer (goproxy closes the connection after

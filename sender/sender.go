@@ -556,9 +556,10 @@ func (s *Sender) OldestDue(now time.Time) time.Duration {
 // that follow them, which get no further tries) have ended: each ends
 // when its receiver answers (and is recorded), at the send timeout, or
 // when attempts is done, which cuts it short (not counted: the batch
-// stays in flight, for Drain or the next start). Letting an attempt finish spares a receiver that was
-// answering the batch from getting it again from Drain. It returns
-// ErrBusy when Run or Drain is already active.
+// stays in flight, for Drain or the next start). Letting an attempt
+// finish spares a receiver that was answering the batch from getting it
+// again from Drain. It returns ErrBusy when Run or Drain is already
+// active.
 func (s *Sender) Run(ctx, attempts context.Context) error {
 	select {
 	case s.gate <- struct{}{}:
