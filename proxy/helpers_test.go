@@ -440,6 +440,22 @@ func newTCPServer(tb testing.TB, handle func(net.Conn)) *echoServer {
 	return e
 }
 
+// newRawHTTPServer serves kept-alive HTTP/1.1 connections whose answers
+// answer writes byte for byte (net/http would add headers of its own).
+func newRawHTTPServer(tb testing.TB, answer func(c net.Conn, req *http.Request)) *echoServer {
+	tb.Helper()
+	return newTCPServer(tb, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			answer(c, req)
+		}
+	})
+}
+
 // connect opens a CONNECT tunnel through the proxy at proxyAddr, sent as
 // python requests sends it: HTTP/1.0, no headers.
 func connect(tb testing.TB, proxyAddr, target string) *rawConn {

@@ -387,16 +387,9 @@ func TestPassThrough(t *testing.T) {
 // app without one (net/http would add both).
 func TestPassThroughAddsNoHeaders(t *testing.T) {
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, false)
-	up := newTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>")
-		}
+	up := newRawHTTPServer(t, func(c net.Conn, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>")
 	})
 	tp := startProxy(t, Options{Store: &fakeStore{}})
 	c := dialRaw(t, tp.Addr)

@@ -187,17 +187,10 @@ func TestHostPatternForms(t *testing.T) {
 // drops it from a response whose body a filter replaced).
 func TestPassThroughKeepsContentLength(t *testing.T) {
 	const size = 10000
-	up := newTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
-			if req.Method != http.MethodHead {
-				_, _ = io.WriteString(c, strings.Repeat("a", size))
-			}
+	up := newRawHTTPServer(t, func(c net.Conn, req *http.Request) {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+		if req.Method != http.MethodHead {
+			_, _ = io.WriteString(c, strings.Repeat("a", size))
 		}
 	})
 	tp := startProxy(t, Options{Store: &fakeStore{}})

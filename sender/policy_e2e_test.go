@@ -168,37 +168,23 @@ func TestBatchMaxBytes(t *testing.T) {
 }
 
 // TestBatchMaxBytesWindow: in mixed mode, a batch due by size and split
-// by bytes goes out whole now, not its remainder at the end of the window.
+// by bytes goes out whole now, not its remainder at the end of the window,
+// also when its first part is given up (dead-lettered or discarded)
+// rather than delivered.
 func TestBatchMaxBytesWindow(t *testing.T) {
-	clk := newFakeClock(t0)
-	rc := newReceiver(t, nil)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{BatchSize: 4, BatchTime: time.Hour, BatchMaxBytes: 14}) // two 7-byte hooks a batch
-	all := bodies(1, 4)
-	for _, b := range all {
-		h.put(rc.URL, b, jsonHeader())
-	}
-	h.start()
-	h.settle()
-	var got []string
-	for _, r := range rc.got() {
-		got = append(got, r.body)
-	}
-	if want := []string{array(all[0:2]), array(all[2:4])}; !slices.Equal(got, want) {
-		t.Fatalf("batches\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// TestBatchMaxBytesGivenUp: when the first part of a batch split by bytes
-// is given up (dead-lettered or discarded) rather than delivered, the
-// rest of the batch still goes out now.
-func TestBatchMaxBytesGivenUp(t *testing.T) {
-	for _, onGiveUp := range []string{GiveUpDeadLetter, GiveUpDiscard} {
-		t.Run(onGiveUp, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, onGiveUp string
+		respond        func(int, http.ResponseWriter, *http.Request)
+	}{
+		{"delivered", "", nil},
+		{"dead-lettered", GiveUpDeadLetter, failFirst(1, http.StatusBadRequest)},
+		{"discarded", GiveUpDiscard, failFirst(1, http.StatusBadRequest)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock(t0)
-			rc := newReceiver(t, failFirst(1, http.StatusBadRequest))
+			rc := newReceiver(t, tc.respond)
 			st := openStore(t, t.TempDir(), clk)
-			h := newHarness(t, clk, st, Options{BatchSize: 4, BatchTime: time.Hour, BatchMaxBytes: 14, OnGiveUp: onGiveUp})
+			h := newHarness(t, clk, st, Options{BatchSize: 4, BatchTime: time.Hour, BatchMaxBytes: 14, OnGiveUp: tc.onGiveUp}) // two 7-byte hooks a batch
 			all := bodies(1, 4)
 			for _, b := range all {
 				h.put(rc.URL, b, jsonHeader())
@@ -700,13 +686,8 @@ func TestGoneWebhookAtShutdown(t *testing.T) {
 	if err := recv(t, done, "Run's return"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-notified:
-		if err != nil {
-			t.Fatalf("gone webhook: %v", err)
-		}
-	default:
-		t.Fatal("Run returned before the gone webhook was sent or given up")
+	if err := goneEnded(t, notified, "Run"); err != nil {
+		t.Fatalf("gone webhook: %v", err)
 	}
 	if got := app.got(); len(got) != 1 {
 		t.Fatalf("the app got %d gone webhooks, want 1", len(got))
@@ -723,21 +704,11 @@ func TestGoneWebhookWaitsEndAtShutdown(t *testing.T) {
 	recv(t, rc.arrived, "the attempt")
 	recv(t, app.arrived, "the gone webhook") // the first try failed; the next waits on the fake clock
 	stopScheduling()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(guard):
-		t.Fatal("Run waited for the gone webhook's next try after scheduling stopped")
+	if err := recv(t, done, "Run's return (does it wait for the gone webhook's next try?)"); err != nil {
+		t.Fatal(err)
 	}
-	select {
-	case err := <-notified:
-		if err == nil {
-			t.Fatal("gone webhook reported sent; its receiver answers 503")
-		}
-	default:
-		t.Fatal("Run returned before the gone webhook was given up")
+	if err := goneEnded(t, notified, "Run"); err == nil {
+		t.Fatal("gone webhook reported sent; its receiver answers 503")
 	}
 	if got := app.got(); len(got) != 1 {
 		t.Fatalf("the app got %d gone webhooks, want the one try before shutdown", len(got))
@@ -753,15 +724,10 @@ func TestGoneWebhookInDrain(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- h.snd.Drain(ctx) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(guard):
-		t.Fatal("Drain waited for the gone webhook's next try")
+	if err := recv(t, done, "Drain's return (does it wait for the gone webhook's next try?)"); err != nil {
+		t.Fatal(err)
 	}
-	if err := recv(t, notified, "the gone webhook's end"); err == nil {
+	if err := goneEnded(t, notified, "Drain"); err == nil {
 		t.Fatal("gone webhook reported sent; its receiver answers 503")
 	}
 	if got := app.got(); len(got) != 1 {
@@ -788,6 +754,19 @@ func goneHarness(t *testing.T, clk *fakeClock, rc, app *receiver) (*harness, cha
 	h.snd.onGoneNotified = func(err error) { notified <- err }
 	h.put(rc.URL+"/subscription", `{"n":1}`, jsonHeader())
 	return h, notified
+}
+
+// goneEnded returns how the gone webhook ended, which it must have by
+// the time what returned.
+func goneEnded(t *testing.T, notified chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-notified:
+		return err
+	default:
+		t.Fatalf("%s returned before the gone webhook was sent or given up", what)
+		return nil
+	}
 }
 
 // runAtShutdown runs h's sender as serve does, with its scheduling and its
