@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/json"
 	"errors"
@@ -267,25 +271,119 @@ func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// unsupportedEncodingError is a Content-Encoding a hook cannot be
+// decoded from.
+type unsupportedEncodingError string
+
+func (e unsupportedEncodingError) Error() string {
+	return fmt.Sprintf("content encoding %q is not supported: send the hook as is, or gzip or deflate", string(e))
+}
+
+// readHookBody reads a hook's body and undoes its Content-Encoding
+// (gzip or deflate), so the store holds the JSON a batch is made of.
+// The limit applies to the decoded body. On success the request's
+// Content-Encoding header is gone, as the body is no longer encoded.
+func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
+	var codings []string
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(textproto.TrimString(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	if len(codings) == 0 {
+		r.Header.Del("Content-Encoding") // identity, if anything
+		return readBody(r.Body, r.ContentLength, p.maxBody)
+	}
+	if len(codings) > 1 {
+		return nil, unsupportedEncodingError(strings.Join(codings, ", "))
+	}
+	var (
+		dec io.ReadCloser
+		err error
+	)
+	br := bufio.NewReader(r.Body)
+	switch codings[0] {
+	case "gzip", "x-gzip":
+		dec, err = gzip.NewReader(br)
+	case "deflate":
+		// HTTP's deflate is zlib-wrapped (RFC 9110 8.4.1.2); some
+		// clients send it raw.
+		if head, _ := br.Peek(2); len(head) == 2 && (uint16(head[0])<<8|uint16(head[1]))%31 == 0 && head[0]&0x0f == 8 {
+			dec, err = zlib.NewReader(br)
+		} else {
+			dec = flate.NewReader(br)
+		}
+	default:
+		return nil, unsupportedEncodingError(codings[0])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decode %s body: %w", codings[0], err)
+	}
+	defer dec.Close()
+	body, err := readBody(dec, -1, p.maxBody)
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Del("Content-Encoding")
+	return body, nil
+}
+
+// undeliverableURL says why a hook's URL cannot be a delivery target,
+// or returns "". The message never holds the URL itself.
+func undeliverableURL(r *http.Request) string {
+	switch {
+	case r.URL.Scheme != "http" && r.URL.Scheme != "https":
+		return "the request URL's scheme is not http or https"
+	case r.URL.Hostname() == "":
+		return "the request URL has no host"
+	case r.URL.User != nil:
+		// Stored, it would be kept at rest and listed with the target.
+		return "the request URL holds credentials (user:password@): send them in a header"
+	case strings.Contains(r.RequestURI, "#"):
+		// A request target has no fragment (RFC 9112 3.2); net/http
+		// would keep it in the path and deliver to another one.
+		return "the request URL holds a fragment (#)"
+	}
+	return ""
+}
+
 // capture stores r as a hook and builds the answer to the app. When the
 // store is unavailable and the fallback is forward, it returns r, rebuilt
 // from the body already read, for goproxy to send upstream.
 func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.Response) {
 	host := r.URL.Host
-	body, err := readBody(r.Body, r.ContentLength, p.maxBody)
+	if !r.ProtoAtLeast(1, 1) && r.Header.Get("Content-Length") == "" {
+		// HTTP/1.0 frames a request body by Content-Length alone
+		// (RFC 1945 8.3); net/http ignores a Transfer-Encoding there and
+		// reads an empty body, and what follows would be read as the
+		// next request.
+		p.log.Warn("hook refused: HTTP/1.0 request without Content-Length", "target", host, "status", http.StatusLengthRequired)
+		return nil, closing(jsonErrorResponse(r, http.StatusLengthRequired, "an HTTP/1.0 request needs a Content-Length"))
+	}
+	body, err := p.readHookBody(r)
+	var unsupported unsupportedEncodingError
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		p.log.Warn("hook refused: body too large", "target", host, "status", http.StatusRequestEntityTooLarge, "limit", p.maxBody)
 		return nil, jsonErrorResponse(r, http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("request body exceeds the %d-byte limit", p.maxBody))
+	case errors.As(err, &unsupported):
+		p.log.Warn("hook refused: unsupported content encoding", "target", host, "status", http.StatusUnsupportedMediaType, "encoding", string(unsupported))
+		resp := jsonErrorResponse(r, http.StatusUnsupportedMediaType, err.Error())
+		resp.Header.Set("Accept-Encoding", "gzip, deflate")
+		return nil, resp
 	case err != nil:
 		p.log.Warn("hook refused: cannot read body", "target", host, "status", http.StatusBadRequest, "error", err)
-		return nil, jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error())
+		// The body's framing may be broken: inside a tunnel, goproxy
+		// would read what follows as the next request.
+		return nil, closing(jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error()))
 	}
-	if r.URL.Hostname() == "" {
+	if msg := undeliverableURL(r); msg != "" {
 		// Not the URL itself: it may hold credentials or a token.
-		p.log.Warn("hook refused: no host in the request URL", "status", http.StatusBadRequest)
-		return nil, jsonErrorResponse(r, http.StatusBadRequest, "the request URL has no host")
+		p.log.Warn("hook refused: "+msg, "target", host, "status", http.StatusBadRequest)
+		return nil, jsonErrorResponse(r, http.StatusBadRequest, msg)
 	}
 	if n := len(r.URL.String()); n > MaxTargetURL {
 		p.log.Warn("hook refused: URL too long", "target", host, "status", http.StatusRequestURITooLong, "bytes", n)
@@ -375,6 +473,14 @@ func jsonResponse(req *http.Request, status int, body []byte) *http.Response {
 		ContentLength: int64(len(body)),
 		Request:       req,
 	}
+}
+
+// closing makes resp end the app's connection: it says Connection: close,
+// which net/http and goproxy's tunnel both act on.
+func closing(resp *http.Response) *http.Response {
+	resp.Close = true
+	resp.Header.Set("Connection", "close")
+	return resp
 }
 
 // writeJSONError writes an error answer with body {"error": msg}.

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -37,6 +38,22 @@ func trusting(certs ...*x509.Certificate) *tls.Config {
 		pool.AddCert(c)
 	}
 	return &tls.Config{RootCAs: pool}
+}
+
+// intercepted opens a CONNECT tunnel to hostport through tp, completes
+// the TLS handshake with tp's certificate from ca inside it, the way
+// urllib3 does (ALPN http/1.1), and returns the connection inside.
+func intercepted(tb testing.TB, tp *testProxy, ca *mitm.Authority, hostport string) *rawConn {
+	tb.Helper()
+	raw := connect(tb, tp.Addr, hostport)
+	tc := trusting(ca.Certificate())
+	tc.ServerName, _, _ = net.SplitHostPort(hostport)
+	tc.NextProtos = []string{"http/1.1"}
+	conn := tls.Client(raw.Conn, tc)
+	if err := conn.Handshake(); err != nil {
+		tb.Fatalf("TLS handshake inside the tunnel: %v", err)
+	}
+	return &rawConn{Conn: conn, br: bufio.NewReader(conn)}
 }
 
 // clientVia is an http.Client that sends through proxyURL and trusts tc.
@@ -250,11 +267,7 @@ func TestMITMMisdirectedRequest(t *testing.T) {
 	upstream := &recordingTransport{}
 	store := &fakeStore{}
 	tp := startProxy(t, Options{Store: store, TLSConfig: ca.TLSConfig, Transport: upstream})
-	raw := connect(t, tp.Addr, "hooks.example:443")
-	tc := trusting(ca.Certificate())
-	tc.ServerName = "hooks.example"
-	conn := tls.Client(raw.Conn, tc)
-	c := &rawConn{Conn: conn, br: bufio.NewReader(conn)}
+	c := intercepted(t, tp, ca, "hooks.example:443")
 	for _, host := range []string{"other.example", "hooks.example:444"} {
 		resp, body := c.send(t, http.MethodPost, "POST /t HTTP/1.1\r\nHost: "+host+"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
 		assertJSONError(t, resp, body, http.StatusMisdirectedRequest)
@@ -365,11 +378,7 @@ func TestShutdownWaitsForInFlightMITM(t *testing.T) {
 	release := make(chan struct{})
 	ca := newCA(t)
 	tp := startProxy(t, Options{Store: &blockingStore{entered: entered, release: release}, TLSConfig: ca.TLSConfig})
-	raw := connect(t, tp.Addr, "hooks.example:443")
-	tc := trusting(ca.Certificate())
-	tc.ServerName = "hooks.example"
-	conn := tls.Client(raw.Conn, tc)
-	c := &rawConn{Conn: conn, br: bufio.NewReader(conn)}
+	c := intercepted(t, tp, ca, "hooks.example:443")
 	type result struct {
 		resp *http.Response
 		body []byte

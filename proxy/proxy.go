@@ -583,19 +583,10 @@ func (t *mitmTunnel) carries(u *url.URL) bool {
 	return normalizeHost(u.Hostname()) == t.host && port == t.port
 }
 
-// onResponse removes the upstream connection's hop-by-hop headers from a
-// pass-through response; a protocol switch keeps them, as it needs them.
+// onResponse is goproxy's response handler, for every answer: from
+// upstream and hookproxy's own. The body must stay the one goproxy got:
+// it drops Content-Length from a response whose body a filter replaced.
 func (p *Proxy) onResponse(resp *http.Response, _ *goproxy.ProxyCtx) *http.Response {
-	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-		// The body must stay the one goproxy got: it drops
-		// Content-Length from a response whose body a filter replaced.
-		removeHopHeaders(resp.Header)
-		if resp.ContentLength < 0 && resp.Header != nil {
-			// goproxy flushes each write only when it sees this header;
-			// net/http replaces it with its own framing.
-			resp.Header["Transfer-Encoding"] = []string{"chunked"}
-		}
-	}
 	if resp != nil && resp.Header != nil {
 		// net/http would sniff a Content-Type for a response without
 		// one; a nil entry (written as nothing) keeps it without.
@@ -644,6 +635,21 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 			u.log.Warn("upstream request failed", "target", req.URL.Host, "status", http.StatusBadGateway, "error", err)
 		}
 		resp = jsonErrorResponse(req, http.StatusBadGateway, "upstream request failed: "+err.Error())
+		if req.Body != nil && req.Body != http.NoBody {
+			// The request body may be unread, or its framing broken
+			// (the failure may be that): inside a tunnel, goproxy would
+			// read what follows as the next request.
+			closing(resp)
+		}
+	} else if resp.StatusCode != http.StatusSwitchingProtocols {
+		// The upstream connection's hop-by-hop headers are not the
+		// app's; a protocol switch keeps them, as it needs them.
+		removeHopHeaders(resp.Header)
+		if resp.ContentLength < 0 {
+			// goproxy flushes each write only when it sees this header;
+			// net/http replaces it with its own framing.
+			resp.Header["Transfer-Encoding"] = []string{"chunked"}
+		}
 	}
 	st := stateOf(req)
 	if st == nil {

@@ -529,12 +529,16 @@ func TestBodyLimitAnswersBeforeBody(t *testing.T) {
 }
 
 // TestRefusedRequests: a request that is not a proxy request, and a hook
-// whose absolute URL has no host (it could never be delivered), get a 400
-// that says why, nothing is stored, and the connection stays good.
+// whose absolute URL could never be delivered as it is (no host, another
+// scheme, credentials in it, a fragment), get a 400 that says why,
+// nothing is stored, and the connection stays good.
 func TestRefusedRequests(t *testing.T) {
 	for _, tt := range []struct{ name, requestLine, says string }{
 		{"not a proxy request", "POST /t0 HTTP/1.1", "proxy"},
 		{"hook without a host", "POST http://user:s3cretpw@/t0?token=SECRETQ HTTP/1.1", "no host"},
+		{"hook to another scheme", "POST ftp://receiver.example/t0?token=SECRETQ HTTP/1.1", "not http or https"},
+		{"hook with credentials", "POST http://user:s3cretpw@receiver.example/t0 HTTP/1.1", "credentials"},
+		{"hook with a fragment", "POST http://receiver.example/t0#SECRETQ HTTP/1.1", "fragment"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &fakeStore{}

@@ -3,9 +3,7 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -151,14 +149,7 @@ func TestQuickackRearmedOnEveryRead(t *testing.T) {
 		g := newGate()
 		ca := newCA(t)
 		tp := startProxy(t, Options{Store: &gateStore{gate: g}, TLSConfig: ca.TLSConfig})
-		raw := connect(t, tp.Addr, "hooks.example:443")
-		tc := trusting(ca.Certificate())
-		tc.ServerName = "hooks.example"
-		conn := tls.Client(raw.Conn, tc)
-		if err := conn.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		drive(t, tp, &rawConn{Conn: conn, br: bufio.NewReader(conn)}, g, post("hooks.example", "/t0"), http.StatusAccepted)
+		drive(t, tp, intercepted(t, tp, ca, "hooks.example:443"), g, post("hooks.example", "/t0"), http.StatusAccepted)
 	})
 }
 

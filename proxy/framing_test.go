@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestTunnelFramingErrorEndsTunnel: inside an intercepted tunnel, a
+// request whose chunked body is broken gets its answer with Connection:
+// close and ends the tunnel. Kept open, goproxy would read the bytes
+// after the framing error as the next request and send it upstream (the
+// plain path closes, as net/http does).
+func TestTunnelFramingErrorEndsTunnel(t *testing.T) {
+	for _, tt := range []struct{ name, contentType, status string }{
+		{"capture", "application/json", "400"},
+		{"pass-through", "text/plain", "502"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var paths []string
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				mu.Lock()
+				paths = append(paths, r.URL.Path)
+				mu.Unlock()
+			}, true)
+			ca := newCA(t)
+			tp := startProxy(t, Options{Store: openStore(t), TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+			u, _ := url.Parse(rc.URL)
+			c := intercepted(t, tp, ca, u.Host)
+			resp, body := c.send(t, http.MethodPost, "POST /h HTTP/1.1\r\nHost: "+u.Host+"\r\nContent-Type: "+tt.contentType+"\r\n"+
+				"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n"+
+				"GET /smuggled HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n")
+			if strconv.Itoa(resp.StatusCode) != tt.status || !resp.Close {
+				t.Errorf("broken chunked body: %d (Connection: close %v) %s; want %s and a close", resp.StatusCode, resp.Close, body, tt.status)
+			}
+			// The tunnel must end; whatever it still carried is read here,
+			// so a request the proxy read from it has reached the receiver.
+			if rest, _ := io.ReadAll(c.br); len(rest) > 0 {
+				t.Errorf("the tunnel carried on after the close: %q", rest)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range paths {
+				if p == "/smuggled" {
+					t.Errorf("bytes inside a broken request body reached the receiver as a request (%v)", paths)
+				}
+			}
+		})
+	}
+}
+
+// TestHTTP10HookNeedsContentLength: HTTP/1.0 has no chunked framing, and
+// net/http reads an HTTP/1.0 request that says Transfer-Encoding as one
+// with an empty body. Such a hook is refused with 411 and a close, not
+// stored empty and acknowledged.
+func TestHTTP10HookNeedsContentLength(t *testing.T) {
+	store := &fakeStore{}
+	tp := startProxy(t, Options{Store: store})
+	c := dialRaw(t, tp.Addr)
+	resp, body := c.send(t, http.MethodPost, "POST http://receiver.example/h10 HTTP/1.0\r\nHost: receiver.example\r\n"+
+		"Connection: keep-alive\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n")
+	assertJSONError(t, resp, body, http.StatusLengthRequired)
+	if !resp.Close {
+		t.Errorf("411 without Connection: close: the body would be read as the next request")
+	}
+	if store.putCount() != 0 {
+		t.Errorf("Put called for an HTTP/1.0 hook without Content-Length")
+	}
+
+	// With a Content-Length an HTTP/1.0 hook is an ordinary hook.
+	c = dialRaw(t, tp.Addr)
+	resp, body = c.send(t, http.MethodPost, "POST http://receiver.example/h10 HTTP/1.0\r\nHost: receiver.example\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}")
+	assertAccepted(t, resp, body)
+}
+
+// TestEncodedHooks: a hook sent with Content-Encoding gzip or deflate is
+// stored decoded, without the header, batching or not, so a batch holds
+// its JSON; the body limit applies to the decoded body. Other codings
+// get 415 naming the ones taken.
+func TestEncodedHooks(t *testing.T) {
+	const hook = `{"hook": {"event": "book.added"}, "data": {"pk": 7}}`
+	gz := func(s string) string {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		_, _ = io.WriteString(w, s)
+		_ = w.Close()
+		return b.String()
+	}
+	zl := func(s string) string {
+		var b bytes.Buffer
+		w := zlib.NewWriter(&b)
+		_, _ = io.WriteString(w, s)
+		_ = w.Close()
+		return b.String()
+	}
+	raw := func(s string) string {
+		var b bytes.Buffer
+		w, _ := flate.NewWriter(&b, flate.DefaultCompression)
+		_, _ = io.WriteString(w, s)
+		_ = w.Close()
+		return b.String()
+	}
+	big := `{"pad": "` + strings.Repeat("x", 4096) + `"}`
+	for _, tt := range []struct {
+		name, encoding, body string
+		status               int
+	}{
+		{"gzip", "gzip", gz(hook), http.StatusAccepted},
+		{"x-gzip", "x-gzip", gz(hook), http.StatusAccepted},
+		{"deflate", "deflate", zl(hook), http.StatusAccepted},
+		{"raw deflate", "deflate", raw(hook), http.StatusAccepted},
+		{"identity", "identity", hook, http.StatusAccepted},
+		{"decoded over the limit", "gzip", gz(big), http.StatusRequestEntityTooLarge},
+		{"not gzip", "gzip", hook, http.StatusBadRequest},
+		{"brotli", "br", hook, http.StatusUnsupportedMediaType},
+		{"two codings", "gzip, gzip", gz(gz(hook)), http.StatusUnsupportedMediaType},
+	} {
+		for _, batching := range []bool{false, true} {
+			t.Run(tt.name+"/batching="+strconv.FormatBool(batching), func(t *testing.T) {
+				store := openStore(t)
+				tp := startProxy(t, Options{Store: store, RequireValidJSON: batching, MaxBodyBytes: 1024})
+				c := dialRaw(t, tp.Addr)
+				resp, body := c.send(t, http.MethodPost, "POST http://receiver.example/gz HTTP/1.1\r\nHost: receiver.example\r\n"+
+					"Content-Type: application/json\r\nContent-Encoding: "+tt.encoding+"\r\nX-Kept: yes\r\n"+
+					"Content-Length: "+strconv.Itoa(len(tt.body))+"\r\n\r\n", tt.body)
+				hooks := storedHooks(t, store)
+				if tt.status != http.StatusAccepted {
+					assertJSONError(t, resp, body, tt.status)
+					if tt.status == http.StatusUnsupportedMediaType && resp.Header.Get("Accept-Encoding") != "gzip, deflate" {
+						t.Errorf("415 with Accept-Encoding %q, want the codings taken", resp.Header.Get("Accept-Encoding"))
+					}
+					if len(hooks) != 0 {
+						t.Errorf("refused hook stored: %+v", hooks)
+					}
+					return
+				}
+				assertAccepted(t, resp, body)
+				if len(hooks) != 1 {
+					t.Fatalf("%d hooks stored, want 1", len(hooks))
+				}
+				h := hooks[0]
+				if string(h.Body) != hook || h.Header.Get("Content-Encoding") != "" || h.Header.Get("X-Kept") != "yes" {
+					t.Errorf("stored body %q, headers %v; want the decoded JSON, no Content-Encoding, the other headers kept", h.Body, h.Header)
+				}
+			})
+		}
+	}
+}
