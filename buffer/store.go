@@ -71,6 +71,9 @@ type Store struct {
 	log  *slog.Logger
 	now  func() time.Time
 	node uint32
+	// lastIDMillis is the time part of the newest id made, in Unix
+	// milliseconds (see idTime).
+	lastIDMillis atomic.Int64
 
 	hookSeq, batchSeq, targetSeq *badger.Sequence
 
@@ -613,7 +616,7 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
 				return nil, fmt.Errorf("next hook sequence: %w", err)
 			}
 			if !r.keepIDs || h.ID == "" {
-				h.ID = newID(h.Received, s.node, seq)
+				h.ID = newID(s.idTime(h.Received), s.node, seq)
 			}
 			s.mu.Lock()
 			t := s.byURL[h.Target]
@@ -962,9 +965,26 @@ func (s *Store) GiveUp(id TargetID, batchID, reason string, f Failure, next Next
 	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f}, next)
 }
 
+// GiveUpGone is GiveUp for a batch whose receiver answered 410 Gone: the
+// target's gone mark is set in the same transaction, so that a crash
+// cannot leave the mark without the dead letter of the batch that caused
+// it. A gone target claims no next batch.
+func (s *Store) GiveUpGone(id TargetID, batchID, reason string, f Failure) (TargetStatus, error) {
+	return s.finish(id, batchID, &deadInfo{reason: reason, failure: f, gone: true}, NextClaim{})
+}
+
+// DiscardGone is Discard for a batch whose receiver answered 410 Gone:
+// the target's gone mark is set in the same transaction.
+func (s *Store) DiscardGone(id TargetID, batchID string) (TargetStatus, error) {
+	return s.finish(id, batchID, &deadInfo{discard: true, gone: true}, NextClaim{})
+}
+
+// deadInfo says how finish ends a batch that was not delivered.
 type deadInfo struct {
 	reason  string
 	failure Failure
+	discard bool // drop the batch instead of keeping a dead letter
+	gone    bool // and set the target's gone mark
 }
 
 // finish ends the in-flight batch: the head moves past it and the batch
@@ -986,8 +1006,9 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		s.mu.Unlock()
 		return TargetStatus{}, err
 	}
-	rec := targetRecord{URL: t.url, Head: fr.lastSeq() + 1, Gone: t.gone}
-	claimNext := next.MinHooks > 0 && !t.gone && t.count-len(fr.Keys) >= next.MinHooks
+	gone := t.gone || (dead != nil && dead.gone)
+	rec := targetRecord{URL: t.url, Head: fr.lastSeq() + 1, Gone: gone}
+	claimNext := next.MinHooks > 0 && !gone && t.count-len(fr.Keys) >= next.MinHooks
 	s.mu.Unlock()
 
 	recBytes, _ := json.Marshal(rec)
@@ -1018,7 +1039,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 	if err != nil {
 		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
 	}
-	if dead != nil {
+	if dead != nil && !dead.discard {
 		hooks, err := s.loadHooks(fr.Keys)
 		if err != nil {
 			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
@@ -1068,6 +1089,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.head = rec.Head
+	t.gone = gone
 	t.count -= len(fr.Keys)
 	t.bytes -= fr.Bytes
 	s.pendingBytes -= fr.Bytes
@@ -1143,7 +1165,24 @@ func (s *Store) newFlight(keys [][]byte, total int64, cut bool) (*flightRecord, 
 		return nil, fmt.Errorf("next batch sequence: %w", err)
 	}
 	now := s.now()
-	return &flightRecord{ID: newID(now, s.node, seq), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
+	return &flightRecord{ID: newID(s.idTime(now), s.node, seq), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
+}
+
+// idTime is the time an id made at t carries: t, or the newest id's time
+// when the wall clock has stepped back since, so that ids sort in the
+// order they were made (dead letters are listed and replayed in id
+// order). A step back across a restart is not covered.
+func (s *Store) idTime(t time.Time) time.Time {
+	ms := t.UnixMilli()
+	for {
+		last := s.lastIDMillis.Load()
+		if ms <= last {
+			return time.UnixMilli(last)
+		}
+		if s.lastIDMillis.CompareAndSwap(last, ms) {
+			return t
+		}
+	}
 }
 
 // headArrival returns the arrival time of the first hook at or after seq.

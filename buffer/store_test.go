@@ -953,6 +953,56 @@ func TestGoneMarkSurvivesRestartAndAck(t *testing.T) {
 	}
 }
 
+// TestGiveUpGone: GiveUpGone and DiscardGone end the batch that got a
+// 410 and mark its target gone in one write; the target claims nothing
+// more, also after a restart.
+func TestGiveUpGone(t *testing.T) {
+	for _, discard := range []bool{false, true} {
+		t.Run(fmt.Sprintf("discard=%t", discard), func(t *testing.T) {
+			dir := t.TempDir()
+			s := openStore(t, dir, Options{})
+			const url = "http://gone.test/"
+			put(t, s, url, `{"n":0}`)
+			put(t, s, url, `{"n":1}`)
+			id := statusOf(t, s, url).ID
+			b, err := s.Claim(id, 1, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st TargetStatus
+			if discard {
+				st, err = s.DiscardGone(id, b.ID)
+			} else {
+				st, err = s.GiveUpGone(id, b.ID, "gone", Failure{At: time.Now(), Status: 410, Error: "HTTP 410 Gone"})
+			}
+			if err != nil || !st.Gone || st.Pending != 1 || st.InFlight != nil {
+				t.Fatalf("= %+v, %v; want gone, 1 pending, nothing in flight", st, err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = openStore(t, dir, Options{})
+			if st := statusOf(t, s, url); !st.Gone || st.Pending != 1 {
+				t.Fatalf("after restart = %+v, want gone with 1 pending", st)
+			}
+			dls, err := s.ListDeadLetters(DeadLetterFilter{}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 1
+			if discard {
+				want = 0
+			}
+			if len(dls) != want {
+				t.Fatalf("%d dead letters, want %d", len(dls), want)
+			}
+			if want == 1 && (dls[0].LastStatus != 410 || dls[0].Attempts != 1 || string(dls[0].Hooks[0].Body) != `{"n":0}`) {
+				t.Errorf("dead letter %+v, want the batch with its 410", dls[0])
+			}
+		})
+	}
+}
+
 func TestCheck(t *testing.T) {
 	s, err := Open(Options{Dir: t.TempDir()})
 	if err != nil {

@@ -25,7 +25,9 @@ const maxDrainBody = 64 << 10
 // one in flight, or a new one), makes one attempt, and records the
 // outcome in the store. In drain mode the batch's retry time is ignored.
 // A target marked gone gets no attempt: the batch is given up at once.
-func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bool) result {
+// When owed holds the outcome of the batch's last attempt, which the
+// store failed to record, the turn records it and sends nothing.
+func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bool, owed *settlement) result {
 	if ctx.Err() != nil {
 		return result{kind: resultAborted}
 	}
@@ -38,11 +40,16 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		return result{kind: resultStoreError}
 	}
 	host := targetHost(b.Target)
+	if owed != nil && owed.batchID == b.ID {
+		return s.settle(id, b, host, *owed)
+	}
 	if gone {
 		// Dead-lettered without a send (f.At zero: no final attempt) until
 		// an operator clears the mark.
-		return s.giveUp(id, b, host, b.Attempts, ReasonGone,
-			buffer.Failure{Status: b.LastStatus, Error: "not sent: the target is marked gone (it answered 410 Gone)"})
+		return s.settle(id, b, host, settlement{
+			batchID: b.ID, kind: settleGiveUp, reason: ReasonGone, attempt: b.Attempts,
+			f: buffer.Failure{Status: b.LastStatus, Error: "not sent: the target is marked gone (it answered 410 Gone)"},
+		})
 	}
 	res := result{batchID: b.ID, next: b.NextAttempt}
 	if !drain && b.NextAttempt.After(s.clock.Now()) {
@@ -88,63 +95,114 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		s.onAttempt(out.String(), resp.status, d, len(b.Hooks))
 	}
 
-	f := buffer.Failure{At: end, Status: resp.status, Error: detail}
+	st := settlement{batchID: b.ID, attempt: attempt, f: buffer.Failure{At: end, Status: resp.status, Error: detail}}
 	switch out {
 	case outcomeDelivered:
-		st, err := s.store.Ack(id, b.ID, s.pol.nextClaim(b.Cut))
-		if err != nil {
-			s.log.Error("acknowledge batch", "batch_id", b.ID, "target", host,
-				"error", fmt.Errorf("send batch %s: %w", b.ID, err))
-			res.kind = resultStoreError
-			return res
-		}
-		if s.onDelivered != nil {
-			s.onDelivered(len(b.Hooks))
-		}
-		return result{kind: resultFinished, status: st}
+		st.kind = settleAck
 	case outcomeRetryable:
 		fa := failedAttempt{Attempts: attempt, Created: b.Created, At: end}
 		if honoursRetryAfter(resp.status) {
 			fa.RetryAfter, fa.HasRetryAfter = parseRetryAfter(resp.header.Get("Retry-After"), end)
 		}
 		next, giveUp := nextAttempt(s.pol, fa, s.rand())
-		if giveUp != "" {
-			if giveUp == ReasonMaxAge {
-				f.Error = fmt.Sprintf("%s; the batch is %v old", detail, end.Sub(b.Created).Round(time.Second))
-			}
-			return s.giveUp(id, b, host, attempt, giveUp, f)
+		switch {
+		case giveUp == "":
+			st.kind, st.f.Next = settleRetry, next
+		case giveUp == ReasonMaxAge:
+			st.f.Error = fmt.Sprintf("%s; the batch is %v old", detail, end.Sub(b.Created).Round(time.Second))
+			fallthrough
+		default:
+			st.kind, st.reason = settleGiveUp, giveUp
 		}
-		f.Next = next
-		if err := s.store.RecordAttempt(id, b.ID, f); err != nil {
-			s.log.Error("record attempt", "batch_id", b.ID, "target", host,
-				"error", fmt.Errorf("send batch %s: %w", b.ID, err))
-			res.kind = resultStoreError
-			return res
-		}
-		res.kind, res.next = resultWaiting, f.Next
-		return res
 	default:
+		st.kind, st.reason = settleGiveUp, reason
 		if reason == ReasonGone {
-			return s.gone(id, b, host, attempt, f)
+			st.kind = settleGone
 		}
-		return s.giveUp(id, b, host, attempt, reason, f)
 	}
+	return s.settle(id, b, host, st)
 }
 
-// gone handles a 410 Gone: the target is marked gone first (so that
-// nothing more is sent to it, also after a crash right after), then the
-// batch is given up with reason gone, and the gone webhook is due.
-func (s *Sender) gone(id buffer.TargetID, b *buffer.Batch, host string, attempt int, f buffer.Failure) result {
-	if _, err := s.store.SetGone(id, true); err != nil {
-		// The batch is still given up; the target's next batch gets the
-		// 410 again, and another try at the mark.
-		s.log.Error("mark target gone", "batch_id", b.ID, "target", host, "error", err)
-	} else {
+// settleKind is what the store is to record of an attempt.
+type settleKind int
+
+const (
+	settleAck    settleKind = iota // delivered: remove the batch
+	settleRetry                    // record the failed attempt and the next one
+	settleGiveUp                   // dead-letter or discard the batch
+	settleGone                     // the same, and mark the target gone
+)
+
+// settlement is the outcome of a batch's attempt, to be recorded in the
+// store. A target keeps it while the store fails to record it.
+type settlement struct {
+	batchID string
+	kind    settleKind
+	reason  string // settleGiveUp, settleGone: why the batch is given up
+	attempt int    // the attempt's number (the batch's attempts so far)
+	f       buffer.Failure
+}
+
+// settle records st for batch b of target id.
+func (s *Sender) settle(id buffer.TargetID, b *buffer.Batch, host string, st settlement) result {
+	// The next turn records st again, and sends nothing.
+	owe := func(what string, err error, args ...any) result {
+		args = append(args, "batch_id", b.ID, "target", host, "error", fmt.Errorf("send batch %s: %w", b.ID, err))
+		s.log.Error(what, args...)
+		return result{kind: resultStoreError, batchID: b.ID, next: b.NextAttempt, owed: &st}
+	}
+	switch st.kind {
+	case settleAck:
+		status, err := s.store.Ack(id, b.ID, s.pol.nextClaim(b.Cut))
+		if err != nil {
+			return owe("acknowledge batch", err)
+		}
+		if s.onDelivered != nil {
+			s.onDelivered(len(b.Hooks))
+		}
+		return result{kind: resultFinished, status: status}
+	case settleRetry:
+		if err := s.store.RecordAttempt(id, b.ID, st.f); err != nil {
+			return owe("record attempt", err)
+		}
+		return result{kind: resultWaiting, batchID: b.ID, next: st.f.Next}
+	}
+
+	// Given up: dead-lettered or discarded, as configured.
+	gone := st.kind == settleGone
+	var (
+		status buffer.TargetStatus
+		err    error
+		action = GiveUpDeadLetter
+	)
+	// As after a delivery: the rest of a batch cut by bytes goes now.
+	next := s.pol.nextClaim(b.Cut)
+	switch {
+	case s.discard && gone:
+		action = GiveUpDiscard
+		status, err = s.store.DiscardGone(id, b.ID)
+	case s.discard:
+		action = GiveUpDiscard
+		status, err = s.store.Discard(id, b.ID, next)
+	case gone:
+		status, err = s.store.GiveUpGone(id, b.ID, st.reason, st.f)
+	default:
+		status, err = s.store.GiveUp(id, b.ID, st.reason, st.f, next)
+	}
+	if err != nil {
+		return owe("give up batch", err, "action", action)
+	}
+	s.log.Warn("batch given up", "batch_id", b.ID, "target", host, "action", action,
+		"reason", st.reason, "detail", st.f.Error, "attempts", st.attempt, "hooks", len(b.Hooks))
+	if gone {
 		s.log.Warn("target marked gone: its hooks are dead-lettered until the mark is cleared",
 			"target", host, "target_id", uint64(id), "batch_id", b.ID)
 	}
-	res := s.giveUp(id, b, host, attempt, ReasonGone, f)
-	if res.kind == resultFinished {
+	if s.onGivenUp != nil {
+		s.onGivenUp(st.reason, len(b.Hooks))
+	}
+	res := result{kind: resultFinished, status: status}
+	if gone {
 		n := goneNotice{Target: b.Target, HookIDs: make([]string, len(b.Hooks))}
 		for i := range b.Hooks {
 			n.HookIDs[i] = b.Hooks[i].ID
@@ -152,34 +210,6 @@ func (s *Sender) gone(id buffer.TargetID, b *buffer.Batch, host string, attempt 
 		res.gone = &n
 	}
 	return res
-}
-
-// giveUp dead-letters or discards the batch, as configured.
-func (s *Sender) giveUp(id buffer.TargetID, b *buffer.Batch, host string, attempts int, reason string, f buffer.Failure) result {
-	var (
-		st     buffer.TargetStatus
-		err    error
-		action = GiveUpDeadLetter
-	)
-	// As after a delivery: the rest of a batch cut by bytes goes now.
-	next := s.pol.nextClaim(b.Cut)
-	if s.discard {
-		action = GiveUpDiscard
-		st, err = s.store.Discard(id, b.ID, next)
-	} else {
-		st, err = s.store.GiveUp(id, b.ID, reason, f, next)
-	}
-	if err != nil {
-		s.log.Error("give up batch", "batch_id", b.ID, "target", host, "action", action,
-			"error", fmt.Errorf("send batch %s: %w", b.ID, err))
-		return result{kind: resultStoreError, batchID: b.ID, next: b.NextAttempt}
-	}
-	s.log.Warn("batch given up", "batch_id", b.ID, "target", host, "action", action,
-		"reason", reason, "detail", f.Error, "attempts", attempts, "hooks", len(b.Hooks))
-	if s.onGivenUp != nil {
-		s.onGivenUp(reason, len(b.Hooks))
-	}
-	return result{kind: resultFinished, status: st}
 }
 
 // response is what an attempt keeps of the receiver's answer.

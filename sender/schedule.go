@@ -32,6 +32,10 @@ type targetExtra struct {
 	flight    string
 	next      time.Time // the batch's next attempt
 	notBefore time.Time // held back until then after a store error
+	// owed is the outcome of the batch's last attempt when the store
+	// could not record it: the next turn records it instead of sending
+	// the batch again (the receiver has had its answer).
+	owed *settlement
 }
 
 // schedState is the input of the due policy.
@@ -56,6 +60,28 @@ func (t *target) setFlight(id string, next time.Time) {
 		t.extra = &targetExtra{}
 	}
 	t.extra.flight, t.extra.next = id, next
+}
+
+// owed returns the outcome owed to the store, or nil.
+func (t *target) owed() *settlement {
+	if t.extra == nil {
+		return nil
+	}
+	return t.extra.owed
+}
+
+// setOwed keeps (or, given nil, forgets) an outcome owed to the store.
+func (t *target) setOwed(o *settlement) {
+	if t.extra == nil {
+		if o == nil {
+			return
+		}
+		t.extra = &targetExtra{}
+	}
+	t.extra.owed = o
+	if *t.extra == (targetExtra{}) {
+		t.extra = nil
+	}
 }
 
 // setNotBefore holds the target back until then (zero: not held back).
@@ -123,6 +149,7 @@ func (s *Sender) rescheduleLocked(t *target) bool {
 			heap.Remove(&s.queue, t.index)
 		}
 		delete(s.targets, t.id)
+		delete(s.stuck, t)
 		return false
 	}
 	if t.index < 0 {
@@ -156,7 +183,7 @@ const (
 	// counted.
 	resultAborted
 	// resultStoreError: the store failed; the target is held back for a
-	// retry interval.
+	// retry interval, with what it owes the store, if anything.
 	resultStoreError
 )
 
@@ -169,12 +196,28 @@ type result struct {
 	// gone, when set, is to be sent to the gone webhook (the receiver
 	// answered 410).
 	gone *goneNotice
+	// owed, with resultStoreError, is the attempt's outcome that the
+	// store failed to record.
+	owed *settlement
 }
 
 // settleLocked applies a worker's result to t, which the worker just
 // released, and schedules t again. version is t.version when the worker
 // started. Called with s.mu held.
 func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
+	if r.kind == resultStoreError {
+		if r.owed != nil {
+			t.setOwed(r.owed)
+		}
+		if _, ok := s.stuck[t]; !ok {
+			// Each store error moves the target's due time on; the
+			// overdue clock keeps running from when it was first due.
+			s.stuck[t] = t.due
+		}
+	} else if r.kind != resultAborted {
+		t.setOwed(nil)
+		delete(s.stuck, t)
+	}
 	switch r.kind {
 	case resultFinished:
 		t.clearFlight()

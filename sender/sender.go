@@ -55,8 +55,10 @@ type Store interface {
 	// GiveUp moves the batch to the dead-letter store; f.At zero means
 	// it is given up without a final attempt.
 	GiveUp(id buffer.TargetID, batchID, reason string, f buffer.Failure, next buffer.NextClaim) (buffer.TargetStatus, error)
-	// SetGone sets or clears the target's gone mark.
-	SetGone(id buffer.TargetID, gone bool) (buffer.TargetStatus, error)
+	// GiveUpGone and DiscardGone are GiveUp and Discard for a batch that
+	// got 410 Gone: they set the target's gone mark in the same write.
+	GiveUpGone(id buffer.TargetID, batchID, reason string, f buffer.Failure) (buffer.TargetStatus, error)
+	DiscardGone(id buffer.TargetID, batchID string) (buffer.TargetStatus, error)
 }
 
 // Values of Options.OnGiveUp.
@@ -293,7 +295,10 @@ type Sender struct {
 	busy    int       // batches being sent
 	armed   time.Time // deadline of the loop's timer (zero: none)
 	held    []*target // set aside by the running Drain
-	epoch   uint64    // counts wake-ups asked for (tests settle on it)
+	// stuck holds the targets whose last turn ended in a store error,
+	// with when each was first due, for OldestDue.
+	stuck map[*target]time.Time
+	epoch uint64 // counts wake-ups asked for (tests settle on it)
 
 	// onIdle, when set (by tests), is called each time the Run loop is
 	// about to wait.
@@ -420,6 +425,7 @@ func New(opts Options) (*Sender, error) {
 		gate:        make(chan struct{}, 1),
 		wake:        make(chan struct{}, 1),
 		targets:     make(map[buffer.TargetID]*target),
+		stuck:       make(map[*target]time.Time),
 	}
 	if len(keys) > 0 {
 		s.signer = &signer{keys: keys}
@@ -537,15 +543,20 @@ func (s *Sender) signal() {
 
 // OldestDue reports how long the most overdue batch has been waiting past
 // its due time without being sent, as of now; zero when nothing is
-// overdue. It grows when every worker is stuck or the loop is not
-// running, which makes it a stall signal for a readiness check.
+// overdue. It grows when every worker is stuck, the loop is not running,
+// or the store keeps failing a target's turns, which makes it a stall
+// signal for a readiness check.
 func (s *Sender) OldestDue(now time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) == 0 {
-		return 0
+	var d time.Duration
+	if len(s.queue) > 0 {
+		d = now.Sub(s.queue[0].due)
 	}
-	return max(now.Sub(s.queue[0].due), 0)
+	for _, since := range s.stuck {
+		d = max(d, now.Sub(since))
+	}
+	return max(d, 0)
 }
 
 // Run loads every target's status from the store, then sends each batch
@@ -699,9 +710,9 @@ func (s *Sender) load() error {
 func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
-	version, gone := t.version, t.gone
+	version, gone, owed := t.version, t.gone, t.owed()
 	wg.Go(func() {
-		res := s.deliver(ctx, t.id, drain, gone)
+		res := s.deliver(ctx, t.id, drain, gone, owed)
 		if res.gone != nil && s.goneWebhook != "" {
 			// In the background: the target's turn is over, and the
 			// webhook's retries must not hold a worker.

@@ -761,7 +761,10 @@ func (s *stubStore) Discard(buffer.TargetID, string, buffer.NextClaim) (buffer.T
 func (s *stubStore) GiveUp(buffer.TargetID, string, string, buffer.Failure, buffer.NextClaim) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
-func (s *stubStore) SetGone(buffer.TargetID, bool) (buffer.TargetStatus, error) {
+func (s *stubStore) GiveUpGone(buffer.TargetID, string, string, buffer.Failure) (buffer.TargetStatus, error) {
+	return buffer.TargetStatus{}, nil
+}
+func (s *stubStore) DiscardGone(buffer.TargetID, string) (buffer.TargetStatus, error) {
 	return buffer.TargetStatus{}, nil
 }
 
