@@ -295,10 +295,10 @@ type Sender struct {
 	busy    int       // batches being sent
 	armed   time.Time // deadline of the loop's timer (zero: none)
 	held    []*target // set aside by the running Drain
+	epoch   uint64    // counts wake-ups asked for (tests settle on it)
 	// stuck holds the targets whose last turn ended in a store error,
 	// with when each was first due, for OldestDue.
 	stuck map[*target]time.Time
-	epoch uint64 // counts wake-ups asked for (tests settle on it)
 
 	// onIdle, when set (by tests), is called each time the Run loop is
 	// about to wait.
