@@ -309,11 +309,17 @@ func mustAbs(tb testing.TB, p string) string {
 
 // checkHealthcheckInProcess runs a health check command through run()
 // against a hookproxy started with env (addresses on loopback), and again
-// after it stopped: it must pass, then fail.
+// after it stopped: it must pass, then fail. The app waits on it to
+// start, so it must also pass while the buffer is nearly full (as it is
+// after a receiver's long outage), when /readyz fails: the app would
+// otherwise never start again.
 func checkHealthcheckInProcess(tb testing.TB, args []string, env map[string]string) {
 	tb.Helper()
-	hp := startHookproxy(tb, nil)
-	environ := []string{"HOOKPROXY_ADMIN_LISTEN=" + hp.logs.field("admin listening", "admin_addr")}
+	hp := startHookproxy(tb, map[string]string{
+		"MAX_BODY_BYTES": "64KiB", "MAX_PENDING_BYTES": "100KiB", "BATCH_TIME": "1h",
+	})
+	adminAddr := hp.logs.field("admin listening", "admin_addr")
+	environ := []string{"HOOKPROXY_ADMIN_LISTEN=" + adminAddr}
 	if tok := env["HOOKPROXY_ADMIN_TOKEN"]; tok != "" {
 		environ = append(environ, "HOOKPROXY_ADMIN_TOKEN="+tok)
 	}
@@ -324,6 +330,21 @@ func checkHealthcheckInProcess(tb testing.TB, args []string, env map[string]stri
 	}
 	if err := check(); err != nil {
 		tb.Errorf("health check %q fails against a running hookproxy: %v", args, err)
+	}
+	body := `{"pad":"` + strings.Repeat("x", 48<<10) + `"}`
+	postHooks(tb, proxyClient(tb, hp.proxyURL), []clientRequest{
+		{URL: "http://receiver.invalid/a", Body: body}, {URL: "http://receiver.invalid/a", Body: body},
+	})
+	resp, err := http.Get("http://" + adminAddr + "/readyz")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		tb.Fatalf("/readyz with 96KiB of 100KiB pending: %d, want 503", resp.StatusCode)
+	}
+	if err := check(); err != nil {
+		tb.Errorf("health check %q fails while the buffer is nearly full: the app would never start: %v", args, err)
 	}
 	hp.stop(tb)
 	if err := check(); err == nil {
@@ -1106,6 +1127,7 @@ func TestDockerfileBuildsTheBinary(t *testing.T) {
 	if err := healthcheck(); err != nil {
 		t.Errorf("HEALTHCHECK %q against the running image command: %v", hc, err)
 	}
+	checkHealthcheckInProcess(t, hc[1:], nil)
 	_ = srv.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
@@ -1353,7 +1375,7 @@ func (c kubeContainer) mount(p string) (name, rel string, readOnly, ok bool) {
 
 // TestKubeManifests: deploy/k8s parses as Kubernetes objects of the
 // expected kinds, with hookproxy as a native sidecar configured with known
-// variables, probed on /readyz, given a grace period that covers its
+// variables, probed on /healthz, given a grace period that covers its
 // drain, and the app's environment pointing at it.
 func TestKubeManifests(t *testing.T) {
 	files := loadKube(t)
@@ -1416,8 +1438,12 @@ func TestKubeManifests(t *testing.T) {
 		}
 		cfg := checkSettings(t, f+" hookproxy", env)
 		adminPort, _ := strconv.Atoi(portOf(t, cfg.AdminListen))
-		if pr := hp.StartupProbe; pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != "/readyz" || hp.port(t, pr.HTTPGet.Port) != adminPort {
-			t.Errorf("%s: hookproxy's startupProbe is not GET /readyz on the admin port %d", f, adminPort)
+		// /healthz answers once hookproxy listens and the CA bundle is
+		// written. /readyz would hold the app back while the buffer is
+		// nearly full (checkHealthcheckInProcess), and needs the admin
+		// token when one is set.
+		if pr := hp.StartupProbe; pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != "/healthz" || hp.port(t, pr.HTTPGet.Port) != adminPort {
+			t.Errorf("%s: hookproxy's startupProbe is not GET /healthz on the admin port %d", f, adminPort)
 		}
 		// A sidecar's readiness is the pod's: /readyz failing on a stalled
 		// sender or a nearly full buffer would take the app out of its
