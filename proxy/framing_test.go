@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -154,6 +155,32 @@ func TestEncodedHooks(t *testing.T) {
 					t.Errorf("stored body %q, headers %v; want the decoded JSON, no Content-Encoding, the other headers kept", h.Body, h.Header)
 				}
 			})
+		}
+	}
+}
+
+// TestOptionsForAServer: an OPTIONS in absolute form with an empty path
+// asks about the server as a whole, and reaches it as "OPTIONS *"
+// (RFC 9112 3.2.4); with a path, the path.
+func TestOptionsForAServer(t *testing.T) {
+	got := make(chan string, 2)
+	up := newRawHTTPServer(t, func(c net.Conn, req *http.Request) {
+		got <- req.RequestURI
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	})
+	tp := startProxy(t, Options{Store: &fakeStore{}})
+	addr := up.Addr().String()
+	c := dialRaw(t, tp.Addr)
+	for _, tt := range []struct{ target, want string }{
+		{"http://" + addr, "*"},
+		{"http://" + addr + "/x", "/x"},
+	} {
+		resp, _ := c.send(t, http.MethodOptions, "OPTIONS "+tt.target+" HTTP/1.1\r\nHost: "+addr+"\r\n\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("OPTIONS %s: %d", tt.target, resp.StatusCode)
+		}
+		if g := recv(t, got, "the upstream OPTIONS"); g != tt.want {
+			t.Errorf("OPTIONS %s reached the server as %q, want %q", tt.target, g, tt.want)
 		}
 	}
 }

@@ -482,6 +482,11 @@ func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Re
 	if p.captures(r) {
 		return p.capture(r, start)
 	}
+	if r.Method == http.MethodOptions && r.URL.Path == "" && r.URL.RawQuery == "" && r.URL.Opaque == "" {
+		// An OPTIONS for a server as a whole (RFC 9112 3.2.4): it goes
+		// on as "OPTIONS *", not "OPTIONS /".
+		r.URL.Opaque = "*"
+	}
 	upgrade := upgradeType(r.Header)
 	removeHopHeaders(r.Header)
 	// goproxy relays only websocket upgrades (it drops Connection from
