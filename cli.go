@@ -219,12 +219,12 @@ func (c *cliRunner) client(ctx context.Context) (*admin.Client, context.Context,
 func (c *cliRunner) apiErr(err error) error {
 	var ae *admin.APIError
 	switch {
+	case admin.IsNotAdminAPI(err):
+		// An answer without the admin API's mark, whatever its status (a
+		// 2xx, or another server's 401): another server, or the proxy port.
+		return fmt.Errorf("%w (is %s hookproxy's admin address? set HOOKPROXY_ADMIN_URL or --admin-url)", err, c.adminURL)
 	case errors.As(err, &ae) && ae.Status == 401:
 		return fmt.Errorf("%w (set HOOKPROXY_ADMIN_TOKEN or --token)", err)
-	case errors.As(err, &ae) && ae.Message == "":
-		// Not an error of hookproxy's admin API, which always says why:
-		// another server, or the proxy port.
-		return fmt.Errorf("%w (is %s hookproxy's admin address? set HOOKPROXY_ADMIN_URL or --admin-url)", err, c.adminURL)
 	case errors.As(err, &ae) && ae.Status == 404:
 		return &exitError{code: exitNotFound, err: err}
 	case errors.As(err, &ae) && ae.Status == 400:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -356,6 +357,37 @@ func TestExitCodesOfOtherServers(t *testing.T) {
 	hp := startHookproxy(t, nil)
 	if _, _, err := cliRun(t, hp.proxyURL, "health", "--timeout", "5s"); exitCode(err) != exitFailure {
 		t.Errorf("health against the proxy port (400): %v, exit %d; want exit 1", err, exitCode(err))
+	}
+}
+
+// TestCommandsRefuseOtherServers: a server that answers 2xx JSON, even
+// in the shapes the admin API uses, is not hookproxy's admin API when its
+// answers lack the admin API's mark: every command fails with exit 1 and
+// says so, and prints no result ("alive", "no dead letters", "replayed
+// 0", ...).
+func TestCommandsRefuseOtherServers(t *testing.T) {
+	commands := [][]string{
+		{"health"},
+		{"health", "--ready"},
+		{"status"},
+		{"dead", "list"},
+		{"dead", "show", "01JBX"},
+		{"dead", "replay", "--all"},
+		{"dead", "purge", "--all"},
+		{"retry-failed"},
+	}
+	for _, srv := range []struct{ name, body string }{
+		{"200 {}", `{}`},
+		{"200 with the admin API's shapes", ""},
+	} {
+		url := admintest.Impostor(t, http.StatusOK, srv.body)
+		for _, args := range commands {
+			out, _, err := cliRun(t, url, append(args, "--timeout", "5s")...)
+			if exitCode(err) != exitFailure || !strings.Contains(fmt.Sprint(err), "not hookproxy's admin API") || out != "" {
+				t.Errorf("%s against a server answering %s: %v (exit %d), output %q; want exit 1, not hookproxy's admin API, no output",
+					strings.Join(args, " "), srv.name, err, exitCode(err), out)
+			}
+		}
 	}
 }
 

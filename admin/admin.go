@@ -20,6 +20,9 @@
 //	GET    /ca.pem                         the MITM CA certificate, when there is one
 //
 // Errors are JSON objects with a message: {"message": "...", "status": 404}.
+//
+// Every answer, errors included, carries the MarkHeader, so that the
+// Client can tell the admin API from any other server at its address.
 package admin
 
 import (
@@ -37,6 +40,12 @@ import (
 
 	"hookproxy/buffer"
 )
+
+// MarkHeader marks every answer of the admin API; its value is the
+// server's version (Options.Version, or "unknown"). The Client refuses
+// an answer without it: the address is not hookproxy's admin API (another
+// server, or hookproxy's proxy port), whatever its status and body.
+const MarkHeader = "X-Hookproxy-Admin"
 
 // Store is what the admin API needs of the durable buffer; *buffer.Store
 // implements it.
@@ -110,7 +119,8 @@ type Options struct {
 	// OnTargetChange, when set, is called with a target's new status after
 	// the API changed it (clear-gone), so the sender can reschedule it.
 	OnTargetChange func(buffer.TargetStatus)
-	// Version is reported by /api/status.
+	// Version is reported by /api/status and in the MarkHeader of every
+	// answer. Empty: the header says "unknown".
 	Version string
 	// Logger receives one line per change made through the API and every
 	// error. Nil discards.
@@ -133,6 +143,7 @@ type Server struct {
 	caCert     []byte
 	onChange   func(buffer.TargetStatus)
 	version    string
+	mark       string // the MarkHeader's value
 	log        *slog.Logger
 	now        func() time.Time
 
@@ -166,6 +177,7 @@ func New(opts Options) (*Server, error) {
 		caCert:     opts.CACert,
 		onChange:   opts.OnTargetChange,
 		version:    opts.Version,
+		mark:       opts.Version,
 		log:        opts.Logger,
 		now:        opts.Now,
 		policy: ReadyPolicy{
@@ -173,6 +185,9 @@ func New(opts Options) (*Server, error) {
 			MaxPendingBytes: opts.MaxPendingBytes,
 			QuotaHighWater:  opts.QuotaHighWater,
 		},
+	}
+	if s.mark == "" {
+		s.mark = "unknown" // an empty header would read as a missing one
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -219,9 +234,10 @@ func (s *Server) routes() {
 	s.mux = mux
 }
 
-// ServeHTTP checks the token, then routes. Unknown routes and methods get
-// JSON errors like every other.
+// ServeHTTP marks the answer with the MarkHeader, checks the token, then
+// routes. Unknown routes and methods get JSON errors like every other.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(MarkHeader, s.mark)
 	if s.auth && r.URL.Path != "/healthz" && !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="hookproxy admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")

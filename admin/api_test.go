@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	neturl "net/url"
@@ -538,6 +539,120 @@ func TestClient(t *testing.T) {
 	}
 	if _, err := NewClient("127.0.0.1:9090", "", nil); err == nil {
 		t.Error("NewClient accepted a URL without a scheme")
+	}
+}
+
+// TestEveryAnswerIsMarked: every answer of the admin API, errors, 404s
+// and /metrics included, carries the MarkHeader with the version, which
+// is how the Client knows it is talking to the admin API.
+func TestEveryAnswerIsMarked(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	id := strconv.FormatUint(uint64(targetOf(t, st, "http://a.test/hook")), 10)
+	dead := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	const token = "tok"
+	srv, url := serve(t, Options{Store: st, Metrics: NewMetrics("v9"), Token: token, Version: "v9", Now: clk.Now})
+
+	check := func(method, path, token string, want int) {
+		t.Helper()
+		req, err := http.NewRequest(method, url+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get(MarkHeader); resp.StatusCode != want || got != "v9" {
+			t.Errorf("%s %s: %d with %s %q, want %d with %q", method, path, resp.StatusCode, MarkHeader, got, want, "v9")
+		}
+	}
+	for _, tt := range []struct {
+		method, path, token string
+		want                int
+	}{
+		{"GET", "/healthz", "", 200},
+		{"GET", "/readyz", token, 200},
+		{"GET", "/metrics", token, 200},
+		{"GET", "/api/status", token, 200},
+		{"GET", "/api/targets", token, 200},
+		{"GET", "/api/targets/" + id, token, 200},
+		{"GET", "/api/targets/999", token, 404},
+		{"GET", "/api/targets?limit=x", token, 400},
+		{"GET", "/api/dead-letters", token, 200},
+		{"GET", "/api/dead-letters/" + dead, token, 200},
+		{"POST", "/api/dead-letters/replay", token, 400},
+		{"GET", "/ca.pem", token, 404},
+		{"GET", "/no/such/route", token, 404},
+		{"PUT", "/healthz", token, 405},
+		{"GET", "/api/status", "", 401},
+		{"GET", "/no/such/route", "", 401},
+	} {
+		check(tt.method, tt.path, tt.token, tt.want)
+	}
+	srv.SetDraining(true)
+	check("GET", "/readyz", token, 503)
+
+	// Without a version, the mark is still there.
+	_, url = serve(t, Options{Store: st})
+	resp, err := http.Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get(MarkHeader); got != "unknown" {
+		t.Errorf("/healthz of a server without a version: %s %q, want %q", MarkHeader, got, "unknown")
+	}
+}
+
+// TestClientRefusesOtherServers: an answer without the MarkHeader fails
+// every call with the not-admin error (never a success, nor a not found),
+// whatever its status and body: another server that answers 200 {}, one
+// that answers what the admin API would, one with JSON errors of the
+// admin API's shape.
+func TestClientRefusesOtherServers(t *testing.T) {
+	ctx := context.Background()
+	calls := []struct {
+		name string
+		call func(*Client) error
+	}{
+		{"Alive", func(c *Client) error { return c.Alive(ctx) }},
+		{"Ready", func(c *Client) error { _, err := c.Ready(ctx); return err }},
+		{"Status", func(c *Client) error { _, err := c.Status(ctx); return err }},
+		{"Targets", func(c *Client) error { _, err := c.Targets(ctx, TargetQuery{}); return err }},
+		{"Target", func(c *Client) error { _, err := c.Target(ctx, 1); return err }},
+		{"ClearGone", func(c *Client) error { _, err := c.ClearGone(ctx, 1); return err }},
+		{"DeadLetters", func(c *Client) error { _, err := c.DeadLetters(ctx, DeadLetterQuery{}); return err }},
+		{"DeadLetter", func(c *Client) error { _, err := c.DeadLetter(ctx, "01JBX"); return err }},
+		{"Replay", func(c *Client) error { _, err := c.Replay(ctx, Selector{All: true}); return err }},
+		{"Purge", func(c *Client) error { _, err := c.Purge(ctx, Selector{All: true}); return err }},
+	}
+	for _, srv := range []struct {
+		name   string
+		status int
+		body   string
+	}{
+		{"200 {}", http.StatusOK, `{}`},
+		{"200 with the admin API's shapes", http.StatusOK, ""},
+		{"404 with the admin API's error shape", http.StatusNotFound, `{"message":"no such thing","status":404}`},
+		{"503 ready", http.StatusServiceUnavailable, `{"ready":true}`},
+	} {
+		c, err := NewClient(admintest.Impostor(t, srv.status, srv.body), "tok", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, call := range calls {
+			err := call.call(c)
+			if !IsNotAdminAPI(err) || IsNotFound(err) || !strings.Contains(fmt.Sprint(err), "not hookproxy's admin API") {
+				t.Errorf("%s against a server answering %s: %v, want the not-admin error", call.name, srv.name, err)
+			}
+		}
 	}
 }
 

@@ -35,27 +35,41 @@ func NewClient(baseURL, token string, hc *http.Client) (*Client, error) {
 	return &Client{base: u, token: token, http: hc}, nil
 }
 
-// APIError is an error answer of the admin API.
+// APIError is an error answer of the admin API, or any answer of a
+// server that is not hookproxy's admin API.
 type APIError struct {
-	Status  int
+	// Status is the answer's HTTP status.
+	Status int
+	// Message is the admin API's reason. It is empty only for an answer
+	// without the MarkHeader, which did not come from hookproxy's admin
+	// API (even with a 2xx status): another server, or the proxy port.
 	Message string
 }
 
 func (e *APIError) Error() string {
 	if e.Message == "" {
-		return fmt.Sprintf("admin API: %d %s", e.Status, http.StatusText(e.Status))
+		return fmt.Sprintf("not hookproxy's admin API: answer %d %s without the %s header",
+			e.Status, http.StatusText(e.Status), MarkHeader)
 	}
 	return "admin API: " + e.Message
 }
 
-// IsNotFound reports whether err is a 404 answer.
+// IsNotFound reports whether err is a 404 answer of the admin API.
 func IsNotFound(err error) bool {
 	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Message != ""
 }
 
-// do sends a request and decodes a 2xx answer into out; any other answer
-// becomes an *APIError.
+// IsNotAdminAPI reports whether err is an answer from a server that is
+// not hookproxy's admin API.
+func IsNotAdminAPI(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Message == ""
+}
+
+// do sends a request and decodes a 2xx answer of the admin API into out;
+// any other answer, and any answer without the MarkHeader, becomes an
+// *APIError.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) error {
 	u := *c.base
 	u.Path += path
@@ -84,6 +98,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	if resp.Header.Get(MarkHeader) == "" {
+		// Its body is not read: whatever it says, it is not the admin API's.
+		return &APIError{Status: resp.StatusCode}
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
@@ -91,6 +109,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if resp.StatusCode/100 != 2 && !(path == "/readyz" && resp.StatusCode == http.StatusServiceUnavailable) {
 		var eb ErrorBody
 		_ = json.Unmarshal(b, &eb)
+		if eb.Message == "" {
+			// The admin API always says why; an answer cut short may not.
+			// An empty Message would make it another server's.
+			eb.Message = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		}
 		return &APIError{Status: resp.StatusCode, Message: eb.Message}
 	}
 	if out == nil {

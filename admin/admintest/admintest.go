@@ -1,7 +1,8 @@
 // Package admintest helps tests talk to hookproxy's admin listener: a
 // request with an optional bearer token and a JSON answer, a scrape of
 // /metrics parsed with Prometheus' own parser, and the value of one
-// series.
+// series; and it runs an impostor, a server that answers like the admin
+// API without being it.
 package admintest
 
 import (
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -113,4 +115,47 @@ func Series(tb testing.TB, fams map[string]*dto.MetricFamily, name string, label
 	}
 	tb.Fatalf("no series %s{%s}", name, want)
 	return 0, 0
+}
+
+// impostorAnswers are JSON answers of the shapes the admin API gives on
+// its routes: nothing pending, nothing dead, alive and ready.
+var impostorAnswers = map[string]string{
+	"GET /healthz":                      `{"status":"alive"}`,
+	"GET /readyz":                       `{"ready":true}`,
+	"GET /api/status":                   `{"version":"v1.0.0","ready":true}`,
+	"GET /api/targets":                  `{"targets":[],"total":0,"offset":0,"limit":50}`,
+	"GET /api/targets/{id}":             `{"id":1,"url":"http://a.test/"}`,
+	"POST /api/targets/{id}/clear-gone": `{"id":1,"url":"http://a.test/"}`,
+	"GET /api/dead-letters":             `{"dead_letters":[],"total":0,"offset":0,"limit":100}`,
+	"GET /api/dead-letters/{id}":        `{"id":"01JBX","target_id":1,"target":"http://a.test/","hooks":[]}`,
+	"POST /api/dead-letters/replay":     `{"dead_letters":0,"hooks":0,"ids":[]}`,
+	"DELETE /api/dead-letters":          `{"dead_letters":0,"ids":[]}`,
+}
+
+// Impostor runs a JSON server on a loopback listener until the test ends
+// and returns its URL. It is not hookproxy's admin API, and answers every
+// request with status and body; an empty body means the JSON the admin
+// API would give on that route (an empty list, alive, ready), so that
+// nothing but the admin API's mark tells the two apart.
+func Impostor(tb testing.TB, status int, body string) string {
+	tb.Helper()
+	answer := func(body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, body)
+		}
+	}
+	mux := http.NewServeMux()
+	if body != "" {
+		mux.Handle("/", answer(body))
+	} else {
+		mux.Handle("/", answer(`{}`))
+		for route, shaped := range impostorAnswers {
+			mux.Handle(route, answer(shaped))
+		}
+	}
+	srv := httptest.NewServer(mux)
+	tb.Cleanup(srv.Close)
+	return srv.URL
 }
