@@ -111,6 +111,8 @@ var metadataAddrs = map[netip.Addr]struct{}{
 	netip.MustParseAddr("fd00:ec2::254"):   {}, // AWS IMDS over IPv6
 	netip.MustParseAddr("fd00:ec2::253"):   {}, // AWS VPC DNS resolver over IPv6
 	netip.MustParseAddr("fd00:ec2::23"):    {}, // AWS EKS Pod Identity agent over IPv6
+	netip.MustParseAddr("fd20:ce::254"):    {}, // GCP metadata server over IPv6
+	netip.MustParseAddr("fe80::a9fe:a9fe"): {}, // OpenStack metadata over IPv6 (link-local, any zone)
 }
 
 var (

@@ -86,6 +86,8 @@ func TestAllow(t *testing.T) {
 		{"IPv6 metadata opened by explicit entry", &Guard{Allow: prefixes(t, "fd00:ec2::254")}, "fd00:ec2::254", true},
 		{"AllowPrivate does not open metadata", &Guard{AllowPrivate: true}, "169.254.169.254", false},
 		{"AllowPrivate does not open IPv6 metadata", &Guard{AllowPrivate: true}, "fd00:ec2::254", false},
+		{"AllowPrivate does not open GCP's IPv6 metadata", &Guard{AllowPrivate: true}, "fd20:ce::254", false},
+		{"AllowPrivate does not open OpenStack's link-local metadata", &Guard{AllowPrivate: true}, "fe80::a9fe:a9fe%eth0", false},
 		{"AllowPrivate does not open unspecified", &Guard{AllowPrivate: true}, "0.0.0.0", false},
 		{"AllowPrivate does not open multicast", &Guard{AllowPrivate: true}, "ff02::1", false},
 		{"AllowPrivate does not open reserved", &Guard{AllowPrivate: true}, "240.0.0.1", false},
