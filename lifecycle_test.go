@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -292,5 +294,39 @@ func TestDjangoAppThroughHookproxy(t *testing.T) {
 				t.Errorf("%s: batch went to %s", name, r.Path)
 			}
 		}
+	}
+}
+
+// TestWarnExposed: a proxy or an admin API that other hosts can reach
+// without credentials is warned about at start, naming the setting that
+// closes it; one on loopback, or with credentials, is not.
+func TestWarnExposed(t *testing.T) {
+	any4 := &net.TCPAddr{IP: net.IPv4zero, Port: 8080}
+	any6 := &net.TCPAddr{IP: net.IPv6unspecified, Port: 9090}
+	lo4 := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	lo6 := &net.TCPAddr{IP: net.IPv6loopback, Port: 9090}
+	for _, tt := range []struct {
+		name         string
+		cfg          Config
+		proxy, admin net.Addr
+		warnProxy    bool
+		warnAdmin    bool
+	}{
+		{"both open", Config{}, any4, any6, true, true},
+		{"both on loopback", Config{}, lo4, lo6, false, false},
+		{"proxy open, with credentials", Config{ProxyAuth: "app:secret"}, any4, lo6, false, false},
+		{"admin open, with a token", Config{AdminToken: "t0ken"}, lo4, any6, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			warnExposed(slog.New(slog.NewTextHandler(&buf, nil)), tt.cfg, tt.proxy, tt.admin)
+			logs := buf.String()
+			if got := strings.Contains(logs, "HOOKPROXY_PROXY_AUTH"); got != tt.warnProxy {
+				t.Errorf("proxy warning %v, want %v:\n%s", got, tt.warnProxy, logs)
+			}
+			if got := strings.Contains(logs, "HOOKPROXY_ADMIN_TOKEN"); got != tt.warnAdmin {
+				t.Errorf("admin warning %v, want %v:\n%s", got, tt.warnAdmin, logs)
+			}
+		})
 	}
 }

@@ -239,9 +239,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}()
 	log.Info("admin listening", "admin_addr", adminLn.Addr().String(), "token", cfg.AdminToken != "")
-	if cfg.AdminToken == "" && !isLoopback(adminLn.Addr()) {
-		log.Warn("admin API open to the network without a token: set HOOKPROXY_ADMIN_TOKEN", "admin_addr", adminLn.Addr().String())
-	}
+	warnExposed(log, cfg, ln.Addr(), adminLn.Addr())
 
 	st := store.Stats()
 	log.Info("hookproxy started", "version", versionString(), "proxy_addr", ln.Addr().String(),
@@ -300,6 +298,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // isLoopback reports whether a listener's address is a loopback one.
+// warnExposed warns about listeners that other hosts may reach without
+// credentials: anyone reaching the proxy can send through it (requests
+// passed through are not checked by the egress guard), and anyone
+// reaching the admin API can replay and purge dead letters.
+func warnExposed(log *slog.Logger, cfg Config, proxyAddr, adminAddr net.Addr) {
+	if cfg.ProxyAuth == "" && !isLoopback(proxyAddr) {
+		log.Warn("proxy open to the network without credentials: set HOOKPROXY_PROXY_AUTH, or HOOKPROXY_LISTEN to a loopback address when the app runs on this host",
+			"proxy_addr", proxyAddr.String())
+	}
+	if cfg.AdminToken == "" && !isLoopback(adminAddr) {
+		log.Warn("admin API open to the network without a token: set HOOKPROXY_ADMIN_TOKEN", "admin_addr", adminAddr.String())
+	}
+}
+
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
