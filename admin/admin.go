@@ -34,12 +34,63 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"hookproxy/buffer"
 )
+
+// fromWebPage says why r looks sent by a web page in a browser, which
+// must not drive the admin API, or returns "". A change (any method but
+// GET and HEAD) from another site is refused: a page can post a form
+// cross-site without asking. Without a token, a request that came in on
+// a loopback address and names another host is refused too: DNS
+// rebinding, by which a page reads from 127.0.0.1 under its own name.
+// /healthz, which tells nothing, is never refused.
+func fromWebPage(r *http.Request, tokenSet bool) string {
+	if r.URL.Path == "/healthz" {
+		return ""
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+			return "a change requested by a web page of another site is refused"
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			if u, err := url.Parse(o); err != nil || !strings.EqualFold(u.Host, r.Host) {
+				return "a change requested by a web page of another origin is refused"
+			}
+		}
+	}
+	if tokenSet {
+		return ""
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || !isLoopback(la) {
+		return ""
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("the admin API listens on loopback and answers to loopback names only, not to Host %q "+
+		"(set HOOKPROXY_ADMIN_TOKEN to reach it under another name)", r.Host)
+}
+
+// isLoopback reports whether a is a loopback TCP address.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
 
 // MarkHeader marks every answer of the admin API; its value is the
 // server's version (Options.Version, or "unknown"). The Client refuses
@@ -241,6 +292,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.auth && r.URL.Path != "/healthz" && !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="hookproxy admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	if msg := fromWebPage(r, s.auth); msg != "" {
+		s.log.Warn("admin request refused", "method", r.Method, "path", r.URL.Path, "status", http.StatusForbidden, "error", msg)
+		writeError(w, http.StatusForbidden, msg)
 		return
 	}
 	h, pattern := s.mux.Handler(r)

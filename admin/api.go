@@ -523,7 +523,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 
 // credentialWords mark the headers whose values the API never shows: a
 // header whose lower-case name contains one of them.
-var credentialWords = []string{"auth", "token", "key", "secret", "passw", "cookie", "session", "signature", "credential"}
+var credentialWords = []string{"auth", "token", "key", "secret", "passw", "cookie", "session", "sign", "hmac", "jwt", "credential"}
 
 // credentialHeader reports whether the header named k carries a
 // credential (Idempotency-Key, a delivery id, is not one).

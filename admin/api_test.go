@@ -90,7 +90,8 @@ func TestTokenFromAFile(t *testing.T) {
 // TestCredentialHeaders: which header values the dead-letter API hides.
 func TestCredentialHeaders(t *testing.T) {
 	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Auth-Token",
-		"X-Access-Token", "X-Client-Secret", "X-Session-Id", "X-Hub-Signature-256", "X-Password", "X-Credentials"} {
+		"X-Access-Token", "X-Client-Secret", "X-Session-Id", "X-Hub-Signature-256", "X-Password", "X-Credentials",
+		"X-Shopify-Hmac-Sha256", "X-Hook-Sign", "X-Jwt-Assertion"} {
 		if !credentialHeader(k) {
 			t.Errorf("%s is shown", k)
 		}
