@@ -34,6 +34,11 @@ func (a *Authority) Leaf(host string) (*tls.Certificate, error) {
 	if host == "" {
 		return nil, errors.New("issue certificate: empty host name")
 	}
+	if strings.Contains(host, "*") {
+		// A CONNECT names one host; a wildcard leaf would be good for
+		// every name under it.
+		return nil, fmt.Errorf("issue certificate: %q is a wildcard, not a host name", host)
+	}
 	a.mu.Lock()
 	if e, ok := a.cache[host]; ok {
 		select {

@@ -315,8 +315,10 @@ func TestLeafNamesAndAddresses(t *testing.T) {
 			}
 		})
 	}
-	if _, err := a.Leaf(""); err == nil {
-		t.Error("Leaf(\"\") issued a certificate")
+	for _, bad := range []string{"", "*.example.com", "*"} {
+		if leaf, err := a.Leaf(bad); err == nil {
+			t.Errorf("Leaf(%q) issued a certificate for %v", bad, leaf.Leaf.DNSNames)
+		}
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -711,9 +712,23 @@ func withoutURL(err error) error {
 // goproxyLogger sends goproxy's own messages to slog.
 type goproxyLogger struct{ log *slog.Logger }
 
+// goproxy's messages can hold a whole URL or request line; what may
+// carry a secret is cut out of them (see redactURLs).
+var (
+	queryPart    = regexp.MustCompile(`\?[^\s"'<>]*`)
+	userinfoPart = regexp.MustCompile(`//[^/\s@"'<>]*@`)
+)
+
+// redactURLs replaces the query strings and user:password@ parts of the
+// URLs in msg, which must not reach a log line.
+func redactURLs(msg string) string {
+	msg = queryPart.ReplaceAllString(msg, "?[query]")
+	return userinfoPart.ReplaceAllString(msg, "//[userinfo]@")
+}
+
 // Printf implements goproxy.Logger.
 func (l goproxyLogger) Printf(format string, v ...any) {
-	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	msg := redactURLs(strings.TrimSpace(fmt.Sprintf(format, v...)))
 	level := slog.LevelDebug
 	// A tunnel ending on our own idle timeout is expected, not a warning.
 	if strings.Contains(msg, "WARN:") && !strings.Contains(msg, "i/o timeout") {
