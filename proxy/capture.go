@@ -299,11 +299,19 @@ func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
 	if len(codings) > 1 {
 		return nil, unsupportedEncodingError(strings.Join(codings, ", "))
 	}
+	// What is read from the wire is bounded too, a little above the
+	// limit: incompressible data grows by a few bytes per block, and
+	// empty gzip members could go on for ever.
+	raw := p.maxBody + p.maxBody/16 + 1024
+	if r.ContentLength > raw {
+		return nil, errBodyTooLarge
+	}
+	wire := &io.LimitedReader{R: r.Body, N: raw + 1}
 	var (
 		dec io.ReadCloser
 		err error
 	)
-	br := bufio.NewReader(r.Body)
+	br := bufio.NewReader(wire)
 	switch codings[0] {
 	case "gzip", "x-gzip":
 		dec, err = gzip.NewReader(br)
@@ -323,8 +331,19 @@ func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
 	}
 	defer dec.Close()
 	body, err := readBody(dec, -1, p.maxBody)
+	if wire.N <= 0 {
+		return nil, errBodyTooLarge
+	}
 	if err != nil {
 		return nil, err
+	}
+	// The decoders read no further than their stream's end: anything
+	// after it is not part of the hook, and not to be dropped unseen.
+	if _, err := br.ReadByte(); err != io.EOF {
+		if err == nil {
+			err = fmt.Errorf("data after the end of the %s stream", codings[0])
+		}
+		return nil, fmt.Errorf("decode %s body: %w", codings[0], err)
 	}
 	r.Header.Del("Content-Encoding")
 	return body, nil
@@ -354,14 +373,6 @@ func undeliverableURL(r *http.Request) string {
 // from the body already read, for goproxy to send upstream.
 func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.Response) {
 	host := r.URL.Host
-	if !r.ProtoAtLeast(1, 1) && r.Header.Get("Content-Length") == "" {
-		// HTTP/1.0 frames a request body by Content-Length alone
-		// (RFC 1945 8.3); net/http ignores a Transfer-Encoding there and
-		// reads an empty body, and what follows would be read as the
-		// next request.
-		p.log.Warn("hook refused: HTTP/1.0 request without Content-Length", "target", host, "status", http.StatusLengthRequired)
-		return nil, closing(jsonErrorResponse(r, http.StatusLengthRequired, "an HTTP/1.0 request needs a Content-Length"))
-	}
 	body, err := p.readHookBody(r)
 	var unsupported unsupportedEncodingError
 	switch {

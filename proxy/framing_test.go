@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -62,8 +63,8 @@ func TestTunnelFramingErrorEndsTunnel(t *testing.T) {
 
 // TestHTTP10HookNeedsContentLength: HTTP/1.0 has no chunked framing, and
 // net/http reads an HTTP/1.0 request that says Transfer-Encoding as one
-// with an empty body. Such a hook is refused with 411 and a close, not
-// stored empty and acknowledged.
+// with an empty body. Such a hook, or a POST passed through, is refused
+// with 411 and a close, not stored or forwarded empty.
 func TestHTTP10HookNeedsContentLength(t *testing.T) {
 	store := &fakeStore{}
 	tp := startProxy(t, Options{Store: store})
@@ -77,6 +78,12 @@ func TestHTTP10HookNeedsContentLength(t *testing.T) {
 	if store.putCount() != 0 {
 		t.Errorf("Put called for an HTTP/1.0 hook without Content-Length")
 	}
+
+	// The same for a POST passed through: its body would be lost.
+	c = dialRaw(t, tp.Addr)
+	resp, body = c.send(t, http.MethodPost, "POST http://receiver.example/p HTTP/1.0\r\nHost: receiver.example\r\n"+
+		"Connection: keep-alive\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	assertJSONError(t, resp, body, http.StatusLengthRequired)
 
 	// With a Content-Length an HTTP/1.0 hook is an ordinary hook.
 	c = dialRaw(t, tp.Addr)
@@ -124,6 +131,8 @@ func TestEncodedHooks(t *testing.T) {
 		{"identity", "identity", hook, http.StatusAccepted},
 		{"decoded over the limit", "gzip", gz(big), http.StatusRequestEntityTooLarge},
 		{"not gzip", "gzip", hook, http.StatusBadRequest},
+		{"data after the stream", "deflate", zl(hook) + zl(`{"more": 1}`), http.StatusBadRequest},
+		{"wire size over the limit", "gzip", gz(hook) + strings.Repeat(gz(""), 100), http.StatusRequestEntityTooLarge},
 		{"brotli", "br", hook, http.StatusUnsupportedMediaType},
 		{"two codings", "gzip, gzip", gz(gz(hook)), http.StatusUnsupportedMediaType},
 	} {
@@ -204,5 +213,29 @@ func TestGoproxyMessagesHoldNoSecrets(t *testing.T) {
 	}
 	if got := redactURLs(`GET "https://user:pw@h.example/p?a=1&b=2" failed`); got != `GET "https://[userinfo]@h.example/p?[query]" failed` {
 		t.Errorf("redactURLs = %s", got)
+	}
+}
+
+// TestForwardedHookFailureKeepsConnection: a hook forwarded because the
+// store failed was read whole before it was sent, so a 502 for it leaves
+// the app's connection open; a pass-through request whose body may be
+// unread closes it.
+func TestForwardedHookFailureKeepsConnection(t *testing.T) {
+	refuse := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return nil, errors.New("dial: refused")
+	})
+	tp := startProxy(t, Options{Store: &fakeStore{err: errors.New("disk on fire")}, ForwardTransport: refuse, Transport: refuse})
+	c := dialRaw(t, tp.Addr)
+	resp, body := c.send(t, http.MethodPost, "POST http://receiver.example/h HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: application/json\r\n"+
+		"Content-Length: 2\r\n\r\n", "{}")
+	assertJSONError(t, resp, body, http.StatusBadGateway)
+	if resp.Close {
+		t.Errorf("the 502 of a forwarded hook ends the app's connection")
+	}
+	resp, body = c.send(t, http.MethodPost, "POST http://receiver.example/p HTTP/1.1\r\nHost: receiver.example\r\nContent-Type: text/plain\r\n"+
+		"Content-Length: 2\r\n\r\n", "hi")
+	assertJSONError(t, resp, body, http.StatusBadGateway)
+	if !resp.Close {
+		t.Errorf("the 502 of a pass-through request with a body keeps the app's connection")
 	}
 }

@@ -480,7 +480,18 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 
 // route captures r or prepares it for pass-through.
 func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Response) {
-	if p.captures(r) {
+	capture := p.captures(r)
+	if !r.ProtoAtLeast(1, 1) && r.Header.Get("Content-Length") == "" &&
+		(capture || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch) {
+		// HTTP/1.0 frames a request body by Content-Length alone
+		// (RFC 1945 7.2.2); net/http ignores a Transfer-Encoding there and
+		// reads an empty body, and what follows would be read as the
+		// next request.
+		p.log.Warn("request refused: HTTP/1.0 request without Content-Length", "method", r.Method,
+			"target", r.URL.Host, "status", http.StatusLengthRequired)
+		return r, closing(jsonErrorResponse(r, http.StatusLengthRequired, "an HTTP/1.0 request with a body needs a Content-Length"))
+	}
+	if capture {
 		return p.capture(r, start)
 	}
 	if r.Method == http.MethodOptions && r.URL.Path == "" && r.URL.RawQuery == "" && r.URL.Opaque == "" {
@@ -641,10 +652,11 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 			u.log.Warn("upstream request failed", "target", req.URL.Host, "status", http.StatusBadGateway, "error", err)
 		}
 		resp = jsonErrorResponse(req, http.StatusBadGateway, "upstream request failed: "+err.Error())
-		if req.Body != nil && req.Body != http.NoBody {
+		if req.Body != nil && req.Body != http.NoBody && req.Context().Value(forwardedKey{}) == nil {
 			// The request body may be unread, or its framing broken
 			// (the failure may be that): inside a tunnel, goproxy would
-			// read what follows as the next request.
+			// read what follows as the next request. A forwarded hook's
+			// body was read whole before.
 			closing(resp)
 		}
 	} else if resp.StatusCode != http.StatusSwitchingProtocols {

@@ -145,11 +145,17 @@ type settlement struct {
 
 // settle records st for batch b of target id.
 func (s *Sender) settle(id buffer.TargetID, b *buffer.Batch, host string, st settlement) result {
-	// The next turn records st again, and sends nothing.
+	// The outcome of an attempt is kept: the next turn records it again
+	// and sends nothing. One decided without an attempt (a gone target's
+	// batch) is decided again, as the mark may have been cleared since.
 	owe := func(what string, err error, args ...any) result {
 		args = append(args, "batch_id", b.ID, "target", host, "error", fmt.Errorf("send batch %s: %w", b.ID, err))
 		s.log.Error(what, args...)
-		return result{kind: resultStoreError, batchID: b.ID, next: b.NextAttempt, owed: &st}
+		res := result{kind: resultStoreError, batchID: b.ID, next: b.NextAttempt}
+		if !st.f.At.IsZero() {
+			res.owed = &st
+		}
+		return res
 	}
 	switch st.kind {
 	case settleAck:

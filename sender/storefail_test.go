@@ -245,3 +245,45 @@ func TestReplayOrderAfterClockStepBack(t *testing.T) {
 		t.Errorf("replay delivered %s then %s, want n=1 then n=2, as accepted", got[2].body, got[3].body)
 	}
 }
+
+// TestClearGoneAfterAFailedGiveUp: a gone target's batch is given up
+// without an attempt, and the store fails that write. When the operator
+// clears the mark before the next turn, the batch is sent: what was
+// decided without the receiver is decided again, not replayed.
+func TestClearGoneAfterAFailedGiveUp(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, failFirst(1, http.StatusGone))
+	st := openStore(t, t.TempDir(), clk)
+	fs := newFailingStore(st)
+	h := newHarness(t, clk, st, Options{Store: fs, RetryInterval: 5 * time.Second, Retries: 3}).start()
+	h.put(rc.URL, `{"n":1}`, jsonHeader())
+	h.settle() // the 410: the target is gone, batch 1 dead-lettered
+	if n := len(deadLetters(t, st)); n != 1 {
+		t.Fatalf("%d dead letters after the 410, want 1", n)
+	}
+
+	fs.writes.Store(0) // the store fails the next writes
+	h.put(rc.URL, `{"n":2}`, jsonHeader())
+	h.settle() // the give-up of batch 2 ("not sent") fails
+
+	fs.writes.Store(-1) // the store recovers; the operator clears the mark
+	sts, err := st.Targets()
+	if err != nil || len(sts) != 1 {
+		t.Fatalf("Targets = %v, %v", sts, err)
+	}
+	status, err := st.SetGone(sts[0].ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.snd.Notify(status)
+	h.settle()
+	for range 3 {
+		h.advance(5 * time.Second)
+	}
+	if got := rc.got(); len(got) != 2 || got[1].body != `{"n":2}` {
+		t.Errorf("receiver got %d requests, want 2: hook 2 is sent once the mark is cleared", len(got))
+	}
+	if dls := deadLetters(t, st); len(dls) != 1 {
+		t.Errorf("%d dead letters, want 1 (the batch that got the 410)", len(dls))
+	}
+}
