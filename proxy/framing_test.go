@@ -98,27 +98,21 @@ func TestHTTP10HookNeedsContentLength(t *testing.T) {
 // get 415 naming the ones taken.
 func TestEncodedHooks(t *testing.T) {
 	const hook = `{"hook": {"event": "book.added"}, "data": {"pk": 7}}`
-	gz := func(s string) string {
-		var b bytes.Buffer
-		w := gzip.NewWriter(&b)
-		_, _ = io.WriteString(w, s)
-		_ = w.Close()
-		return b.String()
+	encoder := func(newWriter func(io.Writer) io.WriteCloser) func(string) string {
+		return func(s string) string {
+			var b bytes.Buffer
+			w := newWriter(&b)
+			_, _ = io.WriteString(w, s)
+			_ = w.Close()
+			return b.String()
+		}
 	}
-	zl := func(s string) string {
-		var b bytes.Buffer
-		w := zlib.NewWriter(&b)
-		_, _ = io.WriteString(w, s)
-		_ = w.Close()
-		return b.String()
-	}
-	raw := func(s string) string {
-		var b bytes.Buffer
-		w, _ := flate.NewWriter(&b, flate.DefaultCompression)
-		_, _ = io.WriteString(w, s)
-		_ = w.Close()
-		return b.String()
-	}
+	gz := encoder(func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) })
+	zl := encoder(func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) })
+	raw := encoder(func(w io.Writer) io.WriteCloser {
+		fw, _ := flate.NewWriter(w, flate.DefaultCompression)
+		return fw
+	})
 	big := `{"pad": "` + strings.Repeat("x", 4096) + `"}`
 	for _, tt := range []struct {
 		name, encoding, body string
