@@ -46,10 +46,13 @@ import (
 // fromWebPage says why r looks sent by a web page in a browser, which
 // must not drive the admin API, or returns "". A change (any method but
 // GET and HEAD) from another site is refused: a page can post a form
-// cross-site without asking. Without a token, a request that came in on
-// a loopback address and names another host is refused too: DNS
-// rebinding, by which a page reads from 127.0.0.1 under its own name.
-// /healthz, which tells nothing, is never refused.
+// cross-site without asking. Without a token, a request that names a
+// host by a dotted DNS name is refused too: DNS rebinding, by which a
+// page on the attacker's domain reads from 127.0.0.1 (or a port published
+// there) under that domain. IP addresses, localhost and single-label
+// names (a compose service, say), which no outside domain can make a
+// browser resolve, are taken. /healthz, which tells nothing, is never
+// refused.
 func fromWebPage(r *http.Request, tokenSet bool) string {
 	if r.URL.Path == "/healthz" {
 		return ""
@@ -67,29 +70,17 @@ func fromWebPage(r *http.Request, tokenSet bool) string {
 	if tokenSet {
 		return ""
 	}
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok || !isLoopback(la) {
-		return ""
-	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if _, err := netip.ParseAddr(host); err == nil || !strings.Contains(host, ".") ||
+		strings.HasSuffix(host, ".localhost") {
 		return ""
 	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
-		return ""
-	}
-	return fmt.Sprintf("the admin API listens on loopback and answers to loopback names only, not to Host %q "+
-		"(set HOOKPROXY_ADMIN_TOKEN to reach it under another name)", r.Host)
-}
-
-// isLoopback reports whether a is a loopback TCP address.
-func isLoopback(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
+	return fmt.Sprintf("without a token the admin API answers to IP addresses and single-label host names only, not to Host %q "+
+		"(set HOOKPROXY_ADMIN_TOKEN to reach it under a DNS name)", r.Host)
 }
 
 // MarkHeader marks every answer of the admin API; its value is the
@@ -120,9 +111,9 @@ type Store interface {
 	// ReplayDeadLetters puts the selected dead letters' hooks back in
 	// their targets' queues, in order, and returns how many hooks went.
 	ReplayDeadLetters(f buffer.DeadLetterFilter) (replayed []string, hooks int, err error)
-	// PurgeDeadLetters deletes the selected dead letters and returns how
-	// many it deleted.
-	PurgeDeadLetters(f buffer.DeadLetterFilter) (int, error)
+	// PurgeDeadLetters deletes the selected dead letters and returns the
+	// ids of those it deleted.
+	PurgeDeadLetters(f buffer.DeadLetterFilter) ([]string, error)
 	// SetGone sets or clears a target's gone mark.
 	SetGone(id buffer.TargetID, gone bool) (buffer.TargetStatus, error)
 }

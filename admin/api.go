@@ -655,49 +655,51 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 	if ids == nil {
 		ids = []string{}
 	}
-	var n int
-	var replayed []string
+	var (
+		done  []string // the dead letters replayed or purged
+		hooks int      // replay: the hooks that went back
+	)
 	if len(ids) > 0 {
 		f := buffer.DeadLetterFilter{IDs: ids}
 		if op == "replay" {
-			replayed, n, err = s.store.ReplayDeadLetters(f)
+			done, hooks, err = s.store.ReplayDeadLetters(f)
 		} else {
-			n, err = s.store.PurgeDeadLetters(f)
+			done, err = s.store.PurgeDeadLetters(f)
 		}
 		s.deadLettersChanged()
 	}
 	if err != nil {
-		s.log.Error("dead letters "+op, "selector", sel.kind(), "done", n, "error", err)
+		s.log.Error("dead letters "+op, "selector", sel.kind(), "done", len(done), "error", err)
 		code := http.StatusInternalServerError
 		if errors.Is(err, buffer.ErrQuota) {
 			code = http.StatusInsufficientStorage // as a capture past the quota
 		}
-		writeError(w, code, fmt.Sprintf("%s: %v (%d done before the error)", op, err, n))
+		writeError(w, code, fmt.Sprintf("%s: %v (%d done before the error)", op, err, len(done)))
 		return
+	}
+	// A dead letter selected but gone before this one's turn (a purge or
+	// a replay took it) was not done here.
+	isDone := make(map[string]bool, len(done))
+	for _, id := range done {
+		isDone[id] = true
+	}
+	for _, id := range ids {
+		if !isDone[id] {
+			notFound = append(notFound, id)
+		}
+	}
+	if len(sel.IDs) > 0 && len(done) == 0 {
+		writeError(w, http.StatusNotFound, "no such dead letters: "+strings.Join(notFound, ", "))
+		return
+	}
+	if done == nil {
+		done = []string{}
 	}
 	if op == "replay" {
-		// A dead letter selected but gone before the replay's turn (a
-		// purge or another replay took it) was not replayed here.
-		done := make(map[string]bool, len(replayed))
-		for _, id := range replayed {
-			done[id] = true
-		}
-		for _, id := range ids {
-			if !done[id] {
-				notFound = append(notFound, id)
-			}
-		}
-		if len(sel.IDs) > 0 && len(replayed) == 0 {
-			writeError(w, http.StatusNotFound, "no such dead letters: "+strings.Join(notFound, ", "))
-			return
-		}
-		if replayed == nil {
-			replayed = []string{}
-		}
-		s.log.Info("dead letters replayed", "selector", sel.kind(), "dead_letters", len(replayed), "hooks", n)
-		writeJSON(w, http.StatusOK, ReplayResult{DeadLetters: len(replayed), Hooks: n, IDs: replayed, NotFound: notFound})
+		s.log.Info("dead letters replayed", "selector", sel.kind(), "dead_letters", len(done), "hooks", hooks)
+		writeJSON(w, http.StatusOK, ReplayResult{DeadLetters: len(done), Hooks: hooks, IDs: done, NotFound: notFound})
 		return
 	}
-	s.log.Info("dead letters purged", "selector", sel.kind(), "dead_letters", n)
-	writeJSON(w, http.StatusOK, PurgeResult{DeadLetters: n, IDs: ids, NotFound: notFound})
+	s.log.Info("dead letters purged", "selector", sel.kind(), "dead_letters", len(done))
+	writeJSON(w, http.StatusOK, PurgeResult{DeadLetters: len(done), IDs: done, NotFound: notFound})
 }

@@ -187,6 +187,48 @@ func TestReplayCountsWhatItReplayed(t *testing.T) {
 	}
 }
 
+// replayFirst is a store where, between the API's selection and the
+// purge, somebody else replays one dead letter.
+type replayFirst struct {
+	*buffer.Store
+	id string
+}
+
+func (p replayFirst) PurgeDeadLetters(f buffer.DeadLetterFilter) ([]string, error) {
+	if _, _, err := p.Store.ReplayDeadLetters(buffer.DeadLetterFilter{IDs: []string{p.id}}); err != nil {
+		return nil, err
+	}
+	return p.Store.PurgeDeadLetters(f)
+}
+
+// TestPurgeCountsWhatItPurged: the answer of a purge lists the dead
+// letters it purged, not those it selected; one replayed meanwhile is
+// reported not found, and when that was every id asked for, the answer
+// is 404, as for ids that never existed.
+func TestPurgeCountsWhatItPurged(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	first := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	put(t, st, "http://a.test/hook", `{"n":2}`)
+	second := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	_, url := serve(t, Options{Store: replayFirst{Store: st, id: first}})
+	var res PurgeResult
+	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+first+"&id="+second, "", nil, &res); code != 200 {
+		t.Fatalf("purge: %d", code)
+	}
+	if res.DeadLetters != 1 || !slices.Equal(res.IDs, []string{second}) || !slices.Equal(res.NotFound, []string{first}) {
+		t.Errorf("purge = %+v, want %s purged and %s not found (it was replayed)", res, second, first)
+	}
+
+	put(t, st, "http://a.test/hook", `{"n":3}`) // the replayed hooks and this one
+	third := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	_, url = serve(t, Options{Store: replayFirst{Store: st, id: third}})
+	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+third, "", nil, &res); code != http.StatusNotFound {
+		t.Errorf("purge of an id replayed meanwhile: %d %+v, want 404", code, res)
+	}
+}
+
 // TestReplayPastTheQuota: a replay that would take the pending bytes past
 // MAX_PENDING_BYTES answers 507, as a capture would, and the dead letter
 // stays.

@@ -1,7 +1,10 @@
 package admin
 
 import (
+	"context"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"hookproxy/buffer"
@@ -10,8 +13,10 @@ import (
 // TestWebPagesCannotDriveTheAPI: a web page in a browser on the admin's
 // host must not change anything (a cross-site form post reaches a
 // loopback listener without asking), nor, with no token, read through
-// DNS rebinding (its own host name resolving to 127.0.0.1). The command
-// line, curl, and a name such as localhost keep working.
+// DNS rebinding (its own domain resolving to 127.0.0.1, or to a port
+// published there, where the request arrives on another interface). The
+// command line, curl, and names such as localhost or a compose service
+// keep working.
 func TestWebPagesCannotDriveTheAPI(t *testing.T) {
 	for _, tt := range []struct {
 		name, method, path string
@@ -28,6 +33,7 @@ func TestWebPagesCannotDriveTheAPI(t *testing.T) {
 		{"a page of the admin's own origin", "POST", "/api/dead-letters/replay?all=true", map[string]string{"Origin": "SELF"}, "", http.StatusOK},
 		{"by the name localhost", "GET", "/api/dead-letters", map[string]string{"Host": "localhost:9090"}, "", http.StatusOK},
 		{"another name with a token", "GET", "/api/dead-letters", map[string]string{"Host": "hookproxy.internal"}, "t0ken", http.StatusOK},
+		{"a compose service name", "GET", "/api/dead-letters", map[string]string{"Host": "hookproxy:9090"}, "", http.StatusOK},
 		{"healthz by any name", "GET", "/healthz", map[string]string{"Host": "evil.example"}, "", http.StatusOK},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,5 +75,34 @@ func TestWebPagesCannotDriveTheAPI(t *testing.T) {
 				t.Errorf("a refused request changed the dead letters: %d left, want 1", len(dead))
 			}
 		})
+	}
+}
+
+// TestRebindingThroughAPublishedPort: compose publishes the admin port
+// on the host's 127.0.0.1, and requests reach the listener on the
+// container's bridge address. A page rebound to 127.0.0.1 still names
+// its own domain, and is refused.
+func TestRebindingThroughAPublishedPort(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	srv, err := New(Options{Store: st, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridge := &net.TCPAddr{IP: net.ParseIP("172.18.0.2"), Port: 9090}
+	for _, method := range []string{"GET", "DELETE"} {
+		req := httptest.NewRequest(method, "http://rebind.attacker.example:9090/api/dead-letters?all=true", nil)
+		req.Header.Set("Origin", "http://rebind.attacker.example:9090")
+		req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, net.Addr(bridge)))
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden {
+			t.Errorf("%s by a rebound page through the published port: %d, want 403", method, rec.Code)
+		}
+	}
+	if dead, err := st.ListDeadLetters(buffer.DeadLetterFilter{}, false); err != nil || len(dead) != 1 {
+		t.Errorf("dead letters after the refused requests: %d, %v; want 1", len(dead), err)
 	}
 }

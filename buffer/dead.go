@@ -123,29 +123,35 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 	return nil
 }
 
-// PurgeDeadLetters deletes the dead letters selected by f and returns how
-// many it deleted.
-func (s *Store) PurgeDeadLetters(f DeadLetterFilter) (int, error) {
+// PurgeDeadLetters deletes the dead letters selected by f and returns the
+// ids of those it deleted, in order. Replays and purges run one at a
+// time: a dead letter replayed or purged before this one took its turn is
+// not among them.
+func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 	s.lockDead()
 	defer s.deadMu.Unlock()
 	if err := s.enter(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer s.closeMu.RUnlock()
-	var keys [][]byte
+	var (
+		ids  []string
+		keys [][]byte
+	)
 	err := s.db.View(func(txn *badger.Txn) error {
 		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
+			ids = append(ids, d.ID)
 			keys = append(keys, deadKey(d.ID))
 			return nil
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("purge dead letters: %w", err)
+		return nil, fmt.Errorf("purge dead letters: %w", err)
 	}
 	if err := s.deleteKeys(keys); err != nil {
-		return 0, fmt.Errorf("purge dead letters: %w", err)
+		return nil, fmt.Errorf("purge dead letters: %w", err)
 	}
-	return len(keys), nil
+	return ids, nil
 }
 
 // ReplayDeadLetters puts the hooks of the selected dead letters back at

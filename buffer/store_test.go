@@ -622,9 +622,9 @@ func TestDeadLettersGiveUpReplayPurge(t *testing.T) {
 	if _, err := s.GetDeadLetter(ba.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("replayed dead letter still there: %v", err)
 	}
-	n, err = s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{bb.ID}})
-	if err != nil || n != 1 {
-		t.Fatalf("purge = %d, %v; want 1", n, err)
+	purged, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{bb.ID}})
+	if err != nil || len(purged) != 1 || purged[0] != bb.ID {
+		t.Fatalf("purge = %v, %v; want [%s]", purged, err, bb.ID)
 	}
 	if rest, _ := s.ListDeadLetters(DeadLetterFilter{}, false); len(rest) != 0 {
 		t.Fatalf("%d dead letters after purge, want 0", len(rest))
@@ -748,11 +748,11 @@ func TestPurgeDuringReplay(t *testing.T) {
 	recv(t, paused, "the replay's first chunk") // the replay committed its first chunk
 	purged := make(chan int, 1)
 	go func() {
-		n, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{dl}})
+		ids, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{dl}})
 		if err != nil {
 			t.Error(err)
 		}
-		purged <- n
+		purged <- len(ids)
 	}()
 	var np int
 	waitFor(t, "the purge waits or ends", func() bool {
