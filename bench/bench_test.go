@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image/png"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,4 +262,74 @@ func (w *lockedWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// TestPartialRepetitionsAreSaid: a figure some repetitions of which
+// failed is the median of the others, and the report says so.
+func TestPartialRepetitionsAreSaid(t *testing.T) {
+	r := newRecorder()
+	r.add("a/hp/s400/c16/rps", 100)
+	r.add("a/hp/s400/c16/rps", 120)
+	r.fail(errors.New("connection reset"), "a/hp/s400/c16/rps")
+	r.add("a/noop/s400/c16/rps", 300)
+	got := r.partial()
+	if len(got) != 1 || !strings.Contains(got[0], "a/hp/s400/c16/rps") || !strings.Contains(got[0], "2 repetition(s)") ||
+		!strings.Contains(got[0], "connection reset") {
+		t.Errorf("partial() = %q, want the one figure with 2 repetitions and its failure", got)
+	}
+}
+
+// TestC1TargetIsJudgedOnPython: the c=1 target is for the app's client,
+// python requests.Session, through hookproxy and through the no-op
+// proxy; the Go load generator's figure is shown, not judged.
+func TestC1TargetIsJudgedOnPython(t *testing.T) {
+	s := &suite{o: options{sizes: []int{400}, concurrency: []int{1, 16}}, rec: newRecorder()}
+	for k, v := range map[string]float64{
+		"a/hp/s400/c1/p50": 0.9, "a/noop/s400/c1/p50": 0.15, "a/put/s400/c1/p50": 0.5,
+		"b/hp/c1/p50": 3.0, "b/noop/c1/p50": 0.5,
+	} {
+		s.rec.add(k, v)
+	}
+	var judged []headline
+	for _, h := range s.headlines() {
+		if strings.Contains(h.what, "p50 added over the no-op proxy") && h.meets != nil {
+			judged = append(judged, h)
+		}
+	}
+	if len(judged) != 1 || !strings.Contains(judged[0].what, "python") {
+		t.Fatalf("judged c=1 headlines: %+v, want one, on python", judged)
+	}
+	if h := judged[0]; !h.hp.ok || h.hp.v != 2.5 || h.ref.v != 1.5 || h.met() != "**no**" {
+		t.Errorf("python c=1 headline: added %v against %v (%s), want 2.5 ms against 1.5 ms, missed", h.hp, h.ref, h.met())
+	}
+}
+
+// TestReferencesArmQuickackPerRequest: the benchmark's own servers arm
+// TCP_QUICKACK about once per request, as hookproxy does, not around
+// every read: the references pay what hookproxy pays.
+func TestReferencesArmQuickackPerRequest(t *testing.T) {
+	srv, err := startNoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	const n = 50
+	before := quickackArms.Load()
+	for range n {
+		resp, err := c.Post(srv.url+"/hook", "application/json", strings.NewReader(`{"n":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// Sometimes a read already waiting when the answer goes out arms
+	// once more after it returns; arming around every read would be
+	// about four per request.
+	if arms := quickackArms.Load() - before; arms < n || arms > 3*n/2 {
+		t.Errorf("%d arms for %d requests on one connection, want about one each", arms, n)
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -66,6 +67,33 @@ func (r *recorder) get(key string) cell {
 		return cell{why: why}
 	}
 	return cell{why: "not measured"}
+}
+
+// last is the value of key's latest repetition.
+func (r *recorder) last(key string) (float64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	vs := r.vals[key]
+	if len(vs) == 0 {
+		return 0, false
+	}
+	return vs[len(vs)-1], true
+}
+
+// partial says, for each figure some repetitions of which failed, over
+// how many repetitions its median is, and the first failure: the report
+// would otherwise show it as the median of every repetition.
+func (r *recorder) partial() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for k, why := range r.errs {
+		if n := len(r.vals[k]); n > 0 {
+			out = append(out, fmt.Sprintf("%s: the median of %d repetition(s) only; the others failed: %s", k, n, why))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // medians returns the median of every key, for -json.

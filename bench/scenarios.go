@@ -39,22 +39,42 @@ func captureSystem(proxy *url.URL, target string, body []byte, count func()) *ht
 	}
 }
 
+// judgedConcurrency is the concurrency of scenario a that the throughput
+// and p99 targets are judged at.
+const judgedConcurrency = 16
+
+// heldShare is the share of hookproxy's closed-loop rate at
+// judgedConcurrency at which the second open loop runs.
+const heldShare = 0.8
+
 // scenarioA measures durable capture with the Go load generator, closed
-// loop at each concurrency and body size, then open loop at -rate:
-// hookproxy, the no-op endpoint, redis LPUSH and buffer Put.
+// loop at each concurrency and body size, then open loop at -rate and at
+// heldShare of the rate hookproxy reached closed-loop at
+// judgedConcurrency in this repetition: hookproxy, the no-op endpoint,
+// redis LPUSH and buffer Put. An open loop charges a stall to every
+// request it delays, which a closed loop, whose workers wait, does not.
 func (s *suite) scenarioA(ctx context.Context) {
 	for _, size := range s.o.sizes {
 		body := hookBody(size, s.hookURL())
 		for _, c := range s.o.concurrency {
 			spec := loadSpec{workers: c, warmup: s.o.warmup, duration: s.o.duration}
+			if c == judgedConcurrency && size == s.o.sizes[0] {
+				spec.duration = max(spec.duration, s.o.judgedDuration)
+			}
 			key := fmt.Sprintf("a/%%s/s%d/c%d", size, c)
 			s.measureAll(ctx, key, body, spec)
 		}
 	}
+	body := hookBody(s.o.sizes[0], s.hookURL())
 	if s.o.rate > 0 {
-		body := hookBody(s.o.sizes[0], s.hookURL())
 		spec := loadSpec{workers: s.o.rateWorkers, warmup: s.o.warmup, duration: s.o.duration, rate: s.o.rate}
 		s.measureAll(ctx, "ao/%s", body, spec)
+	}
+	if hp, ok := s.rec.last(fmt.Sprintf("a/hp/s%d/c%d/rps", s.o.sizes[0], judgedConcurrency)); ok && hp > 0 {
+		rate := heldShare * hp
+		s.rec.add("ah/rate", rate)
+		spec := loadSpec{workers: s.o.rateWorkers, warmup: s.o.warmup, duration: max(s.o.duration, s.o.judgedDuration), rate: rate}
+		s.measureAll(ctx, "ah/%s", body, spec)
 	}
 }
 

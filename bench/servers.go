@@ -23,8 +23,8 @@ type server struct {
 	url string // http://127.0.0.1:PORT
 }
 
-// startServer serves h on 127.0.0.1 with TCP_QUICKACK re-armed on every
-// read, as hookproxy does.
+// startServer serves h on 127.0.0.1 with TCP_QUICKACK re-armed after each
+// write, as hookproxy does (see quickackConn).
 func startServer(h http.Handler) (*server, error) {
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -56,17 +56,47 @@ func (l quickackListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return quickackConn{c}, nil
+	qc := &quickackConn{TCPConn: c}
+	qc.wrote.Store(true) // armed before the first read
+	return qc, nil
 }
 
-type quickackConn struct{ *net.TCPConn }
+// quickackConn re-arms TCP_QUICKACK before and after a read when it wrote
+// since the last arm, as hookproxy's plain proxy connections do (about
+// one system call per request): the references pay what hookproxy pays,
+// no more.
+type quickackConn struct {
+	*net.TCPConn
+	wrote   atomic.Bool
+	writing atomic.Int32
+}
 
-func (c quickackConn) Read(p []byte) (int, error) {
-	quickack(c.TCPConn)
+func (c *quickackConn) Read(p []byte) (int, error) {
+	c.arm()
 	n, err := c.TCPConn.Read(p)
-	quickack(c.TCPConn)
+	c.arm()
 	return n, err
 }
+
+func (c *quickackConn) Write(p []byte) (int, error) {
+	c.writing.Add(1)
+	n, err := c.TCPConn.Write(p)
+	c.wrote.Store(true)
+	c.writing.Add(-1)
+	return n, err
+}
+
+// arm turns TCP_QUICKACK on if the connection wrote since the last arm,
+// or is writing now (a read may return between a send and its flag).
+func (c *quickackConn) arm() {
+	if c.wrote.Swap(false) || c.writing.Load() > 0 {
+		quickackArms.Add(1)
+		quickack(c.TCPConn)
+	}
+}
+
+// quickackArms counts the arms of every quickackConn, for tests.
+var quickackArms atomic.Int64
 
 // startNoop starts the no-op endpoint: used as the proxy address, it reads
 // each request and answers 202 with a body like hookproxy's, doing nothing
