@@ -121,7 +121,8 @@ func runCLI(ctx context.Context, cmd string, args []string, environ []string, st
 	if err != nil {
 		return true, fmt.Errorf("configuration: %w", err)
 	}
-	c := &cliRunner{stdout: stdout, stderr: stderr, fs: flag.NewFlagSet(cmd, flag.ContinueOnError)}
+	out := &firstErrWriter{w: stdout}
+	c := &cliRunner{stdout: out, stderr: stderr, fs: flag.NewFlagSet(cmd, flag.ContinueOnError)}
 	c.fs.SetOutput(io.Discard)
 	c.fs.StringVar(&c.adminURL, "admin-url", cfg.AdminURL, "")
 	c.fs.StringVar(&c.token, "token", cfg.AdminToken, "")
@@ -145,27 +146,53 @@ func runCLI(ctx context.Context, cmd string, args []string, environ []string, st
 			err = usageErr("dead: want list, show, replay or purge")
 			break
 		}
-		switch sub, rest := args[0], args[1:]; sub {
-		case "list", "ls":
+		switch sub, rest := args[0], args[1:]; {
+		case isHelp(sub):
+			err = flag.ErrHelp
+		case sub == "list" || sub == "ls":
 			err = c.deadList(ctx, rest)
-		case "show":
+		case sub == "show":
 			err = c.deadShow(ctx, rest)
-		case "replay":
+		case sub == "replay":
 			err = c.replay(ctx, rest, false)
-		case "purge":
+		case sub == "purge":
 			err = c.purge(ctx, rest)
 		default:
 			err = usageErr("dead %s: want list, show, replay or purge", sub)
 		}
 	}
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, cliUsage)
-		return true, nil
+		fmt.Fprint(out, cliUsage)
+		err = nil
 	}
 	if exitCode(err) == exitUsage {
 		fmt.Fprint(stderr, cliUsage)
 	}
+	if err == nil {
+		// The output is the command's result: when it is lost (stdout on
+		// a full disk, a closed pipe), the command failed, as with --json.
+		err = writeOutput(0, out.err)
+	}
 	return true, err
+}
+
+// firstErrWriter passes writes on to w until one fails, and then fails
+// every later one; err is that first failure. The text output is many
+// unchecked writes: runCLI checks err once, at the end.
+type firstErrWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *firstErrWriter) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n, err := f.w.Write(p)
+	if err != nil {
+		f.err = err
+	}
+	return n, err
 }
 
 // listenURL is the URL of a listen address, with a wildcard host taken as
@@ -199,6 +226,27 @@ func (c *cliRunner) parse(args []string) ([]string, error) {
 	}
 }
 
+// given reports whether the flag name was on the command line, so that a
+// value given explicitly can be told from the flag's default.
+func (c *cliRunner) given(name string) bool {
+	found := false
+	c.fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
+// checkTargetFlags refuses an explicit empty --target and --target-id 0,
+// which would otherwise drop the filter and select every dead letter
+// (the API refuses target_id=0 as no target id).
+func (c *cliRunner) checkTargetFlags(target string, targetID uint64) error {
+	switch {
+	case c.given("target") && strings.TrimSpace(target) == "":
+		return usageErr("%s: --target wants a target URL", c.fs.Name())
+	case c.given("target-id") && targetID == 0:
+		return usageErr("%s: --target-id 0: want a target id, 1 or more", c.fs.Name())
+	}
+	return nil
+}
+
 // client returns the admin API client and the context of the command.
 func (c *cliRunner) client(ctx context.Context) (*admin.Client, context.Context, context.CancelFunc, error) {
 	// Trimmed as the server trims it: a token from a file ends with a
@@ -215,8 +263,11 @@ func (c *cliRunner) client(ctx context.Context) (*admin.Client, context.Context,
 	return cl, ctx, func() { cancel(); cl.Close() }, nil
 }
 
-// apiErr makes an API error readable and gives it its exit code.
-func (c *cliRunner) apiErr(err error) error {
+// apiErr makes an API error readable and gives it its exit code. named
+// says the request was about dead letters the operator named by id: only
+// then is a 404 exit 3, "not found" (a selection by target whose dead
+// letters went meanwhile, or a route missing, is not).
+func (c *cliRunner) apiErr(err error, named bool) error {
 	var ae *admin.APIError
 	switch {
 	case admin.IsNotAdminAPI(err):
@@ -225,7 +276,7 @@ func (c *cliRunner) apiErr(err error) error {
 		return fmt.Errorf("%w (is %s hookproxy's admin address? set HOOKPROXY_ADMIN_URL or --admin-url)", err, c.adminURL)
 	case errors.As(err, &ae) && ae.Status == 401:
 		return fmt.Errorf("%w (set HOOKPROXY_ADMIN_TOKEN or --token)", err)
-	case errors.As(err, &ae) && ae.Status == 404:
+	case named && admin.IsNotFound(err):
 		return &exitError{code: exitNotFound, err: err}
 	case errors.As(err, &ae) && ae.Status == 400:
 		// The API refused a value given on the command line.
@@ -277,7 +328,7 @@ func (c *cliRunner) health(ctx context.Context, args []string) error {
 	defer done()
 	if !*ready {
 		if err := cl.Alive(ctx); err != nil {
-			return c.apiErr(err)
+			return c.apiErr(err, false)
 		}
 		if c.json {
 			return c.printJSON(map[string]bool{"alive": true})
@@ -287,7 +338,7 @@ func (c *cliRunner) health(ctx context.Context, args []string) error {
 	}
 	rd, err := cl.Ready(ctx)
 	if err != nil {
-		return c.apiErr(err)
+		return c.apiErr(err, false)
 	}
 	if c.json {
 		if err := c.printJSON(rd); err != nil {
@@ -328,11 +379,11 @@ func (c *cliRunner) status(ctx context.Context, args []string) error {
 	defer done()
 	st, err := cl.Status(ctx)
 	if err != nil {
-		return c.apiErr(err)
+		return c.apiErr(err, false)
 	}
 	tl, err := cl.Targets(ctx, q)
 	if err != nil {
-		return c.apiErr(err)
+		return c.apiErr(err, false)
 	}
 	if c.json {
 		return c.printJSON(struct {
@@ -420,6 +471,9 @@ func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErr("dead list takes no arguments (show takes an id)")
 	}
+	if err := c.checkTargetFlags(q.Target, q.TargetID); err != nil {
+		return err
+	}
 	if err := checkPaging(q.Limit, q.Offset); err != nil {
 		return err
 	}
@@ -430,7 +484,7 @@ func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 	defer done()
 	dl, err := cl.DeadLetters(ctx, q)
 	if err != nil {
-		return c.apiErr(err)
+		return c.apiErr(err, false)
 	}
 	if c.json {
 		return c.printJSON(dl)
@@ -464,14 +518,21 @@ func (c *cliRunner) deadShow(ctx context.Context, args []string) error {
 	if len(rest) != 1 {
 		return usageErr("dead show takes one dead letter id")
 	}
+	// An empty id would ask for the route /api/dead-letters/, which the
+	// API answers 404 "no such route": not a dead letter that was not
+	// found.
+	id := strings.TrimSpace(rest[0])
+	if id == "" {
+		return usageErr("dead show: empty dead letter id")
+	}
 	cl, ctx, done, err := c.client(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	d, err := cl.DeadLetter(ctx, rest[0])
+	d, err := cl.DeadLetter(ctx, id)
 	if err != nil {
-		return c.apiErr(err)
+		return c.apiErr(err, true)
 	}
 	if c.json {
 		return c.printJSON(d)
@@ -508,7 +569,13 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 	if err != nil {
 		return sel, err
 	}
-	sel.IDs = rest
+	if err := c.checkTargetFlags(sel.Target, sel.TargetID); err != nil {
+		return sel, err
+	}
+	for _, id := range rest {
+		// An empty id is refused by Validate.
+		sel.IDs = append(sel.IDs, strings.TrimSpace(id))
+	}
 	if err := sel.Validate(); err != nil {
 		return sel, usageErr("%s: %v", c.fs.Name(), err)
 	}
@@ -530,8 +597,10 @@ func (c *cliRunner) purge(ctx context.Context, args []string) error {
 
 // deadLetterAction runs act (replay, purge) on the dead letters args
 // select and prints its result: as JSON, or as the line report makes.
-// Ids asked for that are not dead letters (report's second result) make
-// it fail.
+// Ids the operator named that are not dead letters (report's second
+// result) make it fail with exit 3. A selection by --all, --target or
+// --target-id never does: what it selected and someone else replayed or
+// purged meanwhile is simply not done here.
 func deadLetterAction[R any](ctx context.Context, c *cliRunner, args []string, all bool,
 	act func(*admin.Client, context.Context, admin.Selector) (R, error), report func(R) (string, []string)) error {
 	sel, err := c.selector(args, all)
@@ -543,11 +612,15 @@ func deadLetterAction[R any](ctx context.Context, c *cliRunner, args []string, a
 		return err
 	}
 	defer done()
+	named := len(sel.IDs) > 0
 	res, err := act(cl, ctx, sel)
 	if err != nil {
-		return c.apiErr(err)
+		return c.apiErr(err, named)
 	}
 	line, missing := report(res)
+	if !named {
+		missing = nil
+	}
 	if c.json {
 		if err := c.printJSON(res); err != nil {
 			return err

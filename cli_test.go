@@ -11,8 +11,10 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -413,5 +415,182 @@ func TestTimeoutIsChecked(t *testing.T) {
 		if exitCode(err) != exitUsage {
 			t.Errorf("health --timeout %s: %v, exit %d; want a usage error (exit 2)", d, err, exitCode(err))
 		}
+	}
+}
+
+// oneDeadLetter opens a store that holds one dead letter, a batch of one
+// hook to http://a.test/h that got a 400, and returns the store, the
+// dead letter's id and its target's id.
+func oneDeadLetter(tb testing.TB) (store *buffer.Store, id string, target buffer.TargetID) {
+	tb.Helper()
+	store, err := buffer.Open(buffer.Options{Dir: tb.TempDir(), GCInterval: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	if err := store.Put(context.Background(), &buffer.Hook{Target: "http://a.test/h", Method: "POST", Body: []byte(`{"pk":1}`)}); err != nil {
+		tb.Fatal(err)
+	}
+	sts, err := store.Targets()
+	if err != nil || len(sts) != 1 {
+		tb.Fatalf("targets %+v, %v", sts, err)
+	}
+	b, err := store.Claim(sts[0].ID, 1, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := store.GiveUp(sts[0].ID, b.ID, "status", buffer.Failure{Status: 400, Error: "HTTP 400 Bad Request"}, buffer.NextClaim{}); err != nil {
+		tb.Fatal(err)
+	}
+	return store, b.ID, sts[0].ID
+}
+
+// serveAdmin serves the admin API on store from a loopback server and
+// returns its URL.
+func serveAdmin(tb testing.TB, store admin.Store) string {
+	tb.Helper()
+	adm, err := admin.New(admin.Options{Store: store, Version: "test"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(adm)
+	tb.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// deadLetterCount is how many dead letters the admin API at adminURL
+// holds.
+func deadLetterCount(tb testing.TB, adminURL string) int {
+	tb.Helper()
+	out, _, err := cliRun(tb, adminURL, "dead", "list", "--json")
+	if err != nil {
+		tb.Fatalf("dead list: %v", err)
+	}
+	return decode[admin.DeadLetterList](tb, out).Total
+}
+
+// fullWriter fails every write, as standard output on a full disk
+// (/dev/full) does.
+type fullWriter struct{}
+
+func (fullWriter) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
+
+// TestOutputWriteErrorsFail: a command whose output cannot be written
+// (hookproxy dead list > file on a full disk) has failed: exit 1 with
+// the write error, in text as with --json.
+func TestOutputWriteErrorsFail(t *testing.T) {
+	store, id, _ := oneDeadLetter(t)
+	environ := []string{"HOOKPROXY_ADMIN_URL=" + serveAdmin(t, store)}
+	for _, args := range [][]string{
+		{"version"}, {"version", "--json"}, {"--version"}, {"help"}, {"status", "-h"},
+		{"status"}, {"status", "--json"}, {"health"}, {"health", "--json"},
+		{"dead", "list"}, {"dead", "list", "--json"}, {"dead", "show", id}, {"dead", "show", id, "--json"},
+		{"dead", "purge", "--target", "http://no.such.test/"},
+		{"dead", "replay", id}, // last: it empties the dead letters
+	} {
+		err := run(t.Context(), args, environ, fullWriter{}, io.Discard)
+		if exitCode(err) != exitFailure || !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("hookproxy %s > /dev/full: %v (exit %d); want exit 1 with the write error", strings.Join(args, " "), err, exitCode(err))
+		}
+	}
+}
+
+// TestHelpOfEveryCommand: "hookproxy <command> -h" (or --help) prints
+// the usage on standard output and exits 0, for every command.
+func TestHelpOfEveryCommand(t *testing.T) {
+	for _, cmd := range [][]string{
+		{}, {"serve"}, {"status"}, {"dead"}, {"dead", "list"}, {"dead", "show"}, {"dead", "replay"}, {"dead", "purge"},
+		{"retry-failed"}, {"health"}, {"version"}, {"ca"},
+	} {
+		for _, h := range []string{"-h", "--help"} {
+			var out, errb bytes.Buffer
+			args := append(slices.Clone(cmd), h)
+			err := run(t.Context(), args, []string{"HOOKPROXY_DATA_DIR=" + t.TempDir()}, &out, &errb)
+			if err != nil || !strings.Contains(out.String(), "usage:") {
+				t.Errorf("hookproxy %s: %v (exit %d), stdout %q; want the usage on stdout and exit 0", strings.Join(args, " "), err, exitCode(err), out.String())
+			}
+		}
+	}
+	if out, _, err := cliRun(t, "", "dead", "help"); err != nil || !strings.Contains(out, "dead list") {
+		t.Errorf("hookproxy dead help: %v, stdout %q; want the usage", err, out)
+	}
+}
+
+// TestEmptySelectorsAreUsageErrors: an empty dead letter id, an empty
+// --target and --target-id 0 name nothing: exit 2, before anything is
+// done. Without the check, "dead show ”" asked for the route
+// /api/dead-letters/ and said "not found" (exit 3), and --target-id 0
+// was taken as no filter: "dead list" listed every dead letter and
+// "retry-failed --target-id 0" replayed them all.
+func TestEmptySelectorsAreUsageErrors(t *testing.T) {
+	store, _, _ := oneDeadLetter(t)
+	adminURL := serveAdmin(t, store)
+	for _, tt := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"dead", "show", ""}, "empty dead letter id"},
+		{[]string{"dead", "show", " "}, "empty dead letter id"},
+		{[]string{"dead", "replay", ""}, "empty dead letter id"},
+		{[]string{"dead", "purge", " \t"}, "empty dead letter id"},
+		{[]string{"dead", "list", "--target-id", "0"}, "--target-id 0"},
+		{[]string{"dead", "list", "--target", ""}, "--target wants a target URL"},
+		{[]string{"dead", "replay", "--target-id", "0"}, "--target-id 0"},
+		{[]string{"dead", "purge", "--all", "--target-id", "0"}, "--target-id 0"},
+		{[]string{"retry-failed", "--target-id", "0"}, "--target-id 0"},
+		{[]string{"retry-failed", "--target", " "}, "--target wants a target URL"},
+	} {
+		out, _, err := cliRun(t, adminURL, append(tt.args, "--json")...)
+		if exitCode(err) != exitUsage || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("hookproxy %q: %v (exit %d), stdout %q; want exit 2 and %q", tt.args, err, exitCode(err), out, tt.msg)
+		}
+	}
+	if n := deadLetterCount(t, adminURL); n != 1 {
+		t.Errorf("%d dead letters left, want the 1 untouched", n)
+	}
+}
+
+// purgeBeforeReplay is a store where another operator purges the
+// selected dead letters between the admin API's selection and the
+// replay.
+type purgeBeforeReplay struct{ *buffer.Store }
+
+func (p purgeBeforeReplay) ReplayDeadLetters(f buffer.DeadLetterFilter) ([]string, int, error) {
+	if _, err := p.Store.PurgeDeadLetters(f); err != nil {
+		return nil, 0, err
+	}
+	return p.Store.ReplayDeadLetters(f)
+}
+
+// TestSelectionNeverExitsNotFound: exit 3 is for dead letters the
+// operator named by id. Dead letters selected by --all, --target or
+// --target-id that someone else purged before the replay got to them
+// are not an error (exit 0, nothing replayed); the same race on a
+// dead letter named by its id is exit 3.
+func TestSelectionNeverExitsNotFound(t *testing.T) {
+	for _, sel := range []func(id string, target buffer.TargetID) []string{
+		func(string, buffer.TargetID) []string {
+			return []string{"dead", "replay", "--target", "http://a.test/h"}
+		},
+		func(_ string, target buffer.TargetID) []string {
+			return []string{"dead", "replay", "--target-id", strconv.FormatUint(uint64(target), 10)}
+		},
+		func(string, buffer.TargetID) []string {
+			return []string{"dead", "replay", "--all", "--reason", "status"}
+		},
+		func(string, buffer.TargetID) []string { return []string{"retry-failed"} },
+	} {
+		store, id, target := oneDeadLetter(t)
+		args := sel(id, target)
+		out, _, err := cliRun(t, serveAdmin(t, purgeBeforeReplay{store}), args...)
+		if err != nil || out != "replayed 0 dead letters (0 hooks): back in their targets' queues\n" {
+			t.Errorf("hookproxy %s, its dead letters purged meanwhile: %q, %v (exit %d); want 0 replayed and exit 0",
+				strings.Join(args, " "), out, err, exitCode(err))
+		}
+	}
+	store, id, _ := oneDeadLetter(t)
+	if _, _, err := cliRun(t, serveAdmin(t, purgeBeforeReplay{store}), "dead", "replay", id); exitCode(err) != exitNotFound ||
+		!strings.Contains(err.Error(), id) {
+		t.Errorf("hookproxy dead replay %s, purged meanwhile: %v (exit %d); want exit 3 naming it", id, err, exitCode(err))
 	}
 }

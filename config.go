@@ -3,13 +3,19 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
+	"net/netip"
+	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/caarlos0/env/v11"
 
@@ -86,10 +92,24 @@ func loadConfig(environ []string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("configuration: %w", nameVariables(err, vars))
 	}
+	cfg.trim()
 	if err := cfg.validate(vars); err != nil {
 		return Config{}, fmt.Errorf("configuration: %w", err)
 	}
 	return cfg, nil
+}
+
+// trim drops surrounding white space from the word settings and the
+// secrets, as durations, sizes and lists drop it: a value read from a
+// file, or written as a YAML block scalar, ends with a newline. A secret
+// kept with it would be compared, and refused, on every request.
+func (c *Config) trim() {
+	for _, s := range []*string{
+		&c.OnGiveUp, &c.OnStoreError, &c.LogLevel, &c.LogFormat, &c.RetryBackoff,
+		&c.AdminToken, &c.ProxyAuth,
+	} {
+		*s = strings.TrimSpace(*s)
+	}
 }
 
 // nameVariables rewrites env's parse errors, which name struct fields,
@@ -115,21 +135,38 @@ func nameVariables(err error, vars map[string]string) error {
 	return errors.Join(out...)
 }
 
+// hidden stands for a value that errors must not repeat (a secret, or a
+// URL that may carry a token).
+const hidden = redacted("(hidden)")
+
+// redacted is printed as it is in validate's errors, where a string
+// value would be quoted as written.
+type redacted string
+
 // validate checks the parsed values; vars holds them as written, which
-// errors about durations and sizes quote.
+// errors quote. A string value (word, address, list) is quoted with %q
+// as the operator wrote it, so that white space and control characters
+// show; a duration or a size is shown as written; a secret is passed as
+// hidden and never shown.
 func (c *Config) validate(vars map[string]string) error {
 	var errs []error
 	bad := func(name string, value any, why string) {
-		switch value.(type) {
+		raw, set := vars[envPrefix+name]
+		switch v := value.(type) {
 		case Duration, ByteSize:
-			if raw := strings.TrimSpace(vars[envPrefix+name]); raw != "" {
+			if raw := strings.TrimSpace(raw); raw != "" {
 				value = raw
 			}
+		case string:
+			if !set || raw == "" {
+				raw = v
+			}
+			value = strconv.Quote(raw)
 		}
 		errs = append(errs, fmt.Errorf("%s%s=%v: %s", envPrefix, name, value, why))
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		bad("LISTEN", c.Listen, "must be an address such as :8080")
+	if err := checkListenAddress(c.Listen, ":8080"); err != nil {
+		bad("LISTEN", c.Listen, err.Error())
 	}
 	if c.DataDir == "" {
 		bad("DATA_DIR", c.DataDir, "must be a directory")
@@ -198,19 +235,184 @@ func (c *Config) validate(vars map[string]string) error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("LOG_FORMAT", c.LogFormat, "must be text or json")
 	}
-	if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
-		bad("ADMIN_LISTEN", c.AdminListen, "must be an address such as 127.0.0.1:9090")
+	if err := checkListenAddress(c.AdminListen, "127.0.0.1:9090"); err != nil {
+		bad("ADMIN_LISTEN", c.AdminListen, err.Error())
+	} else if checkListenAddress(c.Listen, "") == nil && sameListener(c.Listen, c.AdminListen) {
+		bad("ADMIN_LISTEN", c.AdminListen, fmt.Sprintf(
+			"must be another address than HOOKPROXY_LISTEN (%q): both cannot listen on one port", c.Listen))
 	}
-	if c.AdminToken != "" && strings.TrimSpace(c.AdminToken) == "" {
-		// The value is a secret, but white space reveals nothing.
-		bad("ADMIN_TOKEN", fmt.Sprintf("%q", c.AdminToken), "is only white space (surrounding white space is ignored)")
+	checkSecret := func(name, value string) {
+		switch {
+		case value == "" && vars[envPrefix+name] != "":
+			// Empty once trimmed: without the check the token or the
+			// credentials would silently be off. White space reveals
+			// nothing of a secret.
+			bad(name, value, "is only white space (surrounding white space is ignored)")
+		case strings.ContainsFunc(value, unicode.IsControl):
+			bad(name, hidden, "holds a control character (a line break, a tab...), which no HTTP client can send")
+		}
 	}
+	checkSecret("ADMIN_TOKEN", c.AdminToken)
+	checkSecret("PROXY_AUTH", c.ProxyAuth)
 	if c.StallAfter < 0 {
 		bad("STALL_AFTER", c.StallAfter, "must be 0 (no stall check) or positive")
 	}
 	c.validateHTTPS(bad)    // tls.go
 	c.validateDelivery(bad) // delivery.go
 	return errors.Join(errs...)
+}
+
+// checkListenAddress checks a listen address without listening: it is
+// host:port (example shows one), and a numeric port is one a listener can
+// have. A named port (":http") is left to the listener.
+func checkListenAddress(addr, example string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be an address such as %s", example)
+	}
+	if digits := strings.TrimPrefix(port, "-"); digits != "" && strings.Trim(digits, "0123456789") == "" {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("port %s is out of range (0 to %d)", port, math.MaxUint16)
+		}
+	}
+	return nil
+}
+
+// sameListener reports whether the listen addresses a and b (both
+// checked by checkListenAddress) can never listen at once: the same port,
+// not 0 (the system's choice), on the same host, or on every address for
+// either of them (Linux refuses 127.0.0.1:8080 while :8080 listens, and
+// Go listens on :: for 0.0.0.0, so on both families).
+func sameListener(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	na, errA := strconv.ParseUint(pa, 10, 16)
+	nb, errB := strconv.ParseUint(pb, 10, 16)
+	switch {
+	case errA == nil && errB == nil:
+		if na != nb || na == 0 {
+			return false
+		}
+	case !strings.EqualFold(pa, pb) || pa == "":
+		return false // a named port is left to the listener
+	}
+	wildcard := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || (err == nil && ip.IsUnspecified())
+	}
+	if wildcard(ha) || wildcard(hb) {
+		return true
+	}
+	ia, errA := netip.ParseAddr(ha)
+	ib, errB := netip.ParseAddr(hb)
+	if errA == nil && errB == nil {
+		return ia.Unmap() == ib.Unmap()
+	}
+	return strings.EqualFold(ha, hb)
+}
+
+// checkReadable checks that a file named by a setting can be opened for
+// reading, so that a wrong path stops the start before anything is
+// made.
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the error already
+		}
+		return fmt.Errorf("cannot be read: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return errors.New("is a directory, not a file")
+	}
+	return nil
+}
+
+// envNames is the set of variables the env tags of T's fields name,
+// prefix included.
+func envNames[T any]() map[string]bool {
+	names := map[string]bool{}
+	t := reflect.TypeFor[T]()
+	for i := range t.NumField() {
+		if tag := t.Field(i).Tag.Get("env"); tag != "" {
+			names[envPrefix+strings.Split(tag, ",")[0]] = true
+		}
+	}
+	return names
+}
+
+// knownSettings is every HOOKPROXY_ variable the server reads: the env
+// tags of Config.
+func knownSettings() map[string]bool { return envNames[Config]() }
+
+// unknownSettings lists, sorted, the HOOKPROXY_ variables of vars that
+// hookproxy does not read, each followed by the known name closest to it
+// when one is close (a misspelling): "HOOKPROXY_SIGNING_SECRETS (did you
+// mean HOOKPROXY_SIGNING_SECRET?)". They are not refused: Kubernetes sets
+// HOOKPROXY_SERVICE_HOST, HOOKPROXY_PORT_9090_TCP... for a Service named
+// hookproxy (left out here), and the command line reads
+// HOOKPROXY_ADMIN_URL.
+func unknownSettings(vars map[string]string) []string {
+	known := knownSettings()
+	for name := range envNames[cliConfig]() {
+		known[name] = true
+	}
+	var out []string
+	for name := range vars {
+		if !strings.HasPrefix(name, envPrefix) || known[name] || serviceLink(name) {
+			continue
+		}
+		if near := closestName(name, known); near != "" {
+			name += " (did you mean " + near + "?)"
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// serviceLink reports whether name is one of the variables Kubernetes
+// sets for a Service named hookproxy (enableServiceLinks).
+func serviceLink(name string) bool {
+	rest := strings.TrimPrefix(name, envPrefix)
+	return rest == "PORT" || strings.HasPrefix(rest, "PORT_") || strings.HasPrefix(rest, "SERVICE_")
+}
+
+// closestName is the name of known nearest to name, ignoring case, when
+// it is a few edits away (at most 2, or a quarter of a long name); "" when
+// none is.
+func closestName(name string, known map[string]bool) string {
+	bare := strings.ToUpper(strings.TrimPrefix(name, envPrefix))
+	best, bestDist := "", max(2, len(bare)/4)+1
+	for _, k := range slices.Sorted(maps.Keys(known)) {
+		if d := editDistance(bare, strings.TrimPrefix(k, envPrefix)); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func (c *Config) level() (slog.Level, error) {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,20 +65,20 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"HOOKPROXY_RETRY_INTERVAL=0", "HOOKPROXY_RETRY_INTERVAL=0:"},
 		{"HOOKPROXY_RETRIES=-2", "HOOKPROXY_RETRIES=-2"},
 		{"HOOKPROXY_MAX_BODY_BYTES=lots", `HOOKPROXY_MAX_BODY_BYTES="lots"`},
-		{"HOOKPROXY_ON_GIVE_UP=ignore", "HOOKPROXY_ON_GIVE_UP=ignore"},
-		{"HOOKPROXY_ON_STORE_ERROR=drop", "HOOKPROXY_ON_STORE_ERROR=drop"},
+		{"HOOKPROXY_ON_GIVE_UP=ignore", `HOOKPROXY_ON_GIVE_UP="ignore"`},
+		{"HOOKPROXY_ON_STORE_ERROR=drop", `HOOKPROXY_ON_STORE_ERROR="drop"`},
 		{"HOOKPROXY_SEND_CONCURRENCY=0", "HOOKPROXY_SEND_CONCURRENCY=0"},
-		{"HOOKPROXY_LOG_LEVEL=loud", "HOOKPROXY_LOG_LEVEL=loud"},
-		{"HOOKPROXY_LOG_FORMAT=xml", "HOOKPROXY_LOG_FORMAT=xml"},
-		{"HOOKPROXY_ADMIN_LISTEN=9090", "HOOKPROXY_ADMIN_LISTEN=9090"},
+		{"HOOKPROXY_LOG_LEVEL=loud", `HOOKPROXY_LOG_LEVEL="loud"`},
+		{"HOOKPROXY_LOG_FORMAT=xml", `HOOKPROXY_LOG_FORMAT="xml"`},
+		{"HOOKPROXY_ADMIN_LISTEN=9090", `HOOKPROXY_ADMIN_LISTEN="9090"`},
 		{"HOOKPROXY_STALL_AFTER=-1s", "HOOKPROXY_STALL_AFTER=-1s"},
 		{"HOOKPROXY_MEMORY_LIMIT=1MiB", "HOOKPROXY_MEMORY_LIMIT=1MiB:"},
 		{"HOOKPROXY_MEMORY_LIMIT=much", `HOOKPROXY_MEMORY_LIMIT="much"`},
-		{"HOOKPROXY_CAPTURE_METHODS=POST,CONNECT", "HOOKPROXY_CAPTURE_METHODS=POST,CONNECT: capture method CONNECT"},
-		{"HOOKPROXY_CAPTURE_METHODS=PO ST", "HOOKPROXY_CAPTURE_METHODS=PO ST"},
-		{"HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/", "HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/: pattern"},
-		{"HOOKPROXY_CAPTURE_HOSTS=a.example.com,", `HOOKPROXY_CAPTURE_HOSTS=a.example.com,: pattern "" is empty`},
-		{"HOOKPROXY_MITM_HOSTS=*.*.example.com", "HOOKPROXY_MITM_HOSTS=*.*.example.com: pattern"},
+		{"HOOKPROXY_CAPTURE_METHODS=POST,CONNECT", `HOOKPROXY_CAPTURE_METHODS="POST,CONNECT": capture method CONNECT`},
+		{"HOOKPROXY_CAPTURE_METHODS=PO ST", `HOOKPROXY_CAPTURE_METHODS="PO ST"`},
+		{"HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/", `HOOKPROXY_CAPTURE_HOSTS="https://hooks.example.com/": pattern`},
+		{"HOOKPROXY_CAPTURE_HOSTS=a.example.com,", `HOOKPROXY_CAPTURE_HOSTS="a.example.com,": pattern "" is empty`},
+		{"HOOKPROXY_MITM_HOSTS=*.*.example.com", `HOOKPROXY_MITM_HOSTS="*.*.example.com": pattern`},
 		{"HOOKPROXY_ADMIN_TOKEN= \t", `HOOKPROXY_ADMIN_TOKEN=" \t": is only white space`},
 	}
 	for _, tt := range tests {
@@ -91,9 +94,20 @@ func TestBadConfigurationStopsStart(t *testing.T) {
 		{"HOOKPROXY_BATCH_SIZE=ten", "HOOKPROXY_BATCH_SIZE"},
 		// Checked by the proxy package, and refused before anything starts.
 		{"HOOKPROXY_CAPTURE_HOSTS=hooks.example.com:8443", "HOOKPROXY_CAPTURE_HOSTS"},
+		// A port that could never listen: checked, not tried.
+		{"HOOKPROXY_LISTEN=127.0.0.1:99999", "HOOKPROXY_LISTEN"},
+		// A gone webhook the egress guard would refuse every time.
+		{"HOOKPROXY_GONE_WEBHOOK=http://127.0.0.1:8000/gone", "HOOKPROXY_GONE_WEBHOOK"},
+		{"HOOKPROXY_UPSTREAM_CA_FILE=/no/such/ca.pem", "HOOKPROXY_UPSTREAM_CA_FILE"},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
-		err := run(t.Context(), nil, []string{tt.env, "HOOKPROXY_DATA_DIR=" + dir}, nil, nil)
+		// Should the setting be accepted, hookproxy starts on ports the
+		// system chooses and stops at once (the context is done).
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		environ := []string{"HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_MEMORY_LIMIT=0",
+			tt.env, "HOOKPROXY_DATA_DIR=" + dir}
+		err := run(ctx, nil, environ, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.name) {
 			t.Errorf("%s: run = %v, want a start-up error naming %s", tt.env, err, tt.name)
 		}
@@ -222,5 +236,212 @@ func TestQuotaBelowBodyLimit(t *testing.T) {
 		if !tt.ok && (err == nil || !strings.Contains(err.Error(), "HOOKPROXY_MAX_PENDING_BYTES=1KiB") || !strings.Contains(err.Error(), "HOOKPROXY_MAX_BODY_BYTES")) {
 			t.Errorf("%v: %v, want an error naming both settings", tt.environ, err)
 		}
+	}
+}
+
+// TestSecretsIgnoreSurroundingWhiteSpace: a secret read from a file
+// ends with a newline. HOOKPROXY_PROXY_AUTH drops it as
+// HOOKPROXY_ADMIN_TOKEN and HOOKPROXY_SIGNING_SECRET do, instead of
+// answering every request of the app 407; a value that is only white
+// space is refused rather than turning the credentials off.
+func TestSecretsIgnoreSurroundingWhiteSpace(t *testing.T) {
+	cfg, err := loadConfig([]string{"HOOKPROXY_PROXY_AUTH=app:pw\n", "HOOKPROXY_ADMIN_TOKEN= op-token\r\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.ProxyAuth, "app:pw"; got != want {
+		t.Errorf("PROXY_AUTH = %q, want %q", got, want)
+	}
+	if got, want := cfg.AdminToken, "op-token"; got != want {
+		t.Errorf("ADMIN_TOKEN = %q, want %q", got, want)
+	}
+	for _, tt := range []struct{ env, want string }{
+		{"HOOKPROXY_PROXY_AUTH= \n", `HOOKPROXY_PROXY_AUTH=" \n": is only white space`},
+		{"HOOKPROXY_ADMIN_TOKEN=\t", `HOOKPROXY_ADMIN_TOKEN="\t": is only white space`},
+	} {
+		if _, err := loadConfig([]string{tt.env}); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want it to name %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+// TestSecretsWithControlCharactersRefused: a control character inside
+// the proxy credentials or the admin token can never arrive in a
+// request: the start is refused with an error that names the variable
+// and repeats nothing of the secret.
+func TestSecretsWithControlCharactersRefused(t *testing.T) {
+	for _, tt := range []struct{ name, value string }{
+		{"PROXY_AUTH", "app:s3cret\nline2"},
+		{"PROXY_AUTH", "app:s3c\x00ret"},
+		{"PROXY_AUTH", "app\t:s3cret"},
+		{"ADMIN_TOKEN", "s3cret\x7f"},
+		{"ADMIN_TOKEN", "s3cret\r\nX-Injected: 1"},
+	} {
+		_, err := loadConfig([]string{envPrefix + tt.name + "=" + tt.value})
+		if err == nil || !strings.Contains(err.Error(), envPrefix+tt.name+"=(hidden): holds a control character") {
+			t.Errorf("%s=%q: err = %v, want it refused naming %s%s", tt.name, tt.value, err, envPrefix, tt.name)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3c") || strings.Contains(err.Error(), "app") {
+			t.Errorf("%s=%q: err = %v repeats the secret", tt.name, tt.value, err)
+		}
+	}
+}
+
+// TestWordSettingsIgnoreSurroundingWhiteSpace: the word settings drop
+// surrounding white space as durations and sizes do, and a bad one is
+// quoted as written, so a stray newline or space shows in the error.
+func TestWordSettingsIgnoreSurroundingWhiteSpace(t *testing.T) {
+	cfg, err := loadConfig([]string{
+		"HOOKPROXY_ON_GIVE_UP=discard\n", "HOOKPROXY_RETRY_BACKOFF=fixed ", "HOOKPROXY_LOG_FORMAT=json\n",
+		"HOOKPROXY_ON_STORE_ERROR= reject", "HOOKPROXY_LOG_LEVEL=warn\r\n",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{cfg.OnGiveUp, cfg.RetryBackoff, cfg.LogFormat, cfg.OnStoreError, cfg.LogLevel}
+	if want := []string{"discard", "fixed", "json", "reject", "warn"}; !slices.Equal(got, want) {
+		t.Errorf("word settings = %q, want %q", got, want)
+	}
+	for _, tt := range []struct{ env, want string }{
+		{"HOOKPROXY_ON_GIVE_UP=ignore\n", `HOOKPROXY_ON_GIVE_UP="ignore\n": must be`},
+		{"HOOKPROXY_RETRY_BACKOFF=linear ", `HOOKPROXY_RETRY_BACKOFF="linear ": must be`},
+		{"HOOKPROXY_LOG_FORMAT=j son", `HOOKPROXY_LOG_FORMAT="j son": must be`},
+		{"HOOKPROXY_ON_STORE_ERROR=drop\t", `HOOKPROXY_ON_STORE_ERROR="drop\t": must be`},
+		{"HOOKPROXY_LOG_LEVEL=loud\n", `HOOKPROXY_LOG_LEVEL="loud\n": must be`},
+	} {
+		if _, err := loadConfig([]string{tt.env}); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want it to name %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+// TestListenAddressesChecked: a listen address that can never work (a
+// port out of range, the proxy and the admin listener on one port) is
+// refused by the configuration check, without listening. Port 0 (the
+// system's choice) may be on both.
+func TestListenAddressesChecked(t *testing.T) {
+	for _, tt := range []struct {
+		environ []string
+		want    string // "": accepted
+	}{
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:99999"}, `HOOKPROXY_LISTEN="127.0.0.1:99999": port 99999 is out of range`},
+		{[]string{"HOOKPROXY_LISTEN=:-1"}, `HOOKPROXY_LISTEN=":-1": port -1 is out of range`},
+		{[]string{"HOOKPROXY_ADMIN_LISTEN=127.0.0.1:65536"}, `HOOKPROXY_ADMIN_LISTEN="127.0.0.1:65536": port 65536 is out of range`},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:9090"}, `HOOKPROXY_ADMIN_LISTEN="127.0.0.1:9090": must be another address than HOOKPROXY_LISTEN`},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:7000", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:7000"}, "HOOKPROXY_ADMIN_LISTEN"},
+		{[]string{"HOOKPROXY_LISTEN=[::1]:7000", "HOOKPROXY_ADMIN_LISTEN=[0:0::1]:7000"}, "HOOKPROXY_ADMIN_LISTEN"},
+		// Every address and one of them: Linux refuses the second.
+		{[]string{"HOOKPROXY_LISTEN=:7000", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:7000"}, "HOOKPROXY_ADMIN_LISTEN"},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:7000", "HOOKPROXY_ADMIN_LISTEN=0.0.0.0:7000"}, "HOOKPROXY_ADMIN_LISTEN"},
+		{[]string{"HOOKPROXY_LISTEN=[::0]:7000", "HOOKPROXY_ADMIN_LISTEN=[::1]:7000"}, "HOOKPROXY_ADMIN_LISTEN"},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0"}, ""},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:7000", "HOOKPROXY_ADMIN_LISTEN=127.0.0.2:7000"}, ""},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:7000", "HOOKPROXY_ADMIN_LISTEN=[::1]:7000"}, ""},
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:65535"}, ""},
+	} {
+		_, err := loadConfig(tt.environ)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%v: %v, want it accepted", tt.environ, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%v: err = %v, want it to name %s", tt.environ, err, tt.want)
+		}
+	}
+}
+
+// TestSettingFilesChecked: a file that a setting names and hookproxy
+// reads at start must exist and be readable; a wrong path stops the
+// start before the data directory, the store and a CA are made, with an
+// error that names the variable.
+func TestSettingFilesChecked(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	for _, tt := range []struct {
+		environ []string
+		want    string
+	}{
+		{[]string{"HOOKPROXY_UPSTREAM_CA_FILE=" + missing}, "HOOKPROXY_UPSTREAM_CA_FILE=" + strconvQuote(missing) + ": cannot be read: no such file or directory"},
+		{[]string{"HOOKPROXY_UPSTREAM_CA_FILE=" + dir}, "HOOKPROXY_UPSTREAM_CA_FILE=" + strconvQuote(dir) + ": is a directory"},
+		{[]string{"HOOKPROXY_CA_CERT_FILE=" + missing, "HOOKPROXY_CA_KEY_FILE=" + missing}, "HOOKPROXY_CA_CERT_FILE="},
+		{[]string{"HOOKPROXY_CA_CERT_FILE=" + missing, "HOOKPROXY_CA_KEY_FILE=" + missing}, "HOOKPROXY_CA_KEY_FILE="},
+	} {
+		data := filepath.Join(t.TempDir(), "data")
+		err := run(t.Context(), nil, append(tt.environ, "HOOKPROXY_DATA_DIR="+data), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: run = %v, want an error naming %s", tt.environ, err, tt.want)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%v: the data dir was made (stat: %v); a bad setting must stop the start before anything", tt.environ, err)
+		}
+	}
+	if os.Geteuid() != 0 { // root reads any file
+		unreadable := filepath.Join(dir, "unreadable.pem")
+		if err := os.WriteFile(unreadable, nil, 0o000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadConfig([]string{"HOOKPROXY_UPSTREAM_CA_FILE=" + unreadable}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("an unreadable UPSTREAM_CA_FILE: err = %v, want permission denied", err)
+		}
+	}
+}
+
+// strconvQuote is s as %q prints it.
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
+
+// TestUnknownSettings: a HOOKPROXY_ variable hookproxy does not read is
+// listed, with the setting it is probably a misspelling of; the names
+// Kubernetes sets for a Service named hookproxy and the command line's
+// HOOKPROXY_ADMIN_URL are not.
+func TestUnknownSettings(t *testing.T) {
+	vars := map[string]string{
+		"HOOKPROXY_SIGNING_SECRETS":     "whsec_c2VjcmV0",
+		"HOOKPROXY_BATCHSIZE":           "10",
+		"HOOKPROXY_admin_token":         "s3cret",
+		"HOOKPROXY_WHATEVER_ELSE":       "1",
+		"HOOKPROXY_BATCH_SIZE":          "10",
+		"HOOKPROXY_ADMIN_URL":           "http://127.0.0.1:9090",
+		"HOOKPROXY_SERVICE_HOST":        "10.96.0.12",
+		"HOOKPROXY_SERVICE_PORT_ADMIN":  "9090",
+		"HOOKPROXY_PORT":                "tcp://10.96.0.12:8080",
+		"HOOKPROXY_PORT_9090_TCP_PROTO": "tcp",
+		"OTHER_SIGNING_SECRET":          "x",
+	}
+	want := []string{
+		"HOOKPROXY_BATCHSIZE (did you mean HOOKPROXY_BATCH_SIZE?)",
+		"HOOKPROXY_SIGNING_SECRETS (did you mean HOOKPROXY_SIGNING_SECRET?)",
+		"HOOKPROXY_WHATEVER_ELSE",
+		"HOOKPROXY_admin_token (did you mean HOOKPROXY_ADMIN_TOKEN?)",
+	}
+	if got := unknownSettings(vars); !slices.Equal(got, want) {
+		t.Errorf("unknownSettings =\n%q\nwant\n%q", got, want)
+	}
+	// The known names are Config's env tags: each one is known.
+	for name := range knownSettings() {
+		if got := unknownSettings(map[string]string{name: "x"}); len(got) != 0 {
+			t.Errorf("%s is listed as unknown: %q", name, got)
+		}
+	}
+}
+
+// TestUnknownSettingsWarned: hookproxy starts with misspelt settings (a
+// Kubernetes Service adds HOOKPROXY_ variables of its own), and says so
+// in one warning that names them, never their values.
+func TestUnknownSettingsWarned(t *testing.T) {
+	hp := startHookproxy(t, map[string]string{
+		"SIGNING_SECRETS": "whsec_dG9wc2VjcmV0", "ADMIN_TOKENS": "t0ps3cret",
+		"SERVICE_HOST": "10.96.0.12", "PORT_9090_TCP": "tcp://10.96.0.12:9090",
+	})
+	const msg = "unknown settings ignored: hookproxy reads no such variables"
+	logs := hp.logs.String()
+	if n := strings.Count(logs, `"msg":"`+msg+`"`); n != 1 {
+		t.Fatalf("%d warnings %q, want 1\n%s", n, msg, logs)
+	}
+	want := "HOOKPROXY_ADMIN_TOKENS (did you mean HOOKPROXY_ADMIN_TOKEN?), HOOKPROXY_SIGNING_SECRETS (did you mean HOOKPROXY_SIGNING_SECRET?)"
+	if got := hp.logs.field(msg, "variables"); got != want {
+		t.Errorf("variables = %q, want %q", got, want)
+	}
+	if strings.Contains(logs, "t0ps3cret") || strings.Contains(logs, "dG9wc2VjcmV0") {
+		t.Errorf("the logs repeat a value of an unknown variable")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -30,19 +31,49 @@ func (c *Config) validateDelivery(bad func(name string, value any, why string)) 
 	if c.BatchMaxBytes < 0 {
 		bad("BATCH_MAX_BYTES", c.BatchMaxBytes, "must be 0 (no limit) or positive")
 	}
+	_, cidrErr := egress.ParseCIDRs(c.AllowCIDRs)
 	if c.GoneWebhook != "" {
-		if u, err := url.Parse(c.GoneWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("GONE_WEBHOOK", "(hidden)", "must be an http or https URL")
+		u, err := url.Parse(c.GoneWebhook)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("GONE_WEBHOOK", hidden, "must be an http or https URL")
+		case cidrErr == nil:
+			// The host alone is named: the path or the query may hold a
+			// token.
+			if err := c.goneWebhookBlocked(u.Hostname()); err != nil {
+				// "every notice to host localhost would be blocked: 127.0.0.1
+				// is loopback (allow with ...)"
+				bad("GONE_WEBHOOK", hidden, fmt.Sprintf("every notice to host %s would be %v", u.Hostname(), err))
+			}
 		}
 	}
 	for i, s := range c.SigningSecret {
 		if _, err := sender.ParseSigningSecret(s); err != nil {
-			bad("SIGNING_SECRET", "(hidden)", fmt.Sprintf("secret %d of %d: %v", i+1, len(c.SigningSecret), err))
+			bad("SIGNING_SECRET", hidden, fmt.Sprintf("secret %d of %d: %v", i+1, len(c.SigningSecret), err))
 		}
 	}
-	if _, err := egress.ParseCIDRs(c.AllowCIDRs); err != nil {
-		bad("ALLOW_CIDRS", strings.Join(c.AllowCIDRs, ","), err.Error())
+	if cidrErr != nil {
+		bad("ALLOW_CIDRS", strings.Join(c.AllowCIDRs, ","), cidrErr.Error())
 	}
+}
+
+// goneWebhookBlocked returns the egress guard's refusal of the gone
+// webhook's host when the guard refuses it whatever DNS says: an IP
+// literal, or localhost (both 127.0.0.1 and ::1, as a dial of localhost
+// tries both). A host name is resolved at each notice, so it is not
+// judged here. Nothing is dialled or looked up.
+func (c *Config) goneWebhookBlocked(host string) error {
+	g := c.egressGuard()
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return g.Check(ip)
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		err4 := g.Check(netip.AddrFrom4([4]byte{127, 0, 0, 1}))
+		if err6 := g.Check(netip.IPv6Loopback()); err4 != nil && err6 != nil {
+			return err4
+		}
+	}
+	return nil
 }
 
 // egressGuard is the guard every delivery dial goes through: public

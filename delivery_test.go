@@ -55,13 +55,13 @@ func TestDeliveryConfig(t *testing.T) {
 	}
 
 	for _, tt := range []struct{ env, want, secret string }{
-		{"HOOKPROXY_RETRY_BACKOFF=linear", "HOOKPROXY_RETRY_BACKOFF=linear", ""},
+		{"HOOKPROXY_RETRY_BACKOFF=linear", `HOOKPROXY_RETRY_BACKOFF="linear"`, ""},
 		{"HOOKPROXY_RETRY_MAX_INTERVAL=0", "HOOKPROXY_RETRY_MAX_INTERVAL=0:", ""},
 		{"HOOKPROXY_RETRY_MAX_AGE=-1h", "HOOKPROXY_RETRY_MAX_AGE=-1h:", ""},
 		{"HOOKPROXY_BATCH_MAX_BYTES=big", `HOOKPROXY_BATCH_MAX_BYTES="big"`, ""},
 		{"HOOKPROXY_FOLLOW_REDIRECTS=maybe", `HOOKPROXY_FOLLOW_REDIRECTS="maybe"`, ""},
 		{"HOOKPROXY_ALLOW_PRIVATE_TARGETS=yes please", `HOOKPROXY_ALLOW_PRIVATE_TARGETS="yes please"`, ""},
-		{"HOOKPROXY_ALLOW_CIDRS=10.0.0.1/8", `HOOKPROXY_ALLOW_CIDRS=10.0.0.1/8: parse allowed CIDR "10.0.0.1/8"`, ""},
+		{"HOOKPROXY_ALLOW_CIDRS=10.0.0.1/8", `HOOKPROXY_ALLOW_CIDRS="10.0.0.1/8": parse allowed CIDR "10.0.0.1/8"`, ""},
 		{"HOOKPROXY_GONE_WEBHOOK=app/gone?token=t0ps3cret", "HOOKPROXY_GONE_WEBHOOK=(hidden)", "t0ps3cret"},
 		{"HOOKPROXY_SIGNING_SECRET=" + secret + ",whsec_c2VjcmV0LXNlY3JldA==", "HOOKPROXY_SIGNING_SECRET=(hidden): secret 2 of 2: signing secret holds 13 bytes", "c2VjcmV0LXNlY3JldA"},
 		{"HOOKPROXY_SIGNING_SECRET=hunter2!", "HOOKPROXY_SIGNING_SECRET=(hidden): secret 1 of 1: signing secret is not whsec_ followed by standard base64", "hunter2"},
@@ -215,5 +215,54 @@ json.dump(out, sys.stdout)
 	}
 	if got.Header.Get("Webhook-Id") != got.Header.Get("Idempotency-Key") {
 		t.Errorf("webhook-id %q, want the batch id %q", got.Header.Get("Webhook-Id"), got.Header.Get("Idempotency-Key"))
+	}
+}
+
+// TestGoneWebhookCheckedByTheGuard: a gone webhook whose host is an
+// address (or localhost) the egress guard refuses would never get a
+// notice: it is refused at start with an error that names the setting
+// that would allow it and the host, never the path or the query (they
+// may hold a token). A host name is not resolved: it is judged at each
+// notice.
+func TestGoneWebhookCheckedByTheGuard(t *testing.T) {
+	for _, tt := range []struct {
+		environ []string
+		want    []string // nil: accepted
+	}{
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://127.0.0.1:8000/hooks/gone?token=t0ps3cret"},
+			[]string{"HOOKPROXY_GONE_WEBHOOK=(hidden)", "host 127.0.0.1", "loopback", "HOOKPROXY_ALLOW_PRIVATE_TARGETS=true or HOOKPROXY_ALLOW_CIDRS"}},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://[::1]:8000/gone"}, []string{"HOOKPROXY_GONE_WEBHOOK=(hidden)", "host ::1"}},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://LocalHost:8000/gone"}, []string{"HOOKPROXY_GONE_WEBHOOK=(hidden)", "host LocalHost"}},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://10.0.0.5/gone"}, []string{"HOOKPROXY_GONE_WEBHOOK=(hidden)", "private"}},
+		// Metadata addresses stay closed to ALLOW_PRIVATE_TARGETS.
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://169.254.169.254/gone", "HOOKPROXY_ALLOW_PRIVATE_TARGETS=true"},
+			[]string{"HOOKPROXY_GONE_WEBHOOK=(hidden)", "HOOKPROXY_ALLOW_CIDRS"}},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://127.0.0.1:8000/gone", "HOOKPROXY_ALLOW_PRIVATE_TARGETS=true"}, nil},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://127.0.0.1:8000/gone", "HOOKPROXY_ALLOW_CIDRS=127.0.0.0/8"}, nil},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://10.0.0.5/gone", "HOOKPROXY_ALLOW_CIDRS=10.0.0.5"}, nil},
+		// localhost is dialled on both families: one allowed is enough.
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://localhost:8000/gone", "HOOKPROXY_ALLOW_CIDRS=::1"}, nil},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=http://app:8000/gone"}, nil},
+		{[]string{"HOOKPROXY_GONE_WEBHOOK=https://8.8.8.8/gone"}, nil},
+	} {
+		_, err := loadConfig(tt.environ)
+		if tt.want == nil {
+			if err != nil {
+				t.Errorf("%v: %v, want it accepted", tt.environ, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%v: accepted, want it refused: every notice would be blocked", tt.environ)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: err = %v, want it to name %s", tt.environ, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "t0ps3cret") || strings.Contains(err.Error(), "/gone") {
+			t.Errorf("%v: err = %v repeats the URL's path or query", tt.environ, err)
+		}
 	}
 }

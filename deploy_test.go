@@ -53,19 +53,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// knownSettings is every HOOKPROXY_ variable hookproxy reads: the env tags
-// of Config.
-func knownSettings() map[string]bool {
-	known := map[string]bool{}
-	ct := reflect.TypeFor[Config]()
-	for i := range ct.NumField() {
-		if tag := ct.Field(i).Tag.Get("env"); tag != "" {
-			known[envPrefix+strings.Split(tag, ",")[0]] = true
-		}
-	}
-	return known
-}
-
 // checkSettings checks that every HOOKPROXY_ variable of env is one
 // hookproxy reads and that hookproxy accepts their values, and returns the
 // configuration they make.

@@ -359,6 +359,23 @@ func TestHTTPSProxyAuth(t *testing.T) {
 	}
 }
 
+// TestProxyAuthFromAFile: proxy credentials read from a file end with a
+// newline, which hookproxy drops (as it does for the admin token): the
+// app's user:password is accepted, not answered 407.
+func TestProxyAuthFromAFile(t *testing.T) {
+	rc := newReceiver(t, nil)
+	hp := startHookproxy(t, map[string]string{"PROXY_AUTH": "app:pw\n"})
+	c := proxyClient(t, strings.Replace(hp.proxyURL, "http://", "http://app:pw@", 1))
+	resp, err := c.Get(rc.srv.URL + "/page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET through the proxy with app:pw: %d, want 200", resp.StatusCode)
+	}
+}
+
 // TestHTTPSSettingsRefused: bad HTTPS settings stop hookproxy at start
 // with an error that names the variable, and never repeats the proxy
 // password.

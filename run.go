@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/caarlos0/env/v11"
 
 	"hookproxy/admin"
 	"hookproxy/buffer"
@@ -69,11 +72,9 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		case cmd == "ca":
 			return runCA(args[1:], environ, stdout, stderr) // tls.go
 		case cmd == "--version":
-			fmt.Fprintln(stdout, "hookproxy", versionString())
-			return nil
+			return writeOutput(fmt.Fprintln(stdout, "hookproxy", versionString()))
 		case isHelp(cmd):
-			fmt.Fprint(stdout, usage)
-			return nil
+			return writeOutput(fmt.Fprint(stdout, usage))
 		default:
 			fmt.Fprint(stderr, usage)
 			return usageErr("unknown command %q", args[0])
@@ -81,8 +82,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 	}
 	if len(args) > 0 {
 		if isHelp(args[0]) { // serve -h
-			fmt.Fprint(stdout, usage)
-			return nil
+			return writeOutput(fmt.Fprint(stdout, usage))
 		}
 		fmt.Fprint(stderr, usage)
 		return usageErr("serve takes no arguments (settings are environment variables), got %q", args)
@@ -92,9 +92,25 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	if unknown := unknownSettings(env.ToMap(environ)); len(unknown) > 0 {
+		// Not refused: Kubernetes adds variables of its own under the
+		// prefix (left out of the list), and a new setting may reach an old
+		// hookproxy. Names only: a value may be a secret.
+		log.Warn("unknown settings ignored: hookproxy reads no such variables", "variables", strings.Join(unknown, ", "))
+	}
 	limit, source := applyMemoryLimit(cfg, environ)
 	log.Info("memory limit", "bytes", limit, "source", source)
 	return serve(ctx, cfg, log)
+}
+
+// writeOutput is the error of a command whose whole result is one write
+// to standard output: lost output (a full disk, a closed pipe) is a
+// failure.
+func writeOutput(_ int, err error) error {
+	if err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
 }
 
 // isHelp reports whether arg asks for the usage.

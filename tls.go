@@ -132,7 +132,20 @@ func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
 	if c.ProxyAuth != "" {
 		if user, _, ok := strings.Cut(c.ProxyAuth, ":"); !ok || user == "" {
 			// The value is a secret: not repeated in the error.
-			bad("PROXY_AUTH", "(hidden)", "must be user:password")
+			bad("PROXY_AUTH", hidden, "must be user:password")
+		}
+	}
+	// Files that are read at start are checked here, before the data
+	// directory, the store and a CA are made. The bundle file is written,
+	// not read.
+	for _, f := range []struct{ name, path string }{
+		{"CA_CERT_FILE", c.CACertFile}, {"CA_KEY_FILE", c.CAKeyFile}, {"UPSTREAM_CA_FILE", c.UpstreamCAFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := checkReadable(f.path); err != nil {
+			bad(f.name, f.path, err.Error())
 		}
 	}
 }
