@@ -87,29 +87,48 @@ type Config struct {
 // loadConfig parses and validates the configuration from environ
 // ("KEY=value" pairs, as os.Environ returns them).
 func loadConfig(environ []string) (Config, error) {
-	vars := env.ToMap(environ)
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: vars, Prefix: envPrefix})
+	cfg, vars, err := parseConfig(environ)
 	if err != nil {
-		return Config{}, fmt.Errorf("configuration: %w", nameVariables(err, vars))
+		return Config{}, err
 	}
-	cfg.trim()
 	if err := cfg.validate(vars); err != nil {
 		return Config{}, fmt.Errorf("configuration: %w", err)
 	}
 	return cfg, nil
 }
 
-// trim drops surrounding white space from the word settings and the
-// secrets, as durations, sizes and lists drop it: a value read from a
-// file, or written as a YAML block scalar, ends with a newline. A secret
-// kept with it would be compared, and refused, on every request.
-func (c *Config) trim() {
-	for _, s := range []*string{
-		&c.OnGiveUp, &c.OnStoreError, &c.LogLevel, &c.LogFormat, &c.RetryBackoff,
-		&c.AdminToken, &c.ProxyAuth,
-	} {
-		*s = strings.TrimSpace(*s)
+// parseConfig reads the settings without checking them; vars holds them
+// as written, which errors quote.
+func parseConfig(environ []string) (Config, map[string]string, error) {
+	vars := env.ToMap(environ)
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: trimmed(vars), Prefix: envPrefix})
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("configuration: %w", nameVariables(err, vars))
 	}
+	return cfg, vars, nil
+}
+
+// untrimmed are the settings whose surrounding white space is kept:
+// addresses and paths, where it is part of what was written.
+var untrimmed = map[string]bool{
+	envPrefix + "LISTEN": true, envPrefix + "ADMIN_LISTEN": true, envPrefix + "DATA_DIR": true,
+	envPrefix + "CA_CERT_FILE": true, envPrefix + "CA_KEY_FILE": true, envPrefix + "CA_BUNDLE_FILE": true,
+	envPrefix + "UPSTREAM_CA_FILE": true, envPrefix + "GONE_WEBHOOK": true,
+}
+
+// trimmed is vars with the surrounding white space of every setting but
+// the untrimmed ones dropped: a value read from a file, or written as a
+// YAML block scalar, ends with a newline, and a number, a word or a
+// secret kept with it would be refused (a secret on every request).
+func trimmed(vars map[string]string) map[string]string {
+	out := make(map[string]string, len(vars))
+	for k, v := range vars {
+		if strings.HasPrefix(k, envPrefix) && !untrimmed[k] {
+			v = strings.TrimSpace(v)
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // nameVariables rewrites env's parse errors, which name struct fields,
@@ -149,22 +168,8 @@ type redacted string
 // show; a duration or a size is shown as written; a secret is passed as
 // hidden and never shown.
 func (c *Config) validate(vars map[string]string) error {
-	var errs []error
-	bad := func(name string, value any, why string) {
-		raw, set := vars[envPrefix+name]
-		switch v := value.(type) {
-		case Duration, ByteSize:
-			if raw := strings.TrimSpace(raw); raw != "" {
-				value = raw
-			}
-		case string:
-			if !set || raw == "" {
-				raw = v
-			}
-			value = strconv.Quote(raw)
-		}
-		errs = append(errs, fmt.Errorf("%s%s=%v: %s", envPrefix, name, value, why))
-	}
+	r := &reporter{vars: vars}
+	bad := r.bad
 	if err := checkListenAddress(c.Listen, ":8080"); err != nil {
 		bad("LISTEN", c.Listen, err.Error())
 	}
@@ -259,8 +264,35 @@ func (c *Config) validate(vars map[string]string) error {
 	}
 	c.validateHTTPS(bad)    // tls.go
 	c.validateDelivery(bad) // delivery.go
-	return errors.Join(errs...)
+	return r.err()
 }
+
+// reporter collects the errors of validate; vars holds the settings as
+// written.
+type reporter struct {
+	vars map[string]string
+	errs []error
+}
+
+// bad records that setting name (without the prefix) has a bad value:
+// value is the parsed value, or hidden for a secret.
+func (r *reporter) bad(name string, value any, why string) {
+	raw, set := r.vars[envPrefix+name]
+	switch v := value.(type) {
+	case Duration, ByteSize:
+		if raw := strings.TrimSpace(raw); raw != "" {
+			value = raw
+		}
+	case string:
+		if !set || raw == "" {
+			raw = v
+		}
+		value = strconv.Quote(raw)
+	}
+	r.errs = append(r.errs, fmt.Errorf("%s%s=%v: %s", envPrefix, name, value, why))
+}
+
+func (r *reporter) err() error { return errors.Join(r.errs...) }
 
 // checkListenAddress checks a listen address without listening: it is
 // host:port (example shows one), and a numeric port is one a listener can

@@ -303,6 +303,19 @@ func TestWordSettingsIgnoreSurroundingWhiteSpace(t *testing.T) {
 	if want := []string{"discard", "fixed", "json", "reject", "warn"}; !slices.Equal(got, want) {
 		t.Errorf("word settings = %q, want %q", got, want)
 	}
+	// Numbers and true/false too, as the README says of every setting but
+	// addresses and paths.
+	cfg, err = loadConfig([]string{
+		"HOOKPROXY_BATCH_SIZE=50\n", "HOOKPROXY_RETRIES= 10", "HOOKPROXY_SEND_CONCURRENCY=8 ",
+		"HOOKPROXY_FOLLOW_REDIRECTS=true\n", "HOOKPROXY_ALLOW_PRIVATE_TARGETS= true",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BatchSize != 50 || cfg.Retries != 10 || cfg.SendConcurrency != 8 || !cfg.FollowRedirects || !cfg.AllowPrivateTargets {
+		t.Errorf("numbers and flags with white space around them: %d %d %d %t %t", cfg.BatchSize, cfg.Retries,
+			cfg.SendConcurrency, cfg.FollowRedirects, cfg.AllowPrivateTargets)
+	}
 	for _, tt := range []struct{ env, want string }{
 		{"HOOKPROXY_ON_GIVE_UP=ignore\n", `HOOKPROXY_ON_GIVE_UP="ignore\n": must be`},
 		{"HOOKPROXY_RETRY_BACKOFF=linear ", `HOOKPROXY_RETRY_BACKOFF="linear ": must be`},

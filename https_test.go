@@ -232,6 +232,22 @@ func TestHTTPSCAKeptAcrossRestarts(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), bundle) {
 		t.Errorf("hookproxy ca --bundle differs from the bundle file")
 	}
+
+	// The command checks what it reads: the server's settings (a file it
+	// reads at start and that is not mounted yet, a listen address) do
+	// not stop it; a CA file it would read does.
+	out.Reset()
+	serverOnly := []string{"HOOKPROXY_DATA_DIR=" + dir, "HOOKPROXY_LISTEN=127.0.0.1:99999",
+		"HOOKPROXY_UPSTREAM_CA_FILE=" + filepath.Join(dir, "not-mounted-yet.pem")}
+	if err := run(context.Background(), []string{"ca"}, serverOnly, &out, &errOut); err != nil || !bytes.Equal(out.Bytes(), first) {
+		t.Errorf("hookproxy ca with settings only the server reads: %v", err)
+	}
+	missing := []string{"HOOKPROXY_DATA_DIR=" + dir, "HOOKPROXY_CA_CERT_FILE=" + filepath.Join(dir, "no.crt"),
+		"HOOKPROXY_CA_KEY_FILE=" + filepath.Join(dir, "no.key")}
+	if err := run(context.Background(), []string{"ca"}, missing, io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "HOOKPROXY_CA_CERT_FILE") {
+		t.Errorf("hookproxy ca with a CA file that is not there: %v, want an error naming HOOKPROXY_CA_CERT_FILE", err)
+	}
 }
 
 // operatorCA writes a CA of the operator's own to PEM files.

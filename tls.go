@@ -123,9 +123,7 @@ func upstreamTLSConfig(caFile string) (*tls.Config, error) {
 
 // validateHTTPS checks the HTTPS settings; bad is validate's reporter.
 func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
-	if (c.CACertFile == "") != (c.CAKeyFile == "") {
-		bad("CA_CERT_FILE", c.CACertFile, "and HOOKPROXY_CA_KEY_FILE go together: set both or neither")
-	}
+	c.validateCA(bad)
 	if err := proxy.CheckHostPatterns(c.MITMHosts); err != nil {
 		bad("MITM_HOSTS", strings.Join(c.MITMHosts, ","), err.Error())
 	}
@@ -135,12 +133,23 @@ func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
 			bad("PROXY_AUTH", hidden, "must be user:password")
 		}
 	}
-	// Files that are read at start are checked here, before the data
-	// directory, the store and a CA are made. The bundle file is written,
-	// not read.
-	for _, f := range []struct{ name, path string }{
-		{"CA_CERT_FILE", c.CACertFile}, {"CA_KEY_FILE", c.CAKeyFile}, {"UPSTREAM_CA_FILE", c.UpstreamCAFile},
-	} {
+	// Files that are read at start are checked before the data
+	// directory, the store and a CA are made.
+	if c.UpstreamCAFile != "" {
+		if err := checkReadable(c.UpstreamCAFile); err != nil {
+			bad("UPSTREAM_CA_FILE", c.UpstreamCAFile, err.Error())
+		}
+	}
+}
+
+// validateCA checks the settings of the interception CA, all that the ca
+// command reads besides HOOKPROXY_DATA_DIR. The bundle file is written,
+// not read.
+func (c *Config) validateCA(bad func(name string, value any, why string)) {
+	if (c.CACertFile == "") != (c.CAKeyFile == "") {
+		bad("CA_CERT_FILE", c.CACertFile, "and HOOKPROXY_CA_KEY_FILE go together: set both or neither")
+	}
+	for _, f := range []struct{ name, path string }{{"CA_CERT_FILE", c.CACertFile}, {"CA_KEY_FILE", c.CAKeyFile}} {
 		if f.path == "" {
 			continue
 		}
@@ -177,9 +186,19 @@ func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, caUsage)
 		return usageErr("ca: unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := loadConfig(environ)
+	// Only what the command reads is checked: a setting of the server
+	// (a file it reads at start, a listen address) does not stop it.
+	cfg, vars, err := parseConfig(environ)
 	if err != nil {
 		return err
+	}
+	r := &reporter{vars: vars}
+	if cfg.DataDir == "" && cfg.CACertFile == "" {
+		r.bad("DATA_DIR", cfg.DataDir, "must be a directory")
+	}
+	cfg.validateCA(r.bad)
+	if err := r.err(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
 	}
 	ca, err := openCA(cfg)
 	if err != nil {

@@ -116,7 +116,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", time.Second, "timed phase of each load measurement")
 	fs.DurationVar(&o.judgedDuration, "judged-duration", 4*time.Second,
 		"timed phase of the measurements the c=16 targets are judged on (scenario a, c=16, first size, and its open loop), when longer than -duration")
-	fs.Float64Var(&o.rate, "rate", 1000, "open-loop arrival rate (requests/s) of scenario a; 0 skips the open-loop rows")
+	fs.Float64Var(&o.rate, "rate", 1000, "open-loop arrival rate (requests/s) of scenario a; 0 skips those rows "+
+		"(the open loop at 80% of hookproxy's c=16 rate runs whenever -concurrency has 16)")
 	fs.IntVar(&o.rateWorkers, "rate-workers", 64, "most requests in flight in open-loop mode")
 	fs.IntVar(&o.pyHooks, "py-hooks", 500, "hooks per python run (split over its threads)")
 	fs.IntVar(&o.pySlowHooks, "py-slow-hooks", 15, "hooks per python thread posted straight to the slow receiver")

@@ -69,6 +69,13 @@ func (r *recorder) get(key string) cell {
 	return cell{why: "not measured"}
 }
 
+// count is how many repetitions of key have a value.
+func (r *recorder) count(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.vals[key])
+}
+
 // last is the value of key's latest repetition.
 func (r *recorder) last(key string) (float64, bool) {
 	r.mu.Lock()
