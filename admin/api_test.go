@@ -153,79 +153,62 @@ func TestDeadLetterListingReadsNoBodies(t *testing.T) {
 	}
 }
 
-// purgeFirst is a store where, between the API's selection and the
-// replay, somebody else purges one dead letter.
-type purgeFirst struct {
+// racing is a store where, between the API's selection and the replay
+// or the purge, somebody else does the other to dead letter id.
+type racing struct {
 	*buffer.Store
 	id string
 }
 
-func (p purgeFirst) ReplayDeadLetters(f buffer.DeadLetterFilter) ([]string, int, error) {
+func (p racing) ReplayDeadLetters(f buffer.DeadLetterFilter) ([]string, int, error) {
 	if _, err := p.Store.PurgeDeadLetters(buffer.DeadLetterFilter{IDs: []string{p.id}}); err != nil {
 		return nil, 0, err
 	}
 	return p.Store.ReplayDeadLetters(f)
 }
 
-// TestReplayCountsWhatItReplayed: the answer of a replay counts the dead
-// letters it replayed, not those it selected; one purged meanwhile is
-// reported not found.
-func TestReplayCountsWhatItReplayed(t *testing.T) {
-	clk := newClock()
-	st := openStore(t, clk)
-	put(t, st, "http://a.test/hook", `{"n":1}`)
-	first := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
-	put(t, st, "http://a.test/hook", `{"n":2}`)
-	second := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
-	_, url := serve(t, Options{Store: purgeFirst{Store: st, id: first}})
-	var rep ReplayResult
-	if code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: []string{first, second}}, &rep); code != 200 {
-		t.Fatalf("replay: %d", code)
-	}
-	if rep.DeadLetters != 1 || rep.Hooks != 1 || !slices.Equal(rep.IDs, []string{second}) || !slices.Equal(rep.NotFound, []string{first}) {
-		t.Errorf("replay = %+v, want %s replayed (1 hook) and %s not found", rep, second, first)
-	}
-}
-
-// replayFirst is a store where, between the API's selection and the
-// purge, somebody else replays one dead letter.
-type replayFirst struct {
-	*buffer.Store
-	id string
-}
-
-func (p replayFirst) PurgeDeadLetters(f buffer.DeadLetterFilter) ([]string, error) {
+func (p racing) PurgeDeadLetters(f buffer.DeadLetterFilter) ([]string, error) {
 	if _, _, err := p.Store.ReplayDeadLetters(buffer.DeadLetterFilter{IDs: []string{p.id}}); err != nil {
 		return nil, err
 	}
 	return p.Store.PurgeDeadLetters(f)
 }
 
-// TestPurgeCountsWhatItPurged: the answer of a purge lists the dead
-// letters it purged, not those it selected; one replayed meanwhile is
-// reported not found, and when that was every id asked for, the answer
-// is 404, as for ids that never existed.
-func TestPurgeCountsWhatItPurged(t *testing.T) {
-	clk := newClock()
-	st := openStore(t, clk)
-	put(t, st, "http://a.test/hook", `{"n":1}`)
-	first := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
-	put(t, st, "http://a.test/hook", `{"n":2}`)
-	second := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
-	_, url := serve(t, Options{Store: replayFirst{Store: st, id: first}})
-	var res PurgeResult
-	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+first+"&id="+second, "", nil, &res); code != 200 {
-		t.Fatalf("purge: %d", code)
-	}
-	if res.DeadLetters != 1 || !slices.Equal(res.IDs, []string{second}) || !slices.Equal(res.NotFound, []string{first}) {
-		t.Errorf("purge = %+v, want %s purged and %s not found (it was replayed)", res, second, first)
-	}
-
-	put(t, st, "http://a.test/hook", `{"n":3}`) // the replayed hooks and this one
-	third := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
-	_, url = serve(t, Options{Store: replayFirst{Store: st, id: third}})
-	if code := admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+third, "", nil, &res); code != http.StatusNotFound {
-		t.Errorf("purge of an id replayed meanwhile: %d %+v, want 404", code, res)
+// TestChangesCountWhatTheyDid: the answer of a replay or a purge lists
+// the dead letters it replayed or purged, not those it selected; one
+// taken by the other meanwhile is reported not found, and when that was
+// every id asked for, the answer is 404, as for ids that never existed.
+func TestChangesCountWhatTheyDid(t *testing.T) {
+	for _, op := range []string{"replay", "purge"} {
+		t.Run(op, func(t *testing.T) {
+			clk := newClock()
+			st := openStore(t, clk)
+			put(t, st, "http://a.test/hook", `{"n":1}`)
+			first := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+			put(t, st, "http://a.test/hook", `{"n":2}`)
+			second := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+			_, url := serve(t, Options{Store: racing{Store: st, id: first}})
+			change := func(ids ...string) (code int, n int, done, notFound []string) {
+				if op == "replay" {
+					var res ReplayResult
+					code = admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: ids}, &res)
+					return code, res.DeadLetters, res.IDs, res.NotFound
+				}
+				var res PurgeResult
+				code = admintest.Call(t, "DELETE", url+"/api/dead-letters?id="+strings.Join(ids, "&id="), "", nil, &res)
+				return code, res.DeadLetters, res.IDs, res.NotFound
+			}
+			code, n, done, notFound := change(first, second)
+			if code != 200 || n != 1 || !slices.Equal(done, []string{second}) || !slices.Equal(notFound, []string{first}) {
+				t.Errorf("%s = %d: %d %v, not found %v; want %s done and %s not found", op, code, n, done, notFound, second, first)
+			}
+			put(t, st, "http://a.test/hook", `{"n":3}`)
+			third := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+			_, url = serve(t, Options{Store: racing{Store: st, id: third}})
+			if code, _, _, _ := change(third); code != http.StatusNotFound {
+				t.Errorf("%s of an id taken meanwhile: %d, want 404", op, code)
+			}
+		})
 	}
 }
 
