@@ -266,3 +266,64 @@ func TestGoneWebhookCheckedByTheGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriesThroughTheSettings: HOOKPROXY_RETRIES, _RETRY_INTERVAL,
+// _RETRY_BACKOFF and _ON_GIVE_UP, as the operator sets them, reach the
+// sender: a receiver that keeps failing gets the first attempt and two
+// retries of one batch, with the same Idempotency-Key, at least the
+// interval apart; then the batch is dead-lettered with its reason, or
+// dropped with discard.
+func TestRetriesThroughTheSettings(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	for _, tt := range []struct {
+		onGiveUp string
+		dead     int
+	}{{"dead-letter", 1}, {"discard", 0}} {
+		t.Run(tt.onGiveUp, func(t *testing.T) {
+			rc := newReceiver(t, func(int) int { return http.StatusServiceUnavailable })
+			hp := startHookproxy(t, map[string]string{"RETRIES": "2", "RETRY_INTERVAL": interval.String(),
+				"RETRY_BACKOFF": "fixed", "ON_GIVE_UP": tt.onGiveUp})
+			postHooks(t, proxyClient(t, hp.proxyURL), []clientRequest{{URL: rc.srv.URL + "/down", Body: `{"n":1}`}})
+			deadline := time.After(waitLimit)
+			for !strings.Contains(hp.logs.String(), `"batch given up"`) {
+				select {
+				case <-hp.logs.wait():
+				case <-deadline:
+					t.Fatalf("the batch was not given up:\n%s", hp.logs.String())
+				}
+			}
+			got := rc.requests()
+			if len(got) != 3 {
+				t.Fatalf("receiver got %d attempts, want 3 (RETRIES=2)", len(got))
+			}
+			for i := 1; i < len(got); i++ {
+				if !sameBatch(got[0], got[i]) {
+					t.Errorf("attempt %d has Idempotency-Key %q, the first %q", i+1, got[i].Header.Get("Idempotency-Key"),
+						got[0].Header.Get("Idempotency-Key"))
+				}
+				if gap := got[i].At.Sub(got[i-1].At); gap < interval {
+					t.Errorf("attempt %d came %v after the one before, under RETRY_INTERVAL %v", i+1, gap, interval)
+				}
+			}
+			var list admin.DeadLetterList
+			adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
+			if code := admintest.Call(t, "GET", adminURL+"/api/dead-letters", "", nil, &list); code != http.StatusOK {
+				t.Fatalf("list dead letters: %d", code)
+			}
+			if len(list.DeadLetters) != tt.dead {
+				t.Fatalf("%d dead letters with ON_GIVE_UP=%s, want %d", len(list.DeadLetters), tt.onGiveUp, tt.dead)
+			}
+			if tt.dead == 1 {
+				if d := list.DeadLetters[0]; d.Reason != sender.ReasonRetriesExhausted || d.Attempts != 3 || d.LastStatus != http.StatusServiceUnavailable {
+					t.Errorf("dead letter: reason %q, %d attempts, last status %d; want retries-exhausted after 3, 503", d.Reason, d.Attempts, d.LastStatus)
+				}
+			}
+		})
+	}
+}
+
+// sameBatch reports whether a and b carry the same real batch id.
+func sameBatch(a, b received) bool {
+	k := a.Header.Get("Idempotency-Key")
+	return len(k) == 26 && k == b.Header.Get("Idempotency-Key")
+}

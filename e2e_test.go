@@ -93,15 +93,19 @@ func TestBatchingModesThroughPythonRequests(t *testing.T) {
 		{"size", map[string]string{"BATCH_SIZE": "3", "BATCH_MAX_WAIT": "1h"}, 7, 6, []int{3, 3, 1}},
 		// time alone: everything that arrived within the window, in one POST.
 		{"time", map[string]string{"BATCH_TIME": "5"}, 5, 5, []int{5}},
-		// both: whichever first.
+		// both: whichever first; size first here...
 		{"mixed", map[string]string{"BATCH_SIZE": "3", "BATCH_TIME": "1h"}, 7, 6, []int{3, 3, 1}},
+		// ...and time first here: the window sends what is there, below
+		// the size, before the stop.
+		{"mixed, time first", map[string]string{"BATCH_SIZE": "100", "BATCH_TIME": "5"}, 4, 4, []int{4}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			rc := newReceiver(t, nil)
 			hp := startHookproxy(t, tt.settings)
-			url := rc.srv.URL + "/hooks/" + tt.name + "?token=abc"
+			path := "/hooks/" + strings.NewReplacer(", ", "-", " ", "-").Replace(tt.name) + "?token=abc"
+			url := rc.srv.URL + path
 			checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(url, 0, tt.hooks)))
 			got := rc.waitHooks(t, tt.early)
 			if n := len(allPKs(t, got)); n != tt.early {
@@ -118,7 +122,7 @@ func TestBatchingModesThroughPythonRequests(t *testing.T) {
 			ids := map[string]bool{}
 			for _, r := range got {
 				checkBatchHeaders(t, r)
-				if r.Path != "/hooks/"+tt.name+"?token=abc" {
+				if r.Path != path {
 					t.Errorf("batch went to %s", r.Path)
 				}
 				ids[r.Header.Get("Idempotency-Key")] = true
@@ -153,8 +157,9 @@ func TestNoBatchingForwardsEachHookAlone(t *testing.T) {
 			t.Errorf("hook %d User-Agent = %q, want the app's", i, ua)
 		}
 		key := r.Header.Get("Idempotency-Key")
-		if key == "" || ids[key] {
-			t.Errorf("hook %d Idempotency-Key %q missing or repeated", i, key)
+		if len(key) != 26 || ids[key] || r.Header.Get("X-Hookproxy-Batch-Id") != key {
+			t.Errorf("hook %d: Idempotency-Key %q (missing, or repeated), X-Hookproxy-Batch-Id %q: want one new id in both",
+				i, key, r.Header.Get("X-Hookproxy-Batch-Id"))
 		}
 		ids[key] = true
 		if r.Header.Get("Proxy-Connection") != "" || r.Header.Get("Proxy-Authorization") != "" {
@@ -164,12 +169,14 @@ func TestNoBatchingForwardsEachHookAlone(t *testing.T) {
 }
 
 // TestPassThroughReachesReceiverUnchanged: what is not a hook goes to its
-// destination and the app gets the real answer.
+// destination with the app's headers and the app gets the real answer.
 func TestPassThroughReachesReceiverUnchanged(t *testing.T) {
 	rc := newReceiver(t, func(n int) int { return []int{200, 201, 404}[n%3] })
 	hp := startHookproxy(t, map[string]string{"BATCH_SIZE": "10"})
+	appHeaders := map[string]string{"X-Trace": "t1", "Authorization": "Token s3cret", "Cookie": "sessionid=abc; csrftoken=x",
+		"Accept": "text/html", "Accept-Encoding": "gzip, deflate", "User-Agent": "python-requests/app"}
 	reqs := []clientRequest{
-		{Method: "GET", URL: rc.srv.URL + "/page?q=1", Headers: map[string]string{"X-Trace": "t1"}},
+		{Method: "GET", URL: rc.srv.URL + "/page?q=1", Headers: appHeaders},
 		{Method: "POST", URL: rc.srv.URL + "/form", Body: "a=1&b=2", Headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
 		{Method: "PUT", URL: rc.srv.URL + "/put", Body: `{"put":true}`, Headers: map[string]string{"Content-Type": "application/json"}},
 	}
@@ -183,8 +190,13 @@ func TestPassThroughReachesReceiverUnchanged(t *testing.T) {
 			t.Errorf("response %d = %d %v %q, want the receiver's %d", i, resps[i].Status, resps[i].Headers, resps[i].Body, want)
 		}
 	}
-	if got[0].Method != "GET" || got[0].Path != "/page?q=1" || got[0].Header.Get("X-Trace") != "t1" {
+	if got[0].Method != "GET" || got[0].Path != "/page?q=1" {
 		t.Errorf("GET arrived as %+v", got[0])
+	}
+	for k, v := range appHeaders {
+		if g := got[0].Header.Values(k); len(g) != 1 || g[0] != v {
+			t.Errorf("GET header %s arrived as %q, want %q", k, g, v)
+		}
 	}
 	if got[1].Method != "POST" || string(got[1].Body) != "a=1&b=2" || got[1].Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
 		t.Errorf("form POST arrived as %+v", got[1])

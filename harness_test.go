@@ -189,6 +189,7 @@ type received struct {
 	Path   string
 	Header http.Header
 	Body   []byte
+	At     time.Time // when it arrived
 }
 
 // hooks decodes a batch body (a JSON array) into its hook bodies.
@@ -219,7 +220,7 @@ func newReceiver(tb testing.TB, status func(n int) int) *receiver {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		n := len(rc.got)
-		rc.got = append(rc.got, received{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body})
+		rc.got = append(rc.got, received{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body, At: time.Now()})
 		if rc.changed != nil {
 			close(rc.changed)
 			rc.changed = nil
