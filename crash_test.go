@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -31,27 +30,41 @@ func TestCrashLosesNoAcknowledgedHook(t *testing.T) {
 	}
 	rc := newReceiver(t, nil)
 	dir := t.TempDir()
-	port := freePort(t)
+	// Each start listens on a port of the system's choosing (a port kept
+	// across restarts could be taken in between); the clients follow.
 	settings := map[string]string{
-		"DATA_DIR": dir, "LISTEN": "127.0.0.1:" + port,
+		"DATA_DIR": dir, "LISTEN": "127.0.0.1:0",
 		"BATCH_SIZE": "10", "BATCH_TIME": "20ms", "RETRY_INTERVAL": "50ms", "RETRIES": "1000",
 		"LOG_LEVEL": "info",
 	}
-	proxyURL, _ := url.Parse("http://127.0.0.1:" + port)
 	target := rc.srv.URL + "/crash"
 
 	var (
-		mu      sync.Mutex
-		acked   = map[string]bool{}
-		ackCh   = make(chan struct{}, 1) // a new ack happened
-		up      = make(chan struct{})    // closed while a process is up
-		stop    = make(chan struct{})
-		clients sync.WaitGroup
+		mu       sync.Mutex
+		proxyURL *url.URL // the running process's, set before up is closed
+		acked    = map[string]bool{}
+		ackCh    = make(chan struct{}, 1) // a new ack happened
+		up       = make(chan struct{})    // closed while a process is up
+		stop     = make(chan struct{})
+		clients  sync.WaitGroup
 	)
 	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	start := func() *process {
+		p := startProcess(t, settings)
+		u, err := url.Parse(p.proxyURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		proxyURL = u
+		close(up)
+		mu.Unlock()
+		return p
+	}
+	currentProxy := func(*http.Request) (*url.URL, error) { mu.Lock(); defer mu.Unlock(); return proxyURL, nil }
 	for c := range 4 {
 		clients.Go(func() {
-			client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}, Timeout: waitLimit}
+			client := &http.Client{Transport: &http.Transport{Proxy: currentProxy}, Timeout: waitLimit}
 			for i := 0; ; i++ {
 				mu.Lock()
 				ready := up
@@ -83,10 +96,7 @@ func TestCrashLosesNoAcknowledgedHook(t *testing.T) {
 
 	kills := 0
 	for range cycles {
-		p := startProcess(t, settings)
-		mu.Lock()
-		close(up)
-		mu.Unlock()
+		p := start()
 		// Kill after a random number of new acknowledgements.
 		target := ackedCount() + 1 + rand.IntN(60)
 		for ackedCount() < target {
@@ -104,11 +114,8 @@ func TestCrashLosesNoAcknowledgedHook(t *testing.T) {
 		kills++
 	}
 	// A last start delivers what is left, then the clients stop.
-	p := startProcess(t, settings)
+	p := start()
 	close(stop)
-	mu.Lock()
-	close(up)
-	mu.Unlock()
 	clients.Wait()
 
 	want := ackedCount()
@@ -158,16 +165,4 @@ func TestCrashLosesNoAcknowledgedHook(t *testing.T) {
 	if lost > 0 {
 		t.Fatalf("%d acknowledged hooks lost", lost)
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }
