@@ -165,7 +165,7 @@ const methodNotes = `## How the figures are made
   start + i/rate and its latency runs from then, so a stall is charged to every request it delayed.
   The load generator runs on the same 2 cores as the system it measures, for hookproxy and references alike.
 - **No-op endpoint**: a Go ` + "`net/http`" + ` server used as the proxy address that reads each request and answers 202.
-  Like hookproxy, and like every server of the benchmark, it re-arms TCP_QUICKACK around each read: python's
+  Like hookproxy, and like every server of the benchmark, it re-arms TCP_QUICKACK after it writes (about once per request): python's
   urllib3 leaves Nagle on for proxy connections, and without it every python POST through any Go server waits
   ~40 ms for a delayed ACK.
 - **redis**: ` + "`redis-server --appendonly yes --appendfsync always --save ''`" + ` on a free loopback port, LPUSH over
