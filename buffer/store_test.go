@@ -46,6 +46,20 @@ func bodies(b *Batch) []string {
 	return out
 }
 
+// firstOfTwo puts hooks {"n":0} and {"n":1} for url and claims a batch
+// of the first alone; it returns the target's id and that batch.
+func firstOfTwo(tb testing.TB, s *Store, url string) (TargetID, *Batch) {
+	tb.Helper()
+	put(tb, s, url, `{"n":0}`)
+	put(tb, s, url, `{"n":1}`)
+	id := statusOf(tb, s, url).ID
+	b, err := s.Claim(id, 1, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id, b
+}
+
 func statusOf(tb testing.TB, s *Store, url string) TargetStatus {
 	tb.Helper()
 	ts, err := s.Targets()
@@ -842,13 +856,7 @@ func TestOpenDeletesKeysBelowHead(t *testing.T) {
 		t.Fatal(err)
 	}
 	const url = "http://a.test/"
-	put(t, s, url, `{"n":0}`)
-	put(t, s, url, `{"n":1}`)
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, b := firstOfTwo(t, s, url)
 	// Simulate a crash between the acknowledgement and the clean-up of its
 	// keys: advance the head without deleting the hook.
 	rec := fmt.Appendf(nil, `{"url":%q,"head":%d}`, url, mustSeq(t, b.Hooks[0])+1)
@@ -924,13 +932,7 @@ func TestGoneMarkSurvivesRestartAndAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	const url = "http://gone.test/"
-	put(t, s, url, `{"n":0}`)
-	put(t, s, url, `{"n":1}`)
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, b := firstOfTwo(t, s, url)
 	if st, err := s.SetGone(id, true); err != nil || !st.Gone {
 		t.Fatalf("SetGone = %+v, %v", st, err)
 	}
@@ -962,14 +964,11 @@ func TestGiveUpGone(t *testing.T) {
 			dir := t.TempDir()
 			s := openStore(t, dir, Options{})
 			const url = "http://gone.test/"
-			put(t, s, url, `{"n":0}`)
-			put(t, s, url, `{"n":1}`)
-			id := statusOf(t, s, url).ID
-			b, err := s.Claim(id, 1, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var st TargetStatus
+			id, b := firstOfTwo(t, s, url)
+			var (
+				st  TargetStatus
+				err error
+			)
 			if discard {
 				st, err = s.DiscardGone(id, b.ID)
 			} else {
