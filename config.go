@@ -147,7 +147,7 @@ func nameVariables(err error, vars map[string]string) error {
 		}
 		name := pe.Name
 		if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
-			name = envPrefix + strings.Split(f.Tag.Get("env"), ",")[0]
+			name = envName(f)
 		}
 		out = append(out, fmt.Errorf("%s=%q: %w", name, vars[name], pe.Err))
 	}
@@ -368,11 +368,17 @@ func envNames[T any]() map[string]bool {
 	names := map[string]bool{}
 	t := reflect.TypeFor[T]()
 	for i := range t.NumField() {
-		if tag := t.Field(i).Tag.Get("env"); tag != "" {
-			names[envPrefix+strings.Split(tag, ",")[0]] = true
+		if f := t.Field(i); f.Tag.Get("env") != "" {
+			names[envName(f)] = true
 		}
 	}
 	return names
+}
+
+// envName is the variable a field's env tag names, prefix included.
+func envName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return envPrefix + name
 }
 
 // knownSettings is every HOOKPROXY_ variable the server reads: the env
