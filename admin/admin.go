@@ -51,12 +51,8 @@ import (
 // page on the attacker's domain reads from 127.0.0.1 (or a port published
 // there) under that domain. IP addresses, localhost and single-label
 // names (a compose service, say), which no outside domain can make a
-// browser resolve, are taken. /healthz, which tells nothing, is never
-// refused.
+// browser resolve, are taken.
 func fromWebPage(r *http.Request, tokenSet bool) string {
-	if r.URL.Path == "/healthz" {
-		return ""
-	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
 			return "a change requested by a web page of another site is refused"
@@ -280,15 +276,18 @@ func (s *Server) routes() {
 // routes. Unknown routes and methods get JSON errors like every other.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(MarkHeader, s.mark)
-	if s.auth && r.URL.Path != "/healthz" && !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="hookproxy admin"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-		return
-	}
-	if msg := fromWebPage(r, s.auth); msg != "" {
-		s.log.Warn("admin request refused", "method", r.Method, "path", r.URL.Path, "status", http.StatusForbidden, "error", msg)
-		writeError(w, http.StatusForbidden, msg)
-		return
+	// /healthz, which tells nothing, needs no token and is never refused.
+	if r.URL.Path != "/healthz" {
+		if s.auth && !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hookproxy admin"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		if msg := fromWebPage(r, s.auth); msg != "" {
+			s.log.Warn("admin request refused", "method", r.Method, "path", r.URL.Path, "status", http.StatusForbidden, "error", msg)
+			writeError(w, http.StatusForbidden, msg)
+			return
+		}
 	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
