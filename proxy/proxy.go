@@ -556,8 +556,7 @@ func connectError(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
 	if rt, ok := ctx.UserData.(*relayTunnel); !ok || !rt.dialFailed {
 		return
 	}
-	b := errorBody("upstream request failed: " + withoutURL(err).Error())
-	_, _ = fmt.Fprintf(w, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(b), b)
+	_ = closing(jsonErrorResponse(nil, http.StatusBadGateway, "upstream request failed: "+withoutURL(err).Error())).Write(w)
 }
 
 // mitmTLSConfig is the intercepting ConnectAction's TLSConfig: the
