@@ -298,3 +298,55 @@ func TestHTTPClientBlocked(t *testing.T) {
 		t.Errorf("receiver got %d requests, want 1", n)
 	}
 }
+
+// TestDialMixedAnswersDownIsNotBlocked: a name resolves to a refused
+// address and to an allowed one whose receiver is down. The allowed
+// address was dialled and failed, a transient failure worth a retry; the
+// dial's error must not say ErrBlocked, which makes the sender give the
+// batch up at once ("blocked", never retried).
+func TestDialMixedAnswersDownIsNotBlocked(t *testing.T) {
+	ln := listenLoopback(t)
+	addr := net.JoinHostPort(hookHost, port(ln))
+	ln.Close() // the allowed receiver is down: connection refused
+	dns := newFakeDNS(t, map[string][]netip.Addr{hookHost: {
+		netip.MustParseAddr("127.0.0.2"),
+		netip.MustParseAddr("127.0.0.1"),
+	}})
+	fence := &loopbackOnly{}
+	g := &Guard{Allow: prefixes(t, "127.0.0.1")}
+	dial := g.DialContext(&net.Dialer{Resolver: dns.resolver(), Control: fence.control})
+
+	c, err := dial(t.Context(), "tcp", addr)
+	if err == nil {
+		c.Close()
+		t.Fatal("dial succeeded")
+	}
+	if len(fence.addresses()) != 1 {
+		t.Fatalf("guard passed %v on, want the allowed address", fence.addresses())
+	}
+	if errors.Is(err, ErrBlocked) {
+		t.Errorf("dial error %v is ErrBlocked, though the allowed address was tried and refused the connection", err)
+	}
+}
+
+// TestDialContextAllRefusedIsBlocked: with every answer refused, the
+// dial stays ErrBlocked and nothing gets past the guard.
+func TestDialContextAllRefusedIsBlocked(t *testing.T) {
+	ln := listenLoopback(t)
+	dns := newFakeDNS(t, map[string][]netip.Addr{hookHost: {
+		netip.MustParseAddr("127.0.0.2"),
+		netip.MustParseAddr("127.0.0.1"),
+	}})
+	fence := &loopbackOnly{}
+	dial := (&Guard{}).DialContext(&net.Dialer{Resolver: dns.resolver(), Control: fence.control})
+	c, err := dial(t.Context(), "tcp", net.JoinHostPort(hookHost, port(ln)))
+	if err == nil {
+		c.Close()
+		t.Fatal("dial succeeded")
+	}
+	checkBlocked(t, err, netip.MustParseAddr("127.0.0.2"), Loopback)
+	if got := fence.addresses(); len(got) != 0 {
+		t.Errorf("guard passed %v on", got)
+	}
+	assertNothingAccepted(t, ln)
+}

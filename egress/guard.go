@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -145,15 +146,65 @@ func (g *Guard) Dialer(base *net.Dialer) *net.Dialer {
 		if err := guard.Control(network, address, c); err != nil {
 			return err
 		}
+		var err error
 		switch {
 		case nextCtx != nil:
-			return nextCtx(ctx, network, address, c)
+			err = nextCtx(ctx, network, address, c)
 		case next != nil:
-			return next(network, address, c)
+			err = next(network, address, c)
 		}
-		return nil
+		if rec, ok := ctx.Value(passedKey{}).(*passedAddrs); ok && err == nil {
+			rec.add(address)
+		}
+		return err
 	}
 	return &d
+}
+
+// DialContext returns g.Dialer(base).DialContext, for
+// http.Transport.DialContext, with one difference: a dial that got past
+// the guard to at least one of a name's addresses and failed there is not
+// reported as ErrBlocked, even when the guard refused another of them.
+// net.Dialer reports the error of the first address it tried, so a
+// refused answer listed before an allowed receiver that is down (a name
+// with an AAAA record outside ALLOW_CIDRS, say) would turn a failure
+// worth a retry into a permanent refusal.
+func (g *Guard) DialContext(base *net.Dialer) func(ctx context.Context, network, address string) (net.Conn, error) {
+	d := g.Dialer(base)
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		rec := &passedAddrs{}
+		c, err := d.DialContext(context.WithValue(ctx, passedKey{}, rec), network, address)
+		if err != nil && errors.Is(err, ErrBlocked) {
+			if passed := rec.list(); len(passed) > 0 {
+				// %v, not %w: the refusal is not the outcome.
+				return nil, fmt.Errorf("dial %s %s: %s did not answer (the guard refused the other addresses: %v)",
+					network, address, strings.Join(passed, ", "), err)
+			}
+		}
+		return c, err
+	}
+}
+
+// passedKey is the context key of the passedAddrs of one DialContext.
+type passedKey struct{}
+
+// passedAddrs records the addresses of one dial that the guard let
+// through; net.Dialer may try several at once (Happy Eyeballs).
+type passedAddrs struct {
+	mu    sync.Mutex
+	addrs []string
+}
+
+func (p *passedAddrs) add(a string) {
+	p.mu.Lock()
+	p.addrs = append(p.addrs, a)
+	p.mu.Unlock()
+}
+
+func (p *passedAddrs) list() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.addrs)
 }
 
 // ParseCIDRs parses the allow list as an operator writes it

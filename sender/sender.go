@@ -465,14 +465,14 @@ func NewTransport(workers int, tlsConfig *tls.Config, guard *egress.Guard) *http
 	if tlsConfig != nil {
 		tlsConfig = tlsConfig.Clone()
 	}
-	dialer := guard.Dialer(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+	dial := guard.DialContext(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
 	return &http.Transport{
 		TLSClientConfig: tlsConfig,
 		// Never the process's proxy settings: in the sidecar they point at
 		// hookproxy itself, and deliveries would loop back into it (and
 		// the guard would check the proxy's address, not the target's).
 		Proxy:       nil,
-		DialContext: dialer.DialContext,
+		DialContext: dial,
 		// A custom DialContext or TLSClientConfig turns HTTP/2 off unless
 		// asked for.
 		ForceAttemptHTTP2:     true,
