@@ -196,9 +196,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxBodyBytes:     int64(cfg.MaxBodyBytes),
 		RequireValidJSON: cfg.batching(),
 		OnStoreError:     cfg.OnStoreError,
-		// A forwarded hook goes to its subscriber URL as a delivery
-		// would: through the egress guard.
-		ForwardTransport: forward,
+		// A forwarded hook goes to its subscriber URL as a delivery of
+		// one hook would: through the egress guard, with an id, signed.
+		ForwardTransport: snd.Forwarder(forward),
 		IdleTimeout:      time.Duration(cfg.IdleTimeout),
 		Logger:           log.With("component", "proxy"),
 		OnCapture:        metrics.CaptureObserved,

@@ -114,9 +114,7 @@ const idLength = 26
 // sequence that is unique within the store. Encoded in Crockford base32,
 // like a ULID.
 func newID(t time.Time, node uint32, seq uint64) string {
-	var b [16]byte
-	ms := uint64(t.UnixMilli())
-	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	b := idMillis(t)
 	binary.BigEndian.PutUint32(b[6:], node)
 	b[10], b[11], b[12], b[13], b[14], b[15] = byte(seq>>40), byte(seq>>32), byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq)
 	return encodeBase32(b)
@@ -288,4 +286,22 @@ func decodeHook(b []byte) (Hook, error) {
 		return Hook{}, fmt.Errorf("decode hook: %w", r.err)
 	}
 	return h, nil
+}
+
+// NewRandomID makes an id of the same form as a hook's, for a request
+// that is not stored (a hook forwarded because the store failed): 48 bits
+// of Unix milliseconds, then 80 random bits.
+func NewRandomID(t time.Time) string {
+	b := idMillis(t)
+	rand.Read(b[6:]) // never fails (crypto/rand)
+	return encodeBase32(b)
+}
+
+// idMillis returns an id's 16 bytes with the first 6 set to t in Unix
+// milliseconds.
+func idMillis(t time.Time) [16]byte {
+	var b [16]byte
+	ms := uint64(t.UnixMilli())
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	return b
 }
