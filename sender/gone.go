@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"hookproxy/buffer"
 )
 
 // goneNotice is the body of the gone webhook: the target that answered
@@ -38,8 +40,9 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 		return
 	}
 	host := targetHost(n.Target)
+	id := buffer.NewRandomID(s.clock.Now()) // the same on every attempt
 	for attempt := 1; ; attempt++ {
-		status, err := s.postGone(ctx, body)
+		status, err := s.postGone(ctx, id, body)
 		out, _ := classify(status, err)
 		if out == outcomeDelivered {
 			s.log.Info("gone webhook sent", "target", host, "hooks", len(n.HookIDs), "attempt", attempt, "status", status)
@@ -91,8 +94,10 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// postGone makes one attempt of the gone webhook.
-func (s *Sender) postGone(ctx context.Context, body []byte) (int, error) {
+// postGone makes one attempt of the gone webhook whose id is id: in
+// Idempotency-Key and, with signing secrets, in its signature, as on a
+// delivery.
+func (s *Sender) postGone(ctx context.Context, id string, body []byte) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.goneWebhook, bytes.NewReader(body))
@@ -101,6 +106,8 @@ func (s *Sender) postGone(ctx context.Context, body []byte) (int, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", s.userAgent)
+	req.Header.Set("Idempotency-Key", id)
+	s.signer.sign(req.Header, id, s.clock.Now(), body)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, err

@@ -372,7 +372,7 @@ func TestGone(t *testing.T) {
 	st := openStore(t, t.TempDir(), clk)
 	obs := &observed{}
 	h := newHarness(t, clk, st, obs.options(Options{BatchSize: 2, BatchTime: time.Hour, Retries: 5,
-		GoneWebhook: app.URL + "/gone"}))
+		GoneWebhook: app.URL + "/gone", SigningSecrets: []string{specSecret}}))
 	notified := make(chan error, 10)
 	h.snd.onGoneNotified = func(err error) { notified <- err }
 	h.snd.goneWaits = []time.Duration{0, 0, 0} // fire at once on the fake clock
@@ -434,6 +434,15 @@ func TestGone(t *testing.T) {
 	if calls[2].method != http.MethodPost || calls[2].path != "/gone" || calls[2].header.Get("Content-Type") != "application/json" ||
 		notice.Target != target || !slices.Equal(notice.HookIDs, wantIDs) {
 		t.Errorf("gone webhook got %s %s %s, want target %s and hook ids %v", calls[2].method, calls[2].path, calls[2].body, target, wantIDs)
+	}
+	// Signed as a delivery is, with one id on every attempt.
+	for i, c := range calls {
+		key := c.header.Get("Idempotency-Key")
+		if err := verifyStandardWebhook(specSecret, c.header, []byte(c.body)); err != nil || len(key) != 26 ||
+			c.header.Get("Webhook-Id") != key || key != calls[0].header.Get("Idempotency-Key") {
+			t.Errorf("gone webhook attempt %d: signature %v, Idempotency-Key %q, webhook-id %q; want signed, one id on every attempt",
+				i+1, err, key, c.header.Get("Webhook-Id"))
+		}
 	}
 
 	// Later hooks are dead-lettered without a send, at once.
