@@ -113,7 +113,7 @@ func parseConfig(environ []string) (Config, map[string]string, error) {
 var untrimmed = map[string]bool{
 	envPrefix + "LISTEN": true, envPrefix + "ADMIN_LISTEN": true, envPrefix + "DATA_DIR": true,
 	envPrefix + "CA_CERT_FILE": true, envPrefix + "CA_KEY_FILE": true, envPrefix + "CA_BUNDLE_FILE": true,
-	envPrefix + "UPSTREAM_CA_FILE": true, envPrefix + "GONE_WEBHOOK": true,
+	envPrefix + "UPSTREAM_CA_FILE": true,
 }
 
 // trimmed is vars with the surrounding white space of every setting but

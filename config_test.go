@@ -316,6 +316,12 @@ func TestWordSettingsIgnoreSurroundingWhiteSpace(t *testing.T) {
 		t.Errorf("numbers and flags with white space around them: %d %d %d %t %t", cfg.BatchSize, cfg.Retries,
 			cfg.SendConcurrency, cfg.FollowRedirects, cfg.AllowPrivateTargets)
 	}
+	// And the gone webhook's URL, which white space never belongs to (a
+	// Secret file ends with a newline).
+	cfg, err = loadConfig([]string{"HOOKPROXY_GONE_WEBHOOK= https://app.example.com/hooks/gone?token=t\n"})
+	if err != nil || cfg.GoneWebhook != "https://app.example.com/hooks/gone?token=t" {
+		t.Errorf("gone webhook with white space around it: %q, %v", cfg.GoneWebhook, err)
+	}
 	for _, tt := range []struct{ env, want string }{
 		{"HOOKPROXY_ON_GIVE_UP=ignore\n", `HOOKPROXY_ON_GIVE_UP="ignore\n": must be`},
 		{"HOOKPROXY_RETRY_BACKOFF=linear ", `HOOKPROXY_RETRY_BACKOFF="linear ": must be`},

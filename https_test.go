@@ -234,11 +234,11 @@ func TestHTTPSCAKeptAcrossRestarts(t *testing.T) {
 	}
 
 	// The command checks what it reads: the server's settings (a file it
-	// reads at start and that is not mounted yet, a listen address) do
-	// not stop it; a CA file it would read does.
+	// reads at start and that is not mounted yet, a listen address, a
+	// number written wrong) do not stop it; a CA file it would read does.
 	out.Reset()
 	serverOnly := []string{"HOOKPROXY_DATA_DIR=" + dir, "HOOKPROXY_LISTEN=127.0.0.1:99999",
-		"HOOKPROXY_UPSTREAM_CA_FILE=" + filepath.Join(dir, "not-mounted-yet.pem")}
+		"HOOKPROXY_UPSTREAM_CA_FILE=" + filepath.Join(dir, "not-mounted-yet.pem"), "HOOKPROXY_BATCH_SIZE=ten"}
 	if err := run(context.Background(), []string{"ca"}, serverOnly, &out, &errOut); err != nil || !bytes.Equal(out.Bytes(), first) {
 		t.Errorf("hookproxy ca with settings only the server reads: %v", err)
 	}

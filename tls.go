@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,6 +171,22 @@ is generated now if there is none yet, as the first start would.
 `
 
 // runCA is the "ca" command.
+// caSettings are the settings hookproxy ca reads.
+var caSettings = []string{"DATA_DIR", "CA_CERT_FILE", "CA_KEY_FILE"}
+
+// onlySettings is environ without the HOOKPROXY_ settings not named in
+// keep (names without the prefix); other variables stay.
+func onlySettings(environ, keep []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) || slices.Contains(keep, strings.TrimPrefix(name, envPrefix)) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ca", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -186,9 +203,10 @@ func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, caUsage)
 		return usageErr("ca: unexpected argument %q", fs.Arg(0))
 	}
-	// Only what the command reads is checked: a setting of the server
-	// (a file it reads at start, a listen address) does not stop it.
-	cfg, vars, err := parseConfig(environ)
+	// Only what the command reads is parsed and checked: a setting of
+	// the server (a file it reads at start, a listen address, a number
+	// written wrong) does not stop it.
+	cfg, vars, err := parseConfig(onlySettings(environ, caSettings))
 	if err != nil {
 		return err
 	}
