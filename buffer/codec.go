@@ -120,6 +120,12 @@ func newID(t time.Time, node uint32, seq uint64) string {
 	return encodeBase32(b)
 }
 
+// batchSeqBit is set in the sequence part of every batch id: hooks and
+// batches count with sequences of their own, both from 0, and without it
+// the first batch made in the millisecond of the first hook had the
+// hook's id.
+const batchSeqBit = 1 << 47
+
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // encodeBase32 encodes 128 bits as 26 Crockford base32 characters, most

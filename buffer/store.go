@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -125,9 +126,33 @@ type target struct {
 }
 
 type targetRecord struct {
-	URL  string `json:"url"`
-	Head uint64 `json:"head"`
-	Gone bool   `json:"gone,omitempty"`
+	URL string `json:"url"`
+	// RawURL holds the URL's bytes when they are not UTF-8 (a raw byte in
+	// a query is taken by Go's server): encoding/json writes such bytes in
+	// URL as U+FFFD, and the target would come back from a restart with
+	// another URL.
+	RawURL []byte `json:"raw_url,omitempty"`
+	Head   uint64 `json:"head"`
+	Gone   bool   `json:"gone,omitempty"`
+}
+
+func (r targetRecord) MarshalJSON() ([]byte, error) {
+	type plain targetRecord
+	if !utf8.ValidString(r.URL) {
+		r.RawURL = []byte(r.URL)
+	}
+	return json.Marshal(plain(r))
+}
+
+func (r *targetRecord) UnmarshalJSON(b []byte) error {
+	type plain targetRecord
+	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
+		return err
+	}
+	if r.RawURL != nil {
+		r.URL, r.RawURL = string(r.RawURL), nil
+	}
+	return nil
 }
 
 type flightRecord struct {
@@ -1165,7 +1190,7 @@ func (s *Store) newFlight(keys [][]byte, total int64, cut bool) (*flightRecord, 
 		return nil, fmt.Errorf("next batch sequence: %w", err)
 	}
 	now := s.now()
-	return &flightRecord{ID: newID(s.idTime(now), s.node, seq), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
+	return &flightRecord{ID: newID(s.idTime(now), s.node, seq|batchSeqBit), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
 }
 
 // idTime is the time an id made at t carries: t, or the newest id's time
