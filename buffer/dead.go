@@ -85,7 +85,7 @@ func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
 func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*DeadLetter) error) error {
 	visit := func(item *badger.Item) error {
 		var d DeadLetter
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
+		if err := item.Value(func(v []byte) error { return decodeDeadLetter(v, &d) }); err != nil {
 			return fmt.Errorf("decode dead letter %s: %w", item.Key()[1:], err)
 		}
 		d.Size = len(d.Hooks)
@@ -224,7 +224,7 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 			if len(rest.Hooks) == 0 {
 				return txn.Delete(deadKey(d.ID))
 			}
-			v, err := json.Marshal(rest)
+			v, err := encodeDeadLetter(rest)
 			if err != nil {
 				return err
 			}
@@ -255,12 +255,12 @@ type deadPart struct {
 // split). The first part keeps dl's id (the batch id); part n (from 2)
 // is "<id>-000n", so the parts list in order, right after the first.
 func deadLetterParts(dl DeadLetter) ([]deadPart, error) {
-	// Cut by an estimate of each hook's encoding (the body in base64,
-	// the rest as it is), then halve any part the estimate got wrong.
+	// Cut by an estimate of each hook's encoding (its record in base64,
+	// quoted), then halve any part the estimate got wrong.
 	var chunks [][]Hook
 	start, size := 0, 0
 	for i := range dl.Hooks {
-		n := base64.StdEncoding.EncodedLen(len(dl.Hooks[i].Body)) + recordLen(&dl.Hooks[i]) - len(dl.Hooks[i].Body) + 256
+		n := base64.StdEncoding.EncodedLen(recordLen(&dl.Hooks[i])) + 3
 		if i > start && size+n > maxDeadLetterValue {
 			chunks = append(chunks, dl.Hooks[start:i])
 			start, size = i, 0
@@ -277,7 +277,7 @@ func deadLetterParts(dl DeadLetter) ([]deadPart, error) {
 		if len(parts) > 0 {
 			part.ID = fmt.Sprintf("%s-%04d", dl.ID, len(parts)+1)
 		}
-		v, err := json.Marshal(part)
+		v, err := encodeDeadLetter(part)
 		if err != nil {
 			return err
 		}
@@ -297,4 +297,46 @@ func deadLetterParts(dl DeadLetter) ([]deadPart, error) {
 		}
 	}
 	return parts, nil
+}
+
+// storedDeadLetter is a dead letter as stored: its hooks as hook records
+// (encodeHook, base64 in JSON). As JSON strings, a target URL or a header
+// value with bytes that are not UTF-8 (a raw byte in a query, a Latin-1
+// header value from python's http.client) would come back with U+FFFD in
+// their place, and a replay would put back other hooks than were
+// captured, for another target. Dead letters stored with their hooks as
+// JSON (Hooks) are still read.
+type storedDeadLetter struct {
+	DeadLetter
+	Records [][]byte `json:"records,omitempty"`
+}
+
+func encodeDeadLetter(d DeadLetter) ([]byte, error) {
+	sd := storedDeadLetter{DeadLetter: d, Records: make([][]byte, 0, len(d.Hooks))}
+	sd.Hooks = nil
+	for i := range d.Hooks {
+		sd.Records = append(sd.Records, encodeHook(&d.Hooks[i]))
+	}
+	return json.Marshal(sd)
+}
+
+func decodeDeadLetter(v []byte, d *DeadLetter) error {
+	var sd storedDeadLetter
+	if err := json.Unmarshal(v, &sd); err != nil {
+		return err
+	}
+	*d = sd.DeadLetter
+	if len(sd.Records) == 0 {
+		return nil
+	}
+	d.Hooks = make([]Hook, 0, len(sd.Records))
+	for _, r := range sd.Records {
+		h, err := decodeHook(r)
+		if err != nil {
+			return err
+		}
+		d.Hooks = append(d.Hooks, h)
+	}
+	d.Target = d.Hooks[0].Target // the exact URL, which the JSON string may not be
+	return nil
 }
