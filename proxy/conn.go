@@ -107,20 +107,147 @@ type hijackable interface {
 }
 
 // idleState is the part of a connection wrapper that handles the idle
-// timeout of a hijacked connection.
+// timeout of a hijacked connection, and watches it for the app's close.
 type idleState struct {
 	hijacked atomic.Bool
 	idle     time.Duration
 	set      *connSet
+	watch    closeWatch
 }
 
 // touch pushes the deadlines of a hijacked connection idle into the
 // future, for reads and writes: a tunnel that only downloads stays open,
 // and a write to an app that stopped reading ends at the idle timeout.
+// While a close watch reads, its read deadline is the watch's own.
 func (s *idleState) touch(c net.Conn) {
-	if s.hijacked.Load() {
-		_ = c.SetDeadline(time.Now().Add(s.idle))
+	if !s.hijacked.Load() {
+		return
 	}
+	if s.watch.reading.Load() {
+		_ = c.SetWriteDeadline(time.Now().Add(s.idle))
+		return
+	}
+	_ = c.SetDeadline(time.Now().Add(s.idle))
+}
+
+// watcher is an accepted connection that can watch for the app's close
+// while nothing else reads it.
+type watcher interface {
+	// watchClose starts a background read that calls gone when the app
+	// closes the connection (or it breaks); stop ends the watch. What
+	// the watch reads is returned by the next Reads. It does nothing
+	// while a watch runs or what the last one read is unclaimed.
+	watchClose(gone func()) (stop func())
+}
+
+// aLongTimeAgo is a read deadline that wakes a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// maxWatchStash bounds what a close watch reads ahead: the start of a
+// request that follows at once, or the TLS close_notify alert that most
+// TLS clients (not python's ssl) send before they close.
+const maxWatchStash = 16 << 10
+
+// closeWatch is the background read of an app's connection inside an
+// intercepted tunnel while its request is upstream. goproxy reads nothing
+// from the app then, so an app that gives up (a timeout) and closes went
+// unnoticed: the upstream request, its connection and the app's socket
+// were held until the receiver answered, for ever if it never did.
+// net/http watches plain proxy connections the same way. It reads on
+// past data, which a TLS client's close_notify is, to see the end.
+type closeWatch struct {
+	reading atomic.Bool // a watch read is blocked or running
+	claim   atomic.Bool // the last watch left bytes, an error or a deadline to undo
+
+	mu    sync.Mutex
+	done  chan struct{} // closed when the running watch ends; nil: none
+	stash []byte        // read by the watch, for the next Reads
+	err   error         // the watch read's error, returned after stash
+}
+
+// start begins a watch that reads with read (from the unwrapped
+// connection raw) and calls gone on an error other than a timeout.
+func (w *closeWatch) start(raw net.Conn, read func([]byte) (int, error), gone func()) (stop func()) {
+	w.mu.Lock()
+	if w.done != nil || len(w.stash) > 0 || w.err != nil {
+		w.mu.Unlock()
+		return func() {}
+	}
+	done := make(chan struct{})
+	w.done = done
+	w.reading.Store(true)
+	w.claim.Store(true)
+	// The request may be upstream for longer than the idle timeout. Set
+	// under mu, so that a stop's deadline always comes after it.
+	_ = raw.SetReadDeadline(time.Time{})
+	w.mu.Unlock()
+	go func() {
+		defer close(done)
+		defer w.reading.Store(false)
+		buf := make([]byte, 1024)
+		for {
+			n, err := read(buf)
+			var ne net.Error
+			closed := err != nil && !(errors.As(err, &ne) && ne.Timeout())
+			w.mu.Lock()
+			w.stash = append(w.stash, buf[:n]...)
+			if closed {
+				w.err = err
+			}
+			full := len(w.stash) >= maxWatchStash
+			w.mu.Unlock()
+			if closed {
+				gone()
+			}
+			if err != nil || full {
+				return
+			}
+		}
+	}()
+	return func() { w.stop(raw) }
+}
+
+// stop wakes the running watch read, if any, and waits for it.
+func (w *closeWatch) stop(raw net.Conn) {
+	w.mu.Lock()
+	done := w.done
+	w.mu.Unlock()
+	if done == nil {
+		return
+	}
+	_ = raw.SetReadDeadline(aLongTimeAgo)
+	<-done
+	w.mu.Lock()
+	if w.done == done {
+		w.done = nil
+	}
+	w.mu.Unlock()
+}
+
+// take ends a watch and hands over what it read: ok reports that n and
+// err are the Read's result. Otherwise the read deadline the watch left
+// is undone (touch sets it again on a hijacked connection).
+func (w *closeWatch) take(raw net.Conn, b []byte) (n int, err error, ok bool) {
+	if !w.claim.Load() {
+		return 0, nil, false
+	}
+	w.stop(raw)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case len(w.stash) > 0:
+		n = copy(b, w.stash)
+		w.stash = w.stash[n:]
+		if len(w.stash) == 0 {
+			w.stash = nil
+		}
+		return n, nil, true
+	case w.err != nil:
+		return 0, w.err, true
+	}
+	w.claim.Store(false)
+	_ = raw.SetReadDeadline(time.Time{})
+	return 0, nil, false
 }
 
 // tcpConn is an accepted TCP connection, or the receiver side of a
@@ -151,6 +278,19 @@ func (c *tcpConn) markHijacked() {
 	c.touch(c.TCPConn)
 }
 
+// watchClose implements watcher. The watch read arms TCP_QUICKACK as
+// Read does: it may be the read that gets the app's next request.
+func (c *tcpConn) watchClose(gone func()) (stop func()) {
+	return c.watch.start(c.TCPConn, func(b []byte) (int, error) {
+		c.quickack()
+		n, err := c.TCPConn.Read(b)
+		if n > 0 && c.raw != nil {
+			c.arm()
+		}
+		return n, err
+	}, gone)
+}
+
 // Read re-arms TCP_QUICKACK, before and after reading, when something was
 // written since it was last armed. Without it, python requests (Nagle on,
 // headers and body written separately) waits ~40 ms for our delayed ACK on
@@ -162,6 +302,9 @@ func (c *tcpConn) markHijacked() {
 // only after a write keeps it to about one system call per request (two
 // in a tunnel) instead of two per read.
 func (c *tcpConn) Read(b []byte) (int, error) {
+	if n, err, ok := c.watch.take(c.TCPConn, b); ok {
+		return n, err
+	}
 	c.touch(c.TCPConn)
 	if c.quickack() && c.hijacked.Load() {
 		c.recheck.Store(true)
@@ -262,8 +405,16 @@ func (c *otherConn) markHijacked() {
 	c.touch(c.Conn)
 }
 
+// watchClose implements watcher.
+func (c *otherConn) watchClose(gone func()) (stop func()) {
+	return c.watch.start(c.Conn, c.Conn.Read, gone)
+}
+
 // Read implements net.Conn.
 func (c *otherConn) Read(b []byte) (int, error) {
+	if n, err, ok := c.watch.take(c.Conn, b); ok {
+		return n, err
+	}
 	c.touch(c.Conn)
 	return c.Conn.Read(b)
 }

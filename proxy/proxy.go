@@ -41,6 +41,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -382,6 +383,14 @@ type reqState struct {
 	// (goproxy closes the response body then).
 	active   *activeSet
 	finished atomic.Bool
+	// app is the app's connection of a request inside an intercepted
+	// tunnel, when it can be watched: from the end of the request's body
+	// to finish, its close cancels the request upstream (watchApp).
+	app watcher
+
+	mu        sync.Mutex
+	cancel    context.CancelFunc // of the upstream request's context
+	stopWatch func()             // nil: not watching
 }
 
 // stateOf returns r's *reqState, nil when it has none.
@@ -399,11 +408,51 @@ func (st *reqState) lastInTunnel() bool {
 	return st.active != nil && st.active.isDraining()
 }
 
-// finish ends the request's count in active; later calls do nothing.
+// finish ends the request's count in active and the watch of the app's
+// connection; later calls do nothing.
 func (st *reqState) finish() {
-	if st.active != nil && st.finished.CompareAndSwap(false, true) {
-		st.active.done()
+	if st.active == nil || !st.finished.CompareAndSwap(false, true) {
+		return
 	}
+	st.mu.Lock()
+	stop, cancel := st.stopWatch, st.cancel
+	st.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	if cancel != nil {
+		cancel()
+	}
+	st.active.done()
+}
+
+// watchApp starts watching the app's connection, once the request has
+// been read whole (the watch reads what comes next), unless the request
+// is already finished.
+func (st *reqState) watchApp() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.finished.Load() || st.stopWatch != nil || st.cancel == nil {
+		return
+	}
+	st.stopWatch = st.app.watchClose(st.cancel)
+}
+
+// eofBody is a request body that calls onEOF once it has been read to
+// its end.
+type eofBody struct {
+	io.ReadCloser
+	once  sync.Once
+	onEOF func()
+}
+
+// Read implements io.Reader.
+func (b *eofBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.once.Do(b.onEOF)
+	}
+	return n, err
 }
 
 // ServeHTTP handles one request: it captures it, forwards it, or opens a
@@ -458,7 +507,7 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	// until its response is written; a response made once Shutdown has
 	// begun also ends the tunnel.
 	p.active.start()
-	st := &reqState{active: &p.active}
+	st := &reqState{active: &p.active, app: tun.app}
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
 	var resp *http.Response
 	if tun.carries(r.URL) {
@@ -524,7 +573,9 @@ func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectA
 	ctx.RoundTripper = p.upstream
 	// The CONNECT names host:port; patterns hold host names only.
 	if p.mitm != nil && p.mitmHosts.match(ctx.Req.URL.Hostname()) {
-		ctx.UserData = newMITMTunnel(ctx.Req.URL)
+		tun := newMITMTunnel(ctx.Req.URL)
+		tun.app, _ = ctx.Req.Context().Value(connKey{}).(watcher)
+		ctx.UserData = tun
 		return p.mitm, host
 	}
 	if p.onPass != nil {
@@ -573,8 +624,9 @@ func (p *Proxy) mitmTLSConfig(host string, ctx *goproxy.ProxyCtx) (*tls.Config, 
 // mitmTunnel is the ctx.UserData of an intercepted CONNECT, which every
 // request read inside the tunnel inherits.
 type mitmTunnel struct {
-	host string // normalized host name of the CONNECT
-	port string // its port; "443" when the CONNECT named none
+	host string  // normalized host name of the CONNECT
+	port string  // its port; "443" when the CONNECT named none
+	app  watcher // the app's connection; nil when Serve did not accept it
 }
 
 func newMITMTunnel(u *url.URL) *mitmTunnel {
@@ -643,6 +695,21 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 	rt := u.rt
 	if u.forward != nil && req.Context().Value(forwardedKey{}) != nil {
 		rt = u.forward
+	}
+	if st := stateOf(req); st != nil && st.app != nil {
+		// Inside an intercepted tunnel nothing reads the app's side while
+		// the request is upstream: watch it, as net/http does on the plain
+		// path, so that an app that hangs up cancels the request.
+		ctx, cancel := context.WithCancel(req.Context())
+		req = req.WithContext(ctx)
+		st.mu.Lock()
+		st.cancel = cancel
+		st.mu.Unlock()
+		if req.Body == nil || req.Body == http.NoBody {
+			st.watchApp()
+		} else {
+			req.Body = &eofBody{ReadCloser: req.Body, onEOF: st.watchApp}
+		}
 	}
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -723,16 +790,21 @@ func withoutURL(err error) error {
 // goproxyLogger sends goproxy's own messages to slog.
 type goproxyLogger struct{ log *slog.Logger }
 
-// goproxy's messages can hold a whole URL or request line; what may
-// carry a secret is cut out of them (see redactURLs).
+// goproxy's messages can hold a whole URL or request line, or a header
+// line that net/textproto quotes in its parse error ("malformed MIME
+// header line: %q", when a name or value holds a byte it refuses); what
+// may carry a secret is cut out of them (see redactURLs).
 var (
-	queryPart    = regexp.MustCompile(`\?[^\s"'<>]*`)
-	userinfoPart = regexp.MustCompile(`//[^/\s@"'<>]*@`)
+	queryPart      = regexp.MustCompile(`\?[^\s"'<>]*`)
+	userinfoPart   = regexp.MustCompile(`//[^/\s@"'<>]*@`)
+	headerLinePart = regexp.MustCompile(`(malformed MIME header[^"]*)"(?:[^"\\]|\\.)*"`)
 )
 
 // redactURLs replaces the query strings and user:password@ parts of the
-// URLs in msg, which must not reach a log line.
+// URLs in msg, and the header lines quoted in it (an Authorization or
+// API key value), which must not reach a log line.
 func redactURLs(msg string) string {
+	msg = headerLinePart.ReplaceAllString(msg, `$1"[header]"`)
 	msg = queryPart.ReplaceAllString(msg, "?[query]")
 	return userinfoPart.ReplaceAllString(msg, "//[userinfo]@")
 }
