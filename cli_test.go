@@ -594,3 +594,28 @@ func TestSelectionNeverExitsNotFound(t *testing.T) {
 		t.Errorf("hookproxy dead replay %s, purged meanwhile: %v (exit %d); want exit 3 naming it", id, err, exitCode(err))
 	}
 }
+
+// TestMissingRouteIsNotNotFound: exit 3 says that a dead letter named by
+// its id is not there. An admin URL that reaches hookproxy's admin API
+// under a wrong path (HOOKPROXY_ADMIN_URL=http://host:9090/api, say)
+// gets 404 "no such route" for every request: the command failed (exit
+// 1), it did not find that the dead letter is gone. A script that takes
+// exit 3 as "already purged" or "replayed by someone else" would go on.
+func TestMissingRouteIsNotNotFound(t *testing.T) {
+	store, id, _ := oneDeadLetter(t)
+	wrong := serveAdmin(t, store) + "/api"
+	for _, args := range [][]string{
+		{"dead", "show", id},
+		{"dead", "purge", id},
+		{"dead", "replay", id},
+	} {
+		_, _, err := cliRun(t, wrong, args...)
+		if code := exitCode(err); code != exitFailure || err == nil || !strings.Contains(err.Error(), "no such route") {
+			t.Errorf("hookproxy %s at %s: %v (exit %d); want exit 1 (no such route), not 3 (not found)",
+				strings.Join(args, " "), wrong, err, code)
+		}
+	}
+	if n := deadLetterCount(t, strings.TrimSuffix(wrong, "/api")); n != 1 {
+		t.Errorf("%d dead letters after the failed commands, want 1", n)
+	}
+}

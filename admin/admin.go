@@ -79,6 +79,11 @@ func fromWebPage(r *http.Request, tokenSet bool) string {
 		"(set HOOKPROXY_ADMIN_TOKEN to reach it under a DNS name)", r.Host)
 }
 
+// noRoute starts the message of the 404 for a path that is no route, so
+// that the Client can tell it from a 404 for a dead letter or a target
+// that is not there.
+const noRoute = "no such route: "
+
 // MarkHeader marks every answer of the admin API; its value is the
 // server's version (Options.Version, or "unknown"). The Client refuses
 // an answer without it: the address is not hookproxy's admin API (another
@@ -303,7 +308,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, rec.status, fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path))
 			return
 		}
-		writeError(w, http.StatusNotFound, "no such route: "+r.URL.Path)
+		writeError(w, http.StatusNotFound, noRoute+r.URL.Path)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -236,7 +236,7 @@ type PurgeResult struct {
 type Status struct {
 	Version          string   `json:"version"`
 	Ready            bool     `json:"ready"`
-	Reasons          []Reason `json:"reasons,omitempty"`
+	Reasons          []Reason `json:"reasons"`
 	Draining         bool     `json:"draining"`
 	PendingHooks     int      `json:"pending_hooks"`
 	PendingBytes     int64    `json:"pending_bytes"`

@@ -54,10 +54,14 @@ func (e *APIError) Error() string {
 	return "admin API: " + e.Message
 }
 
-// IsNotFound reports whether err is a 404 answer of the admin API.
+// IsNotFound reports whether err is a 404 answer of the admin API for
+// what was asked for (a dead letter, a target): not the 404 of a path
+// that is no route, which an admin URL with a wrong path gets for every
+// request.
 func IsNotFound(err error) bool {
 	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Message != ""
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Message != "" &&
+		!strings.HasPrefix(ae.Message, noRoute)
 }
 
 // IsNotAdminAPI reports whether err is an answer from a server that is

@@ -46,8 +46,9 @@ type ReadyPolicy struct {
 // Readiness is the answer of /readyz.
 type Readiness struct {
 	Ready bool `json:"ready"`
-	// Reasons says why not, one entry per failing check.
-	Reasons []Reason `json:"reasons,omitempty"`
+	// Reasons says why not, one entry per failing check; empty (never
+	// null in JSON) when ready.
+	Reasons []Reason `json:"reasons"`
 }
 
 // Reason is one failing readiness check.
@@ -61,7 +62,7 @@ type Reason struct {
 // writes, the sender is making progress, the quota is not nearly full and
 // shutdown has not begun. It is a pure function.
 func Evaluate(p Probe, pol ReadyPolicy) Readiness {
-	var reasons []Reason
+	reasons := []Reason{}
 	if p.StoreErr != nil {
 		reasons = append(reasons, Reason{CheckStore, "store does not accept writes: " + p.StoreErr.Error()})
 	}

@@ -94,3 +94,21 @@ func TestReadyz(t *testing.T) {
 	}
 	check(http.StatusServiceUnavailable, CheckStore)
 }
+
+// TestReasonsAlwaysListed: the README gives /readyz as {"ready": ...,
+// "reasons": [...]} and lists reasons among /api/status's fields. When
+// ready, the list is empty, not missing: a probe script's
+// jq '.reasons[]' fails on a missing key ("cannot iterate over null").
+func TestReasonsAlwaysListed(t *testing.T) {
+	st := openStore(t, newClock())
+	_, url := serve(t, Options{Store: st})
+	for _, path := range []string{"/readyz", "/api/status"} {
+		var got map[string]any
+		if code := admintest.Call(t, "GET", url+path, "", nil, &got); code != http.StatusOK {
+			t.Fatalf("%s: %d", path, code)
+		}
+		if r, ok := got["reasons"].([]any); !ok || len(r) != 0 {
+			t.Errorf("%s of a ready hookproxy: reasons = %#v, want []", path, got["reasons"])
+		}
+	}
+}
