@@ -172,9 +172,20 @@ func (sel Selector) Query() url.Values {
 	return q
 }
 
-// selectorFromQuery is the inverse of Selector.Query.
+// selectorParams are the query parameters of a selector.
+var selectorParams = []string{"all", "target", "target_id", "id", "reason"}
+
+// selectorFromQuery is the inverse of Selector.Query. A parameter it does
+// not know is refused, as an unknown field of a JSON selector is: a
+// misspelt filter (ids= for id=, reasn=) would otherwise be dropped, and
+// the replay or purge would reach more than was asked for.
 func selectorFromQuery(q url.Values) (Selector, error) {
 	var sel Selector
+	for name := range q {
+		if !slices.Contains(selectorParams, name) {
+			return sel, fmt.Errorf("unknown parameter %q (a selector takes %s)", name, strings.Join(selectorParams, ", "))
+		}
+	}
 	if v := q.Get("all"); v != "" {
 		all, err := strconv.ParseBool(v)
 		if err != nil {
@@ -587,7 +598,7 @@ func selector(r *http.Request) (Selector, error) {
 			return sel, errors.New("body too large")
 		}
 		if len(strings.TrimSpace(string(b))) > 0 {
-			if len(sel.Query()) > 0 {
+			if len(r.URL.Query()) > 0 {
 				return sel, errors.New("select by query parameters or by a JSON body, not both")
 			}
 			dec := json.NewDecoder(strings.NewReader(string(b)))

@@ -367,6 +367,11 @@ func TestSelectorsAreExplicit(t *testing.T) {
 		{"DELETE", "?all=maybe", nil},
 		{"DELETE", "?target_id=x", nil},
 		{"DELETE", "?all=false", nil},
+		// A misspelt filter is refused, not dropped: it would widen the
+		// selection.
+		{"POST", "?target=http://a.test/&ids=X", nil},
+		{"DELETE", "?all=true&reasn=retries-exhausted", nil},
+		{"POST", "?all=false", Selector{All: true}},
 	} {
 		var eb ErrorBody
 		path := "/api/dead-letters"
