@@ -210,9 +210,15 @@ func TestHTTPSCAKeptAcrossRestarts(t *testing.T) {
 		t.Fatalf("bundle holds %d certificates, want the system roots followed by the CA", len(certs))
 	}
 
+	if !strings.Contains(hp.logs.String(), `"ca_created":true`) {
+		t.Errorf("the first start does not log that it created the CA")
+	}
 	hp = startHookproxy(t, map[string]string{"DATA_DIR": dir})
 	if again := hp.caPEM(t); !bytes.Equal(again, first) {
 		t.Fatalf("restart changed the CA")
+	}
+	if !strings.Contains(hp.logs.String(), `"ca_created":false`) {
+		t.Errorf("a restart logs that it created the CA it loaded")
 	}
 	if got := hp.logs.field("HTTPS interception ready", "ca"); got != filepath.Join(dir, caDirName, "cert.pem") {
 		t.Errorf("log names the CA %q", got)
@@ -222,9 +228,18 @@ func TestHTTPSCAKeptAcrossRestarts(t *testing.T) {
 	if err := run(context.Background(), []string{"ca"}, []string{"HOOKPROXY_DATA_DIR=" + dir}, &out, &errOut); err != nil {
 		t.Fatalf("hookproxy ca: %v\n%s", err, errOut.String())
 	}
-	if !bytes.Equal(out.Bytes(), first) {
-		t.Errorf("hookproxy ca printed another certificate")
+	if !bytes.Equal(out.Bytes(), first) || errOut.Len() != 0 {
+		t.Errorf("hookproxy ca printed another certificate, or a word on stderr: %q", errOut.String())
 	}
+	// Run without the server's data directory, it makes a CA of its own,
+	// and says so.
+	elsewhere := t.TempDir()
+	var other bytes.Buffer
+	if err := run(context.Background(), []string{"ca"}, []string{"HOOKPROXY_DATA_DIR=" + elsewhere}, &other, &errOut); err != nil ||
+		bytes.Equal(other.Bytes(), first) || !strings.Contains(errOut.String(), "generated a new CA in "+filepath.Join(elsewhere, caDirName)) {
+		t.Errorf("hookproxy ca in an empty data directory: %v, stderr %q; want a new CA and a word about it", err, errOut.String())
+	}
+	errOut.Reset()
 	out.Reset()
 	if err := run(context.Background(), []string{"ca", "--bundle"}, []string{"HOOKPROXY_DATA_DIR=" + dir}, &out, &errOut); err != nil {
 		t.Fatalf("hookproxy ca --bundle: %v", err)

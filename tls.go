@@ -60,7 +60,7 @@ func setupHTTPS(cfg Config, log *slog.Logger) (*httpsSetup, error) {
 		mitmHosts = strings.Join(cfg.MITMHosts, ",")
 	}
 	log.Info("HTTPS interception ready", "ca", ca.Source(), "ca_subject", ca.Certificate().Subject.CommonName,
-		"ca_generated", ca.Generated(), "ca_expires", ca.Certificate().NotAfter.UTC().Format(time.DateOnly),
+		"ca_generated", ca.Generated(), "ca_created", ca.Created(), "ca_expires", ca.Certificate().NotAfter.UTC().Format(time.DateOnly),
 		"bundle", hs.bundleFile, "mitm_hosts", mitmHosts, "upstream_ca", cfg.UpstreamCAFile)
 	return hs, nil
 }
@@ -221,6 +221,12 @@ func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 	ca, err := openCA(cfg)
 	if err != nil {
 		return err
+	}
+	if ca.Created() {
+		// Not an error, but worth a word: run without the server's
+		// HOOKPROXY_DATA_DIR, this is not the CA the server uses.
+		fmt.Fprintf(stderr, "hookproxy: generated a new CA in %s (the server uses the CA of its HOOKPROXY_DATA_DIR)\n",
+			filepath.Join(cfg.DataDir, caDirName))
 	}
 	out := ca.CertPEM()
 	if *bundle {
