@@ -189,21 +189,28 @@ func TestOptionsForAServer(t *testing.T) {
 }
 
 // TestGoproxyMessagesHoldNoSecrets: goproxy logs a whole URL when it
-// cannot parse one inside a tunnel (here for a bad port in Host); its
-// query string and credentials must not reach the log.
+// cannot parse one inside a tunnel (here for a bad port in Host), and a
+// whole header line when net/http refuses it (a control byte in a value,
+// as python's http.client lets through); a query string, credentials or
+// a header's value (an API key) must not reach the log.
 func TestGoproxyMessagesHoldNoSecrets(t *testing.T) {
-	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, Transport: &recordingTransport{}})
-	c := intercepted(t, tp, ca, "hooks.example:443")
-	_, _ = io.WriteString(c, "POST /hook?token=SUPERSECRET HTTP/1.1\r\nHost: hooks.example:4x3\r\n"+
-		"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-	_, _ = io.ReadAll(c.br) // goproxy ends the tunnel after logging
-	logs := tp.logs.String()
-	if !strings.Contains(logs, "Cannot parse URL") {
-		t.Fatalf("goproxy did not log the URL it could not parse; the test needs another trigger:\n%s", logs)
-	}
-	if strings.Contains(logs, "SUPERSECRET") {
-		t.Errorf("the query string reached the log:\n%s", logs)
+	for _, tt := range []struct{ request, trigger string }{
+		{"POST /hook?token=SUPERSECRET HTTP/1.1\r\nHost: hooks.example:4x3\r\n" +
+			"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", "Cannot parse URL"},
+		{"GET /x HTTP/1.1\r\nHost: hooks.example\r\nX-Api-Key: SUPERSECRET\x01\r\n\r\n", "malformed MIME header"},
+	} {
+		ca := newCA(t)
+		tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, Transport: &recordingTransport{}})
+		c := intercepted(t, tp, ca, "hooks.example:443")
+		_, _ = io.WriteString(c, tt.request)
+		_, _ = io.ReadAll(c.br) // goproxy ends the tunnel after logging
+		logs := tp.logs.String()
+		if !strings.Contains(logs, tt.trigger) {
+			t.Fatalf("goproxy did not log %q; the test needs another trigger:\n%s", tt.trigger, logs)
+		}
+		if strings.Contains(logs, "SUPERSECRET") {
+			t.Errorf("a secret reached the log:\n%s", logs)
+		}
 	}
 	if got := redactURLs(`GET "https://user:pw@h.example/p?a=1&b=2" failed`); got != `GET "https://[userinfo]@h.example/p?[query]" failed` {
 		t.Errorf("redactURLs = %s", got)

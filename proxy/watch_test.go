@@ -12,25 +12,6 @@ import (
 	"testing"
 )
 
-// TestMITMMalformedHeaderNotLogged: a header line net/http refuses inside
-// an intercepted tunnel (a control byte in a value, as python's
-// http.client lets through) is quoted whole in goproxy's warning; its
-// value, an API key here, must not reach the log.
-func TestMITMMalformedHeaderNotLogged(t *testing.T) {
-	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, Transport: &recordingTransport{}})
-	c := intercepted(t, tp, ca, "hooks.example:443")
-	_, _ = io.WriteString(c, "GET /x HTTP/1.1\r\nHost: hooks.example\r\nX-Api-Key: SUPERSECRET\x01\r\n\r\n")
-	_, _ = io.ReadAll(c.br) // goproxy ends the tunnel after logging
-	logs := tp.logs.String()
-	if !strings.Contains(logs, "malformed MIME header") {
-		t.Fatalf("goproxy did not log the header it refused; the test needs another trigger:\n%s", logs)
-	}
-	if strings.Contains(logs, "SUPERSECRET") {
-		t.Errorf("a header value reached the log:\n%s", logs)
-	}
-}
-
 // TestMITMAppHangUpCancelsUpstream: an app that gives up on a request
 // inside an intercepted tunnel (python requests' timeout) and closes its
 // connection cancels the request upstream, as on the plain path. It was
