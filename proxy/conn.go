@@ -154,7 +154,10 @@ const maxWatchStash = 16 << 10
 // unnoticed: the upstream request, its connection and the app's socket
 // were held until the receiver answered, for ever if it never did.
 // net/http watches plain proxy connections the same way. It reads on
-// past data, which a TLS client's close_notify is, to see the end.
+// past a TLS alert (the close_notify most TLS clients send before they
+// close) to see the end, and, as net/http does, stops at anything else:
+// a pipelined request means the app is still there, also when it then
+// closes its sending side to wait for the answers.
 type closeWatch struct {
 	reading atomic.Bool // a watch read is blocked or running
 	claim   atomic.Bool // the last watch left bytes, an error or a deadline to undo
@@ -185,17 +188,29 @@ func (w *closeWatch) start(raw net.Conn, read func([]byte) (int, error), gone fu
 		defer close(done)
 		defer w.reading.Store(false)
 		buf := make([]byte, 1024)
+		next := 0 // offset in stash of the next TLS record header
 		for {
 			n, err := read(buf)
 			var ne net.Error
 			closed := err != nil && !(errors.As(err, &ne) && ne.Timeout())
 			w.mu.Lock()
 			w.stash = append(w.stash, buf[:n]...)
+			var talking bool
+			next, talking = pastAlerts(w.stash, next)
 			if closed {
 				w.err = err
 			}
 			full := len(w.stash) >= maxWatchStash
 			w.mu.Unlock()
+			if talking {
+				// The app sent more than an alert (a pipelined request):
+				// it has not hung up, even if its end of the stream
+				// follows (it may still read the answers). net/http stops
+				// its own watch at the first such byte for that reason
+				// (Go issue 23921). What was read stays for the next
+				// Reads, its error too.
+				return
+			}
 			if closed {
 				gone()
 			}
@@ -205,6 +220,35 @@ func (w *closeWatch) start(raw net.Conn, read func([]byte) (int, error), gone fu
 		}
 	}()
 	return func() { w.stop(raw) }
+}
+
+// pastAlerts walks the TLS records in b from offset at, which starts a
+// record, over those that can only be alerts (close_notify): a record of
+// type alert (TLS 1.2), or an application data record no longer than an
+// encrypted alert (TLS 1.3: 2 bytes, the inner type and a 16-byte tag).
+// It returns the offset of the first record not yet whole, and talking
+// when a record (or a byte that starts none, in a tunnel without TLS)
+// carries more than an alert.
+func pastAlerts(b []byte, at int) (next int, talking bool) {
+	const (
+		alert         = 21
+		appData       = 23
+		maxTLS13Alert = 19
+	)
+	for at < len(b) {
+		if typ := b[at]; typ != alert && typ != appData {
+			return at, true
+		}
+		if len(b)-at < 5 {
+			return at, false
+		}
+		n := int(b[at+3])<<8 | int(b[at+4])
+		if b[at] == appData && n > maxTLS13Alert {
+			return at, true
+		}
+		at += 5 + n
+	}
+	return at, false
 }
 
 // stop wakes the running watch read, if any, and waits for it.

@@ -9,7 +9,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestMITMAppHangUpCancelsUpstream: an app that gives up on a request
@@ -113,5 +115,105 @@ func TestMITMWatchKeepsKeepAlive(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK || string(body) != "ok "+path {
 			t.Fatalf("pipelined %s: %d %q %v", path, resp.StatusCode, body, err)
 		}
+	}
+}
+
+// TestMITMPipelinedThenHalfClose: an app that pipelines a second
+// request while the first is upstream, then closes its sending side (it
+// still reads the answers), has not hung up on the first request:
+// net/http's own watch of a plain proxy connection stops at the first
+// byte of a pipelined request for that reason (Go 1.11, issue 23921) and
+// does not cancel it. The watch inside an intercepted tunnel reads on
+// past a TLS alert only, so it stops there too.
+func TestMITMPipelinedThenHalfClose(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		closeNotify bool // tls.Conn.CloseWrite before the TCP half-close
+	}{{"fin", false}, {"close_notify and fin", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			entered := make(chan struct{}, 1)
+			release := make(chan struct{})
+			var cancelled atomic.Bool
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					entered <- struct{}{}
+					select {
+					case <-release:
+					case <-r.Context().Done():
+						cancelled.Store(true)
+						return
+					}
+				}
+				_, _ = io.WriteString(w, "ok "+r.URL.Path)
+			}, true)
+			ca := newCA(t)
+			tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+			t.Cleanup(rc.CloseClientConnections)
+			u, _ := url.Parse(rc.URL)
+			raw := connect(t, tp.Addr, u.Host)
+			tc := trusting(ca.Certificate())
+			tc.ServerName, _, _ = strings.Cut(u.Host, ":")
+			tc.NextProtos = []string{"http/1.1"}
+			conn := tls.Client(raw.Conn, tc)
+			if err := conn.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			if _, err := io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, entered, "the first request upstream")
+			if _, err := io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if tt.closeNotify {
+				if err := conn.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := raw.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			// Wait until the proxy's watch of the app's connection has
+			// ended (it stops at the pipelined request, or at the end of
+			// the stream), then let the receiver answer.
+			watchEnded := func() bool {
+				tp.conns.mu.Lock()
+				defer tp.conns.mu.Unlock()
+				for c := range tp.conns.conns {
+					if tc, ok := c.(*tcpConn); ok {
+						tc.watch.mu.Lock()
+						ended := len(tc.watch.stash) > 0 && !tc.watch.reading.Load()
+						tc.watch.mu.Unlock()
+						if ended {
+							return true
+						}
+					}
+				}
+				return false
+			}
+			for deadline := time.Now().Add(testTimeout); !watchEnded() && !cancelled.Load(); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the watch never read the pipelined request")
+				}
+			}
+			close(release)
+			// Only the first request is checked: the last one of a
+			// pipeline, followed by the end of the stream, is cancelled
+			// by net/http too.
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+			if err != nil {
+				t.Fatalf("/slow: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(b) != "ok /slow" {
+				t.Fatalf("/slow: %d %q: the app did not hang up, it pipelined a request behind it", resp.StatusCode, b)
+			}
+			if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet}); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
 	}
 }
