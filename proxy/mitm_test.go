@@ -437,3 +437,57 @@ func TestShutdownWaitsForInFlightMITM(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestMITMMalformedHostIs400: inside an intercepted tunnel the target
+// URL is built from the Host header, so a Host that is not a host
+// (net/http's server refuses it with 400 on the plain path) must not
+// become part of the recorded URL: "hooks.example#" would turn the path
+// into a fragment and the hook would go to "/", "hooks.example/x?" would
+// put another path in front of the app's.
+func TestMITMMalformedHostIs400(t *testing.T) {
+	ca := newCA(t)
+	store := openStore(t)
+	upstream := &recordingTransport{}
+	tp := startProxy(t, Options{Store: store, TLSConfig: ca.TLSConfig, Transport: upstream})
+	c := intercepted(t, tp, ca, "hooks.example:443")
+	for _, host := range []string{"hooks.example#", "hooks.example/other?"} {
+		resp, body := c.send(t, http.MethodPost, "POST /t HTTP/1.1\r\nHost: "+host+"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+		assertJSONError(t, resp, body, http.StatusBadRequest)
+	}
+	for _, h := range storedHooks(t, store) {
+		t.Errorf("stored a hook for %q; the app posted to https://hooks.example/t", h.Target)
+	}
+	// The tunnel goes on: a well-formed request is captured as before.
+	resp, body := c.send(t, http.MethodPost, "POST /t HTTP/1.1\r\nHost: hooks.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	assertAccepted(t, resp, body)
+	if hooks := storedHooks(t, store); len(hooks) != 1 || hooks[0].Target != "https://hooks.example/t" {
+		t.Errorf("stored %+v, want one hook for https://hooks.example/t", hooks)
+	}
+	if upstream.count() != 0 {
+		t.Errorf("upstream got %d requests, want none", upstream.count())
+	}
+}
+
+// TestMITMOptionsAsterisk: "OPTIONS *" (a request for the server as a
+// whole, RFC 9112 3.2.4) inside an intercepted tunnel is passed through
+// as "OPTIONS *", as it is on the plain path; goproxy glues the "*" onto
+// the host ("https://hooks.example*").
+func TestMITMOptionsAsterisk(t *testing.T) {
+	ca := newCA(t)
+	type seen struct{ host, uri string }
+	got := make(chan seen, 1)
+	upstream := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got <- seen{r.URL.Host, r.URL.RequestURI()}
+		return &http.Response{StatusCode: http.StatusNoContent, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Allow": {"POST"}}, Body: http.NoBody, Request: r}, nil
+	})
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, Transport: upstream})
+	c := intercepted(t, tp, ca, "hooks.example:443")
+	resp, body := c.send(t, http.MethodOptions, "OPTIONS * HTTP/1.1\r\nHost: hooks.example\r\n\r\n")
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Allow") != "POST" {
+		t.Fatalf("OPTIONS * in a tunnel: %d %v %s, want the receiver's 204", resp.StatusCode, resp.Header, body)
+	}
+	if s := recv(t, got, "the upstream request"); s.host != "hooks.example" || s.uri != "*" {
+		t.Errorf("upstream got host %q, request target %q; want hooks.example and *", s.host, s.uri)
+	}
+}

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"golang.org/x/net/http/httpguts"
 
 	"hookproxy/buffer"
 )
@@ -510,9 +511,23 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	st := &reqState{active: &p.active, app: tun.app}
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
 	var resp *http.Response
-	if tun.carries(r.URL) {
+	if r.Method == http.MethodOptions && r.RequestURI == "*" {
+		// goproxy glues the "*" of a request for the server as a whole
+		// onto the host ("https://host*"); route sends an empty path on
+		// as "OPTIONS *".
+		r.URL = &url.URL{Scheme: r.URL.Scheme, Host: r.Host}
+	}
+	switch {
+	case !httpguts.ValidHostHeader(r.Host):
+		// goproxy builds the URL of a request inside a tunnel from its
+		// Host header, which net/http's server checks on the plain path
+		// and goproxy does not: "host#" or "host/x?" would move the app's
+		// path into the fragment or the query of the recorded target.
+		p.log.Warn("request refused: malformed Host header", "tunnel", tun.host, "status", http.StatusBadRequest)
+		resp = jsonErrorResponse(r, http.StatusBadRequest, "malformed Host header")
+	case tun.carries(r.URL):
 		r, resp = p.route(r, start)
-	} else {
+	default:
 		// The certificate and MITMHosts were chosen for the CONNECT's
 		// host: a request for another host does not ride on them.
 		p.log.Warn("request refused: host differs from its tunnel's", "target", r.URL.Host,
