@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -696,3 +697,74 @@ func ids(ds []DeadLetter) []string {
 }
 
 func escape(s string) string { return neturl.QueryEscape(s) }
+
+// TestSelectorQueryParameters: every selector parameter a replay or purge
+// takes by query (hookproxy dead purge --reason, --target-id) is one the
+// refusal of unknown parameters lets through, and selects what it names.
+func TestSelectorQueryParameters(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	a, b, c := "http://a.test/", "http://b.test/", "http://c.test/"
+	put(t, st, a, `{"n":1}`)
+	put(t, st, b, `{"n":2}`)
+	put(t, st, a, `{"n":3}`)
+	put(t, st, c, `{"n":4}`)
+	bID := targetOf(t, st, b)
+	deadA := kill(t, st, clk, a, 1, "status", 400)
+	deadB := kill(t, st, clk, b, 0, "retries-exhausted", 503)
+	deadA2 := kill(t, st, clk, a, 0, "retries-exhausted", 503)
+	deadC := kill(t, st, clk, c, 0, "retries-exhausted", 503)
+	_, url := serve(t, Options{Store: st})
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"?all=true&reason=status", []string{deadA}},
+		{"?target_id=" + strconv.FormatUint(uint64(bID), 10), []string{deadB}},
+		{"?target=" + escape(a), []string{deadA2}},
+		{"?id=" + deadC, []string{deadC}},
+		{"?all=true", []string{}},
+	} {
+		var pur PurgeResult
+		if code := admintest.Call(t, "DELETE", url+"/api/dead-letters"+tt.query, "", nil, &pur); code != 200 {
+			t.Fatalf("purge %s: %d", tt.query, code)
+		}
+		if !slices.Equal(pur.IDs, tt.want) {
+			t.Errorf("purge %s = %v, want %v", tt.query, pur.IDs, tt.want)
+		}
+	}
+}
+
+// TestClientNoRouteIsNotNotFound: a Client whose URL has a wrong path gets
+// the 404 of a path that is no route for every call; IsNotFound, which
+// says the dead letter or target asked for is not there, is false for it.
+func TestClientNoRouteIsNotNotFound(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/", `{}`)
+	aID := targetOf(t, st, "http://a.test/")
+	dead := kill(t, st, clk, "http://a.test/", 0, "status", 400)
+	_, url := serve(t, Options{Store: st})
+	ctx := context.Background()
+	good, err := NewClient(url, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	if _, err := good.DeadLetter(ctx, "NOSUCH"); !IsNotFound(err) {
+		t.Errorf("DeadLetter(NOSUCH) = %v, want not found", err)
+	}
+	wrong, err := NewClient(url+"/api", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	_, err = wrong.DeadLetter(ctx, dead)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || IsNotFound(err) {
+		t.Errorf("DeadLetter at a wrong path: %v (IsNotFound %t), want a 404 APIError that is not 'not found'", err, IsNotFound(err))
+	}
+	if _, err := wrong.Target(ctx, uint64(aID)); IsNotFound(err) {
+		t.Errorf("Target at a wrong path: %v is 'not found'", err)
+	}
+}

@@ -3,7 +3,9 @@ package buffer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,5 +137,70 @@ func TestReadsDeadLettersStoredAsJSON(t *testing.T) {
 	}
 	if got := bodies(b); len(got) != 2 || got[1] != `{"n":-1}` || b.Hooks[1].ID != old.Hooks[0].ID {
 		t.Fatalf("after replay: %v", got)
+	}
+}
+
+// rawDeadLetter puts n hooks of rawHook for rawURL and gives them up in one
+// batch; it returns the target's id and the dead letter's id.
+func rawDeadLetter(t *testing.T, s *Store, n int) (TargetID, string) {
+	t.Helper()
+	for range n {
+		if err := s.Put(context.Background(), rawHook()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := statusOf(t, s, rawURL).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}, NextClaim{}); err != nil {
+		t.Fatal(err)
+	}
+	return id, b.ID
+}
+
+// TestDeadLetterKeepsTargetURLBytes: a dead letter lists with the exact
+// target URL it was captured for (the admin API shows it, and selects by
+// it): a replay or purge by that URL finds it.
+func TestDeadLetterKeepsTargetURLBytes(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	_, dl := rawDeadLetter(t, s, 1)
+	d, err := s.GetDeadLetter(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Target != rawURL {
+		t.Errorf("dead letter's target %q, want %q", d.Target, rawURL)
+	}
+	if _, n, err := s.ReplayDeadLetters(DeadLetterFilter{Target: rawURL}); err != nil || n != 1 {
+		t.Errorf("replay by the target URL = %d, %v; want the dead letter's hook", n, err)
+	}
+}
+
+// TestPartReplayKeepsHookBytes: a replay that stops part way (here at the
+// quota) leaves the hooks it did not put back in the dead letter as they
+// were captured, for the next replay.
+func TestPartReplayKeepsHookBytes(t *testing.T) {
+	const n = replayChunk + 10
+	size := int64(len(rawHook().Body))
+	s := openStore(t, t.TempDir(), Options{MaxPendingBytes: n * size})
+	_, dl := rawDeadLetter(t, s, n)
+	// Leave room for the first chunk of the replay only.
+	put(t, s, "http://other.test/", strings.Repeat("x", int(n*size-replayChunk*size)))
+	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); !errors.Is(err, ErrQuota) || got != replayChunk {
+		t.Fatalf("replay = %d, %v; want the first %d hooks, then ErrQuota", got, err, replayChunk)
+	}
+	d, err := s.GetDeadLetter(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Hooks) != n-replayChunk || d.Target != rawURL {
+		t.Fatalf("dead letter after the part replay: %d hooks, target %q; want %d, %q", len(d.Hooks), d.Target, n-replayChunk, rawURL)
+	}
+	for i, h := range d.Hooks {
+		if h.Target != rawURL || h.Header.Get("X-Author") != rawHeader {
+			t.Fatalf("hook %d left in the dead letter: target %q, X-Author %q; want %q, %q", i, h.Target, h.Header.Get("X-Author"), rawURL, rawHeader)
+		}
 	}
 }

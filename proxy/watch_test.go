@@ -217,3 +217,137 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 		})
 	}
 }
+
+// TestMITMHangUpCancelsUpstreamTLS12: an app on TLS 1.2 sends its
+// close_notify as an alert record (TLS 1.3 sends it as application data);
+// the watch reads on past it too and sees the close.
+func TestMITMHangUpCancelsUpstreamTLS12(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	gone := make(chan struct{}, 1)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-r.Context().Done() // the proxy's upstream connection closed
+		gone <- struct{}{}
+	}, true)
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+	t.Cleanup(rc.CloseClientConnections)
+	u, _ := url.Parse(rc.URL)
+	raw := connect(t, tp.Addr, u.Host)
+	tc := trusting(ca.Certificate())
+	tc.ServerName, _, _ = net.SplitHostPort(u.Host)
+	tc.MaxVersion = tls.VersionTLS12
+	conn := tls.Client(raw.Conn, tc)
+	if _, err := io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if v := conn.ConnectionState().Version; v != tls.VersionTLS12 {
+		t.Fatalf("TLS version %x, want 1.2", v)
+	}
+	recv(t, entered, "the request upstream")
+	_ = conn.Close() // close_notify (an alert record), then FIN
+	recv(t, gone, "the upstream request's cancellation")
+}
+
+// TestMITMWatchHandsOverAPipelinedRequest: a request the app pipelines
+// while the one before it is upstream is read by the watch; it is handed
+// to the next request's read and answered in turn.
+func TestMITMWatchHandsOverAPipelinedRequest(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok "+r.URL.Path)
+	}, true)
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+	u, _ := url.Parse(rc.URL)
+	c := intercepted(t, tp, ca, u.Host)
+	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, entered, "the first request upstream")
+	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the watch has read the pipelined request.
+	stashed := func() bool {
+		tp.conns.mu.Lock()
+		defer tp.conns.mu.Unlock()
+		for c := range tp.conns.conns {
+			if tc, ok := c.(*tcpConn); ok {
+				tc.watch.mu.Lock()
+				n := len(tc.watch.stash)
+				tc.watch.mu.Unlock()
+				if n > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(testTimeout); !stashed(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch never read the pipelined request")
+		}
+	}
+	close(release)
+	for _, path := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || string(b) != "ok "+path {
+			t.Fatalf("%s: %d %q %v", path, resp.StatusCode, b, err)
+		}
+	}
+}
+
+// TestMITMHangUpAfterTheIdleTimeout: a request may be upstream for longer
+// than the idle timeout (a slow receiver, a stream that says nothing);
+// the watch of the app's connection has no read deadline of its own, so
+// an app that hangs up after that long still cancels the request.
+func TestMITMHangUpAfterTheIdleTimeout(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	for _, stream := range []bool{false, true} {
+		t.Run("stream="+strconv.FormatBool(stream), func(t *testing.T) {
+			entered := make(chan struct{}, 1)
+			gone := make(chan struct{}, 1)
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+				if stream {
+					w.Header().Set("Content-Type", "text/event-stream")
+					w.WriteHeader(http.StatusOK)
+					w.(http.Flusher).Flush()
+				}
+				entered <- struct{}{}
+				<-r.Context().Done() // the proxy's upstream connection closed
+				gone <- struct{}{}
+			}, true)
+			ca := newCA(t)
+			tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig(), IdleTimeout: idle})
+			t.Cleanup(rc.CloseClientConnections)
+			u, _ := url.Parse(rc.URL)
+			c := intercepted(t, tp, ca, u.Host)
+			if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, entered, "the request upstream")
+			if stream {
+				resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Fatalf("stream headers: %v %v", resp, err)
+				}
+			}
+			// What is tested is the time: the request stays upstream for
+			// several idle timeouts before the app hangs up.
+			time.Sleep(3 * idle)
+			_ = c.Close()
+			recv(t, gone, "the upstream request's cancellation")
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +82,28 @@ func TestForwarderNeedsARereadableBody(t *testing.T) {
 	}
 	if n := len(rc.got()); n != 0 {
 		t.Errorf("receiver got %d requests, want none", n)
+	}
+}
+
+// TestForwarderSignsAtTheSendTime: the signature of a forwarded hook
+// carries the time it is sent, as a delivery's does: a receiver following
+// the specification refuses a timestamp more than a few minutes off.
+func TestForwarderSignsAtTheSendTime(t *testing.T) {
+	rc := newReceiver(t, nil)
+	clk := newFakeClock(time.Unix(1_800_000_000, 0))
+	h := newHarness(t, clk, nil, Options{SigningSecrets: []string{specSecret}})
+	req, err := http.NewRequest(http.MethodPost, rc.URL+"/hooks", bytes.NewReader([]byte(`{}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.snd.Forwarder(http.DefaultTransport).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	got := recv(t, rc.arrived, "the forwarded hook")
+	if ts, want := got.header.Get("Webhook-Timestamp"), strconv.FormatInt(clk.Now().Unix(), 10); ts != want {
+		t.Errorf("webhook-timestamp %q, want the send time %s", ts, want)
 	}
 }
