@@ -64,17 +64,7 @@ func TestRestartKeepsTargetURLBytes(t *testing.T) {
 // header values.
 func TestReplayKeepsHookBytes(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
-	if err := s.Put(context.Background(), rawHook()); err != nil {
-		t.Fatal(err)
-	}
-	id := statusOf(t, s, rawURL).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}, NextClaim{}); err != nil {
-		t.Fatal(err)
-	}
+	id, _ := rawDeadLetter(t, s, 1)
 	if _, n, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || n != 1 {
 		t.Fatalf("replay = %d, %v", n, err)
 	}

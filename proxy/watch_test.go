@@ -25,11 +25,15 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 		name, request string
 		stream        bool // the receiver sends its headers, then nothing
 		tcpOnly       bool // the app closes its socket without close_notify
+		// TLS 1.2 sends close_notify as an alert record (TLS 1.3 as
+		// application data); the watch reads on past both.
+		tls12 bool
 	}{
-		{"get", "GET /slow HTTP/1.1\r\nHost: %s\r\n\r\n", false, false},
-		{"get python close", "GET /slow HTTP/1.1\r\nHost: %s\r\n\r\n", false, true},
-		{"post", "POST /slow HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", false, false},
-		{"silent stream", "GET /events HTTP/1.1\r\nHost: %s\r\n\r\n", true, false},
+		{"get", "GET /slow HTTP/1.1\r\nHost: %s\r\n\r\n", false, false, false},
+		{"get python close", "GET /slow HTTP/1.1\r\nHost: %s\r\n\r\n", false, true, false},
+		{"get tls 1.2", "GET /slow HTTP/1.1\r\nHost: %s\r\n\r\n", false, false, true},
+		{"post", "POST /slow HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", false, false, false},
+		{"silent stream", "GET /events HTTP/1.1\r\nHost: %s\r\n\r\n", true, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			entered := make(chan struct{}, 1)
@@ -55,6 +59,9 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 			raw := connect(t, tp.Addr, u.Host)
 			tc := trusting(ca.Certificate())
 			tc.ServerName, _, _ = net.SplitHostPort(u.Host)
+			if tt.tls12 {
+				tc.MaxVersion = tls.VersionTLS12
+			}
 			conn := tls.Client(raw.Conn, tc)
 			c := &rawConn{Conn: conn, br: bufio.NewReader(conn)}
 			if _, err := io.WriteString(c, strings.ReplaceAll(tt.request, "%s", u.Host)); err != nil {
@@ -106,15 +113,7 @@ func TestMITMWatchKeepsKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"/p1", "/p2"} {
-		resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodPost})
-		if err != nil {
-			t.Fatalf("pipelined %s: %v", path, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK || string(body) != "ok "+path {
-			t.Fatalf("pipelined %s: %d %q %v", path, resp.StatusCode, body, err)
-		}
+		readOK(t, c.br, http.MethodPost, path)
 	}
 }
 
@@ -177,76 +176,18 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 			// Wait until the proxy's watch of the app's connection has
 			// ended (it stops at the pipelined request, or at the end of
 			// the stream), then let the receiver answer.
-			watchEnded := func() bool {
-				tp.conns.mu.Lock()
-				defer tp.conns.mu.Unlock()
-				for c := range tp.conns.conns {
-					if tc, ok := c.(*tcpConn); ok {
-						tc.watch.mu.Lock()
-						ended := len(tc.watch.stash) > 0 && !tc.watch.reading.Load()
-						tc.watch.mu.Unlock()
-						if ended {
-							return true
-						}
-					}
-				}
-				return false
-			}
-			for deadline := time.Now().Add(testTimeout); !watchEnded() && !cancelled.Load(); time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the watch never read the pipelined request")
-				}
-			}
+			waitWatch(t, tp, func(w *closeWatch) bool { return len(w.stash) > 0 && !w.reading.Load() }, cancelled.Load)
 			close(release)
 			// Only the first request is checked: the last one of a
 			// pipeline, followed by the end of the stream, is cancelled
 			// by net/http too.
-			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
-			if err != nil {
-				t.Fatalf("/slow: %v", err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || string(b) != "ok /slow" {
-				t.Fatalf("/slow: %d %q: the app did not hang up, it pipelined a request behind it", resp.StatusCode, b)
-			}
+			readOK(t, br, http.MethodGet, "/slow")
 			if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet}); err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
 		})
 	}
-}
-
-// TestMITMHangUpCancelsUpstreamTLS12: an app on TLS 1.2 sends its
-// close_notify as an alert record (TLS 1.3 sends it as application data);
-// the watch reads on past it too and sees the close.
-func TestMITMHangUpCancelsUpstreamTLS12(t *testing.T) {
-	entered := make(chan struct{}, 1)
-	gone := make(chan struct{}, 1)
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		<-r.Context().Done() // the proxy's upstream connection closed
-		gone <- struct{}{}
-	}, true)
-	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
-	t.Cleanup(rc.CloseClientConnections)
-	u, _ := url.Parse(rc.URL)
-	raw := connect(t, tp.Addr, u.Host)
-	tc := trusting(ca.Certificate())
-	tc.ServerName, _, _ = net.SplitHostPort(u.Host)
-	tc.MaxVersion = tls.VersionTLS12
-	conn := tls.Client(raw.Conn, tc)
-	if _, err := io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if v := conn.ConnectionState().Version; v != tls.VersionTLS12 {
-		t.Fatalf("TLS version %x, want 1.2", v)
-	}
-	recv(t, entered, "the request upstream")
-	_ = conn.Close() // close_notify (an alert record), then FIN
-	recv(t, gone, "the upstream request's cancellation")
 }
 
 // TestMITMWatchHandsOverAPipelinedRequest: a request the app pipelines
@@ -274,37 +215,10 @@ func TestMITMWatchHandsOverAPipelinedRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the watch has read the pipelined request.
-	stashed := func() bool {
-		tp.conns.mu.Lock()
-		defer tp.conns.mu.Unlock()
-		for c := range tp.conns.conns {
-			if tc, ok := c.(*tcpConn); ok {
-				tc.watch.mu.Lock()
-				n := len(tc.watch.stash)
-				tc.watch.mu.Unlock()
-				if n > 0 {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(testTimeout); !stashed(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the watch never read the pipelined request")
-		}
-	}
+	waitWatch(t, tp, func(w *closeWatch) bool { return len(w.stash) > 0 }, nil)
 	close(release)
 	for _, path := range []string{"/slow", "/next"} {
-		resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK || string(b) != "ok "+path {
-			t.Fatalf("%s: %d %q %v", path, resp.StatusCode, b, err)
-		}
+		readOK(t, c.br, http.MethodGet, path)
 	}
 }
 
@@ -349,5 +263,47 @@ func TestMITMHangUpAfterTheIdleTimeout(t *testing.T) {
 			_ = c.Close()
 			recv(t, gone, "the upstream request's cancellation")
 		})
+	}
+}
+
+// readOK reads the answer to a request for path from br: 200 with the
+// body "ok <path>", which the receivers of these tests write.
+func readOK(t *testing.T, br *bufio.Reader, method, path string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || string(b) != "ok "+path {
+		t.Fatalf("%s: %d %q %v", path, resp.StatusCode, b, err)
+	}
+}
+
+// waitWatch polls until the close watch of one of tp's connections is
+// as ok says (read under the watch's lock), or done (when not nil) says
+// there is nothing left to wait for.
+func waitWatch(t *testing.T, tp *testProxy, ok func(*closeWatch) bool, done func() bool) {
+	t.Helper()
+	seen := func() bool {
+		tp.conns.mu.Lock()
+		defer tp.conns.mu.Unlock()
+		for c := range tp.conns.conns {
+			if tc, isTCP := c.(*tcpConn); isTCP {
+				tc.watch.mu.Lock()
+				yes := ok(&tc.watch)
+				tc.watch.mu.Unlock()
+				if yes {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(testTimeout); !seen() && (done == nil || !done()); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch never read the pipelined request")
+		}
 	}
 }
