@@ -317,6 +317,14 @@ func TestHTTPSOperatorCA(t *testing.T) {
 		t.Errorf("a CA was generated although the operator gave one: %v", err)
 	}
 	rc.waitFor(t, "the hook", func(g []received) bool { return len(g) == 1 })
+
+	// hookproxy ca prints the operator's CA, from the same settings.
+	var out, errOut bytes.Buffer
+	env := []string{"HOOKPROXY_DATA_DIR=" + dir, "HOOKPROXY_CA_CERT_FILE=" + certFile, "HOOKPROXY_CA_KEY_FILE=" + keyFile}
+	if err := run(context.Background(), []string{"ca"}, env, &out, &errOut); err != nil ||
+		!bytes.Equal(out.Bytes(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})) {
+		t.Errorf("hookproxy ca with the operator's CA files: %v %s; want the operator's CA", err, errOut.String())
+	}
 }
 
 // TestHTTPSUntrustedReceiverIsDeadLettered: a receiver whose certificate
