@@ -259,6 +259,10 @@ func (c *Config) validate(vars map[string]string) error {
 	}
 	checkSecret("ADMIN_TOKEN", c.AdminToken)
 	checkSecret("PROXY_AUTH", c.ProxyAuth)
+	if len(c.SigningSecret) == 0 && vars[envPrefix+"SIGNING_SECRET"] != "" {
+		// Deliveries would go out unsigned, and receivers refuse them.
+		bad("SIGNING_SECRET", "", "is only white space (surrounding white space is ignored)")
+	}
 	if c.StallAfter < 0 {
 		bad("STALL_AFTER", c.StallAfter, "must be 0 (no stall check) or positive")
 	}

@@ -258,6 +258,8 @@ func TestSecretsIgnoreSurroundingWhiteSpace(t *testing.T) {
 	for _, tt := range []struct{ env, want string }{
 		{"HOOKPROXY_PROXY_AUTH= \n", `HOOKPROXY_PROXY_AUTH=" \n": is only white space`},
 		{"HOOKPROXY_ADMIN_TOKEN=\t", `HOOKPROXY_ADMIN_TOKEN="\t": is only white space`},
+		// Deliveries would go out unsigned without a word.
+		{"HOOKPROXY_SIGNING_SECRET= \n", `HOOKPROXY_SIGNING_SECRET=" \n": is only white space`},
 	} {
 		if _, err := loadConfig([]string{tt.env}); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: err = %v, want it to name %s", tt.env, err, tt.want)
