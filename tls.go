@@ -59,6 +59,12 @@ func setupHTTPS(cfg Config, log *slog.Logger) (*httpsSetup, error) {
 	if len(cfg.MITMHosts) > 0 {
 		mitmHosts = strings.Join(cfg.MITMHosts, ",")
 	}
+	if left := time.Until(ca.Certificate().NotAfter); left < mitm.DefaultLeafValidity {
+		// Leaves are cut to the CA's expiry; after it, every intercepted
+		// handshake fails.
+		log.Warn("the interception CA expires soon: replace it (and give the app the new bundle)",
+			"ca", ca.Source(), "ca_expires", ca.Certificate().NotAfter.UTC().Format(time.RFC3339), "left", left.Round(time.Hour).String())
+	}
 	log.Info("HTTPS interception ready", "ca", ca.Source(), "ca_subject", ca.Certificate().Subject.CommonName,
 		"ca_generated", ca.Generated(), "ca_created", ca.Created(), "ca_expires", ca.Certificate().NotAfter.UTC().Format(time.DateOnly),
 		"bundle", hs.bundleFile, "mitm_hosts", mitmHosts, "upstream_ca", cfg.UpstreamCAFile)

@@ -32,6 +32,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -187,6 +188,17 @@ func (a *Authority) check() error {
 	}
 	if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return errors.New("certificate may not sign certificates (KeyUsage lacks CertSign)")
+	}
+	if (len(c.ExtKeyUsage) > 0 || len(c.UnknownExtKeyUsage) > 0) &&
+		!slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		// Clients check the EKU of every certificate in the chain: its
+		// leaves would be rejected as "unsuitable certificate purpose".
+		return errors.New("certificate may not issue server certificates (ExtKeyUsage lacks serverAuth)")
+	}
+	if k, ok := c.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < 2048 {
+		// OpenSSL at security level 2 (Debian's and most distributions'
+		// default) rejects the chain: "CA certificate key too weak".
+		return fmt.Errorf("CA key is RSA %d bits; clients require at least 2048", k.N.BitLen())
 	}
 	now := a.now()
 	if now.After(c.NotAfter) {

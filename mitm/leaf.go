@@ -134,6 +134,12 @@ func (a *Authority) issue(host string) (*tls.Certificate, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("issue certificate for %s: %w", host, err)
 	}
 	now := a.now()
+	if !now.Before(a.cert.NotAfter) {
+		// A leaf would end when the CA did, already past: no client
+		// accepts it.
+		return nil, time.Time{}, fmt.Errorf("issue certificate for %s: the CA expired on %s", host,
+			a.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	notAfter := now.Add(a.leafValidity)
 	if notAfter.After(a.cert.NotAfter) {
 		notAfter = a.cert.NotAfter
@@ -159,6 +165,14 @@ func (a *Authority) issue(host string) (*tls.Certificate, time.Time, error) {
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("issue certificate for %s: %w", host, err)
+	}
+	// What a client will check: the CA's name constraints, its
+	// ExtKeyUsage, both validity periods. A leaf that fails here would
+	// fail the app's handshake without a word in hookproxy's log.
+	roots := x509.NewCertPool()
+	roots.AddCert(a.cert)
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, CurrentTime: now}); err != nil {
+		return nil, time.Time{}, fmt.Errorf("issue certificate for %s: the CA cannot vouch for it: %w", host, err)
 	}
 	chain := make([][]byte, 0, 1+len(a.chain))
 	chain = append(chain, der)
