@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -324,6 +325,22 @@ func TestHTTPSOperatorCA(t *testing.T) {
 	if err := run(context.Background(), []string{"ca"}, env, &out, &errOut); err != nil ||
 		!bytes.Equal(out.Bytes(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})) {
 		t.Errorf("hookproxy ca with the operator's CA files: %v %s; want the operator's CA", err, errOut.String())
+	}
+}
+
+// TestHTTPSCAExpiringWarns: a CA that expires within a leaf's validity
+// (operatorCA's ends in a day) is warned about at start: leaves are cut
+// to its expiry and, once it has passed, every intercepted handshake
+// fails.
+func TestHTTPSCAExpiringWarns(t *testing.T) {
+	_, certFile, keyFile := operatorCA(t)
+	var logs bytes.Buffer
+	cfg := Config{DataDir: t.TempDir(), CACertFile: certFile, CAKeyFile: keyFile}
+	if _, err := setupHTTPS(cfg, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"the interception CA expires soon") {
+		t.Errorf("no warning for a CA that expires in a day:\n%s", logs.String())
 	}
 }
 

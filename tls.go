@@ -176,7 +176,6 @@ is generated now if there is none yet, as the first start would.
              CA, what hookproxy writes to HOOKPROXY_CA_BUNDLE_FILE
 `
 
-// runCA is the "ca" command.
 // caSettings are the settings hookproxy ca reads.
 var caSettings = []string{"DATA_DIR", "CA_CERT_FILE", "CA_KEY_FILE"}
 
@@ -193,6 +192,7 @@ func onlySettings(environ, keep []string) []string {
 	return out
 }
 
+// runCA is the "ca" command.
 func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ca", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

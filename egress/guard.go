@@ -174,10 +174,10 @@ func (g *Guard) DialContext(base *net.Dialer) func(ctx context.Context, network,
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		rec := &passedAddrs{}
 		c, err := d.DialContext(context.WithValue(ctx, passedKey{}, rec), network, address)
-		if err != nil && errors.Is(err, ErrBlocked) {
+		if errors.Is(err, ErrBlocked) {
 			if passed := rec.list(); len(passed) > 0 {
 				// %v, not %w: the refusal is not the outcome.
-				return nil, fmt.Errorf("dial %s %s: %s did not answer (the guard refused the other addresses: %v)",
+				return nil, fmt.Errorf("dial %s %s: no connection to %s (the guard refused the other addresses: %v)",
 					network, address, strings.Join(passed, ", "), err)
 			}
 		}

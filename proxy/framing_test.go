@@ -212,8 +212,8 @@ func TestGoproxyMessagesHoldNoSecrets(t *testing.T) {
 			t.Errorf("a secret reached the log:\n%s", logs)
 		}
 	}
-	if got := redactURLs(`GET "https://user:pw@h.example/p?a=1&b=2" failed`); got != `GET "https://[userinfo]@h.example/p?[query]" failed` {
-		t.Errorf("redactURLs = %s", got)
+	if got := redactSecrets(`GET "https://user:pw@h.example/p?a=1&b=2" failed`); got != `GET "https://[userinfo]@h.example/p?[query]" failed` {
+		t.Errorf("redactSecrets = %s", got)
 	}
 }
 

@@ -808,17 +808,17 @@ type goproxyLogger struct{ log *slog.Logger }
 // goproxy's messages can hold a whole URL or request line, or a header
 // line that net/textproto quotes in its parse error ("malformed MIME
 // header line: %q", when a name or value holds a byte it refuses); what
-// may carry a secret is cut out of them (see redactURLs).
+// may carry a secret is cut out of them (see redactSecrets).
 var (
 	queryPart      = regexp.MustCompile(`\?[^\s"'<>]*`)
 	userinfoPart   = regexp.MustCompile(`//[^/\s@"'<>]*@`)
 	headerLinePart = regexp.MustCompile(`(malformed MIME header[^"]*)"(?:[^"\\]|\\.)*"`)
 )
 
-// redactURLs replaces the query strings and user:password@ parts of the
+// redactSecrets replaces the query strings and user:password@ parts of the
 // URLs in msg, and the header lines quoted in it (an Authorization or
 // API key value), which must not reach a log line.
-func redactURLs(msg string) string {
+func redactSecrets(msg string) string {
 	msg = headerLinePart.ReplaceAllString(msg, `$1"[header]"`)
 	msg = queryPart.ReplaceAllString(msg, "?[query]")
 	return userinfoPart.ReplaceAllString(msg, "//[userinfo]@")
@@ -826,7 +826,7 @@ func redactURLs(msg string) string {
 
 // Printf implements goproxy.Logger.
 func (l goproxyLogger) Printf(format string, v ...any) {
-	msg := redactURLs(strings.TrimSpace(fmt.Sprintf(format, v...)))
+	msg := redactSecrets(strings.TrimSpace(fmt.Sprintf(format, v...)))
 	level := slog.LevelDebug
 	// A tunnel ending on our own idle timeout is expected, not a warning.
 	if strings.Contains(msg, "WARN:") && !strings.Contains(msg, "i/o timeout") {

@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ type forwarder struct {
 	rt http.RoundTripper
 }
 
+// RoundTrip implements http.RoundTripper.
 func (f forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	now := f.s.clock.Now()
 	id := buffer.NewRandomID(now)
@@ -33,6 +35,9 @@ func (f forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if f.s.signer != nil {
 		body, err := forwardedBody(req)
 		if err != nil {
+			if req.Body != nil {
+				_ = req.Body.Close() // as a RoundTripper must, also on error
+			}
 			return nil, err
 		}
 		f.s.signer.sign(out.Header, id, now, body)
@@ -47,7 +52,7 @@ func forwardedBody(req *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	if req.GetBody == nil {
-		return nil, fmt.Errorf("sign forwarded hook: its body cannot be read twice")
+		return nil, errors.New("sign forwarded hook: its body cannot be read twice")
 	}
 	rc, err := req.GetBody()
 	if err != nil {
