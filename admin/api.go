@@ -247,7 +247,7 @@ type PurgeResult struct {
 type Status struct {
 	Version          string   `json:"version"`
 	Ready            bool     `json:"ready"`
-	Reasons          []Reason `json:"reasons"`
+	Reasons          []Reason `json:"reasons"` // [] when ready, never null
 	Draining         bool     `json:"draining"`
 	PendingHooks     int      `json:"pending_hooks"`
 	PendingBytes     int64    `json:"pending_bytes"`

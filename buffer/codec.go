@@ -120,7 +120,8 @@ func newID(t time.Time, node uint32, seq uint64) string {
 	return encodeBase32(b)
 }
 
-// batchSeqBit is set in the sequence part of every batch id: hooks and
+// batchSeqBit, the top bit of an id's 48-bit sequence part, is set in
+// every batch id: hooks and
 // batches count with sequences of their own, both from 0, and without it
 // the first batch made in the millisecond of the first hook had the
 // hook's id.

@@ -136,6 +136,9 @@ type targetRecord struct {
 	Gone   bool   `json:"gone,omitempty"`
 }
 
+// MarshalJSON implements json.Marshaler: it fills RawURL when URL is not
+// UTF-8. (plain has the fields without the methods, so that Marshal does
+// not call this again.)
 func (r targetRecord) MarshalJSON() ([]byte, error) {
 	type plain targetRecord
 	if !utf8.ValidString(r.URL) {
@@ -144,6 +147,8 @@ func (r targetRecord) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plain(r))
 }
 
+// UnmarshalJSON implements json.Unmarshaler: RawURL, when there, is the
+// URL.
 func (r *targetRecord) UnmarshalJSON(b []byte) error {
 	type plain targetRecord
 	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
