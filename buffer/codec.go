@@ -121,10 +121,9 @@ func newID(t time.Time, node uint32, seq uint64) string {
 }
 
 // batchSeqBit, the top bit of an id's 48-bit sequence part, is set in
-// every batch id: hooks and
-// batches count with sequences of their own, both from 0, and without it
-// the first batch made in the millisecond of the first hook had the
-// hook's id.
+// every batch id: hooks and batches count with sequences of their own,
+// both from 0, and without it the first batch made in the millisecond of
+// the first hook had the hook's id.
 const batchSeqBit = 1 << 47
 
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
