@@ -405,7 +405,7 @@ func writeStatus(w io.Writer, st admin.Status, tl admin.TargetList) {
 	for _, r := range st.Reasons {
 		fmt.Fprintf(w, "  %s: %s\n", r.Check, r.Message)
 	}
-	fmt.Fprintf(w, "pending:      %d hooks, %s, %d targets", st.PendingHooks, bytesize(st.PendingBytes), st.PendingTargets)
+	fmt.Fprintf(w, "pending:      %s, %s, %s", plural(st.PendingHooks, "hook"), bytesize(st.PendingBytes), plural(st.PendingTargets, "target"))
 	if st.MaxPendingBytes > 0 {
 		fmt.Fprintf(w, " (quota %s)", bytesize(st.MaxPendingBytes))
 	}

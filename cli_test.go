@@ -619,3 +619,13 @@ func TestMissingRouteIsNotNotFound(t *testing.T) {
 		t.Errorf("%d dead letters after the failed commands, want 1", n)
 	}
 }
+
+// TestStatusCountsInWords: one hook of one target is "1 hook, ...,
+// 1 target", not "1 hooks".
+func TestStatusCountsInWords(t *testing.T) {
+	var out strings.Builder
+	writeStatus(&out, admin.Status{Version: "v1", Ready: true, PendingHooks: 1, PendingBytes: 8, PendingTargets: 1}, admin.TargetList{})
+	if got := out.String(); !strings.Contains(got, "pending:      1 hook, 8 B, 1 target") {
+		t.Errorf("status:\n%s\nwant the line pending:      1 hook, 8 B, 1 target", got)
+	}
+}
