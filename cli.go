@@ -501,7 +501,7 @@ func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 			status = strconv.Itoa(d.LastStatus)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, displayURL(d.Target), d.Reason, d.Attempts,
-			status, d.HookCount, bytesize(d.BodyBytes), d.GivenUp.UTC().Format(time.RFC3339))
+			status, d.HookCount, bytesize(d.BodyBytes), stamp(d.GivenUp))
 	}
 	_ = tw.Flush()
 	if len(dl.DeadLetters) < dl.Total {
