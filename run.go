@@ -313,7 +313,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return runErr
 }
 
-// isLoopback reports whether a listener's address is a loopback one.
 // warnExposed warns about listeners that other hosts may reach without
 // credentials: anyone reaching the proxy can send through it (requests
 // passed through are not checked by the egress guard), and anyone
@@ -328,6 +327,7 @@ func warnExposed(log *slog.Logger, cfg Config, proxyAddr, adminAddr net.Addr) {
 	}
 }
 
+// isLoopback reports whether a listener's address is a loopback one.
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
