@@ -246,23 +246,26 @@ func (c *Config) validate(vars map[string]string) error {
 		bad("ADMIN_LISTEN", c.AdminListen, fmt.Sprintf(
 			"must be another address than HOOKPROXY_LISTEN (%q): both cannot listen on one port", c.Listen))
 	}
+	// blank reports, and refuses, a secret that is empty once trimmed but
+	// was set: without the check the token, the credentials or the
+	// signing would silently be off. White space reveals nothing of a
+	// secret.
+	blank := func(name, value string) bool {
+		if value != "" || vars[envPrefix+name] == "" {
+			return false
+		}
+		bad(name, value, "is only white space (surrounding white space is ignored)")
+		return true
+	}
 	checkSecret := func(name, value string) {
-		switch {
-		case value == "" && vars[envPrefix+name] != "":
-			// Empty once trimmed: without the check the token or the
-			// credentials would silently be off. White space reveals
-			// nothing of a secret.
-			bad(name, value, "is only white space (surrounding white space is ignored)")
-		case strings.ContainsFunc(value, unicode.IsControl):
+		if !blank(name, value) && strings.ContainsFunc(value, unicode.IsControl) {
 			bad(name, hidden, "holds a control character (a line break, a tab...), which no HTTP client can send")
 		}
 	}
 	checkSecret("ADMIN_TOKEN", c.AdminToken)
 	checkSecret("PROXY_AUTH", c.ProxyAuth)
-	if len(c.SigningSecret) == 0 && vars[envPrefix+"SIGNING_SECRET"] != "" {
-		// Deliveries would go out unsigned, and receivers refuse them.
-		bad("SIGNING_SECRET", "", "is only white space (surrounding white space is ignored)")
-	}
+	// Its keys are checked with the delivery settings.
+	blank("SIGNING_SECRET", strings.Join(c.SigningSecret, ","))
 	if c.StallAfter < 0 {
 		bad("STALL_AFTER", c.StallAfter, "must be 0 (no stall check) or positive")
 	}
