@@ -20,8 +20,9 @@ type target struct {
 	busy    bool // a worker is sending its batch
 	held    bool // set aside by Drain after a failed attempt
 	gone    bool // marked gone: its hooks are dead-lettered, not sent
-	// extra is set only while a batch is in flight or the target is held
-	// back, so that the many targets that only wait do not pay for it.
+	// extra is set only while a batch is in flight, the target is held
+	// back or it owes the store an outcome, so that the many targets that
+	// only wait do not pay for it.
 	extra *targetExtra
 }
 
@@ -54,12 +55,26 @@ func (t *target) flight() string {
 	return t.extra.flight
 }
 
-// setFlight records the batch in flight and its next attempt.
-func (t *target) setFlight(id string, next time.Time) {
+// setExtra changes t's extra fields with set. zero says that set leaves
+// the fields it changes zero: on a target without extra fields it is then
+// not called, and nothing is allocated. The extra fields are dropped once
+// they are all zero.
+func (t *target) setExtra(zero bool, set func(*targetExtra)) {
 	if t.extra == nil {
+		if zero {
+			return
+		}
 		t.extra = &targetExtra{}
 	}
-	t.extra.flight, t.extra.next = id, next
+	set(t.extra)
+	if *t.extra == (targetExtra{}) {
+		t.extra = nil
+	}
+}
+
+// setFlight records the batch in flight and its next attempt.
+func (t *target) setFlight(id string, next time.Time) {
+	t.setExtra(id == "" && next.IsZero(), func(x *targetExtra) { x.flight, x.next = id, next })
 }
 
 // owed returns the outcome owed to the store, or nil.
@@ -72,40 +87,17 @@ func (t *target) owed() *settlement {
 
 // setOwed keeps (or, given nil, forgets) an outcome owed to the store.
 func (t *target) setOwed(o *settlement) {
-	if t.extra == nil {
-		if o == nil {
-			return
-		}
-		t.extra = &targetExtra{}
-	}
-	t.extra.owed = o
-	if *t.extra == (targetExtra{}) {
-		t.extra = nil
-	}
+	t.setExtra(o == nil, func(x *targetExtra) { x.owed = o })
 }
 
 // setNotBefore holds the target back until then (zero: not held back).
 func (t *target) setNotBefore(until time.Time) {
-	if t.extra == nil {
-		if until.IsZero() {
-			return
-		}
-		t.extra = &targetExtra{}
-	}
-	t.extra.notBefore = until
-	if *t.extra == (targetExtra{}) {
-		t.extra = nil
-	}
+	t.setExtra(until.IsZero(), func(x *targetExtra) { x.notBefore = until })
 }
 
 // clearFlight forgets the batch in flight (it was ended).
 func (t *target) clearFlight() {
-	if t.extra != nil {
-		t.extra.flight, t.extra.next = "", time.Time{}
-		if *t.extra == (targetExtra{}) {
-			t.extra = nil
-		}
-	}
+	t.setExtra(true, func(x *targetExtra) { x.flight, x.next = "", time.Time{} })
 }
 
 // applyLocked merges a status into the schedule and reports whether the
