@@ -14,7 +14,7 @@ import (
 var errInjected = errors.New("injected: sync failed (disk full)")
 
 // failingStore is a real store whose writes after an attempt (Ack,
-// RecordAttempt, GiveUp and the rest) fail once writes runs out, and
+// RecordAttempt, GiveUp, GiveUpGone) fail once writes runs out, and
 // whose Claims fail while claims is above zero.
 type failingStore struct {
 	*buffer.Store
@@ -72,13 +72,6 @@ func (f *failingStore) GiveUpGone(id buffer.TargetID, batchID, reason string, fl
 		return buffer.TargetStatus{}, err
 	}
 	return f.Store.GiveUpGone(id, batchID, reason, fl)
-}
-
-func (f *failingStore) SetGone(id buffer.TargetID, gone bool) (buffer.TargetStatus, error) {
-	if err := f.write(); err != nil {
-		return buffer.TargetStatus{}, err
-	}
-	return f.Store.SetGone(id, gone)
 }
 
 // TestStoreFailureAfterAttemptSendsNothingAgain: when the store cannot
