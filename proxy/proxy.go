@@ -427,6 +427,28 @@ func (st *reqState) finish() {
 	st.active.done()
 }
 
+// watchUpstream returns req made cancellable by the app's close: inside
+// an intercepted tunnel nothing reads the app's side while the request is
+// upstream, so it is watched, as net/http does on the plain path, from
+// the end of the request's body (the watch reads what comes next) until
+// finish. Outside a tunnel req is returned as it is.
+func (st *reqState) watchUpstream(req *http.Request) *http.Request {
+	if st.app == nil {
+		return req
+	}
+	ctx, cancel := context.WithCancel(req.Context())
+	req = req.WithContext(ctx)
+	st.mu.Lock()
+	st.cancel = cancel
+	st.mu.Unlock()
+	if req.Body == nil || req.Body == http.NoBody {
+		st.watchApp()
+	} else {
+		req.Body = &eofBody{ReadCloser: req.Body, onEOF: st.watchApp}
+	}
+	return req
+}
+
 // watchApp starts watching the app's connection, once the request has
 // been read whole (the watch reads what comes next), unless the request
 // is already finished.
@@ -711,20 +733,8 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 	if u.forward != nil && req.Context().Value(forwardedKey{}) != nil {
 		rt = u.forward
 	}
-	if st := stateOf(req); st != nil && st.app != nil {
-		// Inside an intercepted tunnel nothing reads the app's side while
-		// the request is upstream: watch it, as net/http does on the plain
-		// path, so that an app that hangs up cancels the request.
-		ctx, cancel := context.WithCancel(req.Context())
-		req = req.WithContext(ctx)
-		st.mu.Lock()
-		st.cancel = cancel
-		st.mu.Unlock()
-		if req.Body == nil || req.Body == http.NoBody {
-			st.watchApp()
-		} else {
-			req.Body = &eofBody{ReadCloser: req.Body, onEOF: st.watchApp}
-		}
+	if st := stateOf(req); st != nil {
+		req = st.watchUpstream(req)
 	}
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
