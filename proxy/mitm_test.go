@@ -45,15 +45,27 @@ func trusting(certs ...*x509.Certificate) *tls.Config {
 // urllib3 does (ALPN http/1.1), and returns the connection inside.
 func intercepted(tb testing.TB, tp *testProxy, ca *mitm.Authority, hostport string) *rawConn {
 	tb.Helper()
+	c, _ := interceptedWith(tb, tp, ca, hostport, nil)
+	return c
+}
+
+// interceptedWith is intercepted with the client's TLS configuration
+// changed by tweak (when not nil); it also returns the TCP connection
+// under the TLS one, for a test that closes it alone.
+func interceptedWith(tb testing.TB, tp *testProxy, ca *mitm.Authority, hostport string, tweak func(*tls.Config)) (*rawConn, *net.TCPConn) {
+	tb.Helper()
 	raw := connect(tb, tp.Addr, hostport)
 	tc := trusting(ca.Certificate())
 	tc.ServerName, _, _ = net.SplitHostPort(hostport)
 	tc.NextProtos = []string{"http/1.1"}
+	if tweak != nil {
+		tweak(tc)
+	}
 	conn := tls.Client(raw.Conn, tc)
 	if err := conn.Handshake(); err != nil {
 		tb.Fatalf("TLS handshake inside the tunnel: %v", err)
 	}
-	return &rawConn{Conn: conn, br: bufio.NewReader(conn)}
+	return &rawConn{Conn: conn, br: bufio.NewReader(conn)}, raw.Conn.(*net.TCPConn)
 }
 
 // clientVia is an http.Client that sends through proxyURL and trusts tc.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,14 +55,11 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 			u, _ := url.Parse(rc.URL)
 			// Go's TLS client sends close_notify before it closes; python's
 			// ssl module closes the socket alone.
-			raw := connect(t, tp.Addr, u.Host)
-			tc := trusting(ca.Certificate())
-			tc.ServerName, _, _ = net.SplitHostPort(u.Host)
-			if tt.tls12 {
-				tc.MaxVersion = tls.VersionTLS12
-			}
-			conn := tls.Client(raw.Conn, tc)
-			c := &rawConn{Conn: conn, br: bufio.NewReader(conn)}
+			c, tcp := interceptedWith(t, tp, ca, u.Host, func(tc *tls.Config) {
+				if tt.tls12 {
+					tc.MaxVersion = tls.VersionTLS12
+				}
+			})
 			if _, err := io.WriteString(c, strings.ReplaceAll(tt.request, "%s", u.Host)); err != nil {
 				t.Fatalf("write: %v", err)
 			}
@@ -75,7 +71,7 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 				}
 			}
 			if tt.tcpOnly {
-				_ = raw.Conn.Close()
+				_ = tcp.Close()
 			} else {
 				_ = c.Close()
 			}
@@ -149,28 +145,20 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 			tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
 			t.Cleanup(rc.CloseClientConnections)
 			u, _ := url.Parse(rc.URL)
-			raw := connect(t, tp.Addr, u.Host)
-			tc := trusting(ca.Certificate())
-			tc.ServerName, _, _ = strings.Cut(u.Host, ":")
-			tc.NextProtos = []string{"http/1.1"}
-			conn := tls.Client(raw.Conn, tc)
-			if err := conn.Handshake(); err != nil {
-				t.Fatal(err)
-			}
-			br := bufio.NewReader(conn)
-			if _, err := io.WriteString(conn, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+			c, tcp := interceptedWith(t, tp, ca, u.Host, nil)
+			if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
 			recv(t, entered, "the first request upstream")
-			if _, err := io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
 			if tt.closeNotify {
-				if err := conn.CloseWrite(); err != nil {
+				if err := c.Conn.(*tls.Conn).CloseWrite(); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := raw.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+			if err := tcp.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
 			// Wait until the proxy's watch of the app's connection has
@@ -181,8 +169,8 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 			// Only the first request is checked: the last one of a
 			// pipeline, followed by the end of the stream, is cancelled
 			// by net/http too.
-			readOK(t, br, http.MethodGet, "/slow")
-			if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet}); err == nil {
+			readOK(t, c.br, http.MethodGet, "/slow")
+			if resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet}); err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
