@@ -148,20 +148,26 @@ func TestIncompleteCADirRefused(t *testing.T) {
 	}
 }
 
+// operatorTemplate is the certificate of a CA an operator could give:
+// a root allowed to sign certificates, valid 2020 to 2040.
+func operatorTemplate() *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          big.NewInt(7),
+		Subject:               pkix.Name{CommonName: "Operator Root"},
+		NotBefore:             time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:              time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+}
+
 // operatorCA makes a CA as an operator would, with key written in the
 // given PEM encoding, and returns the file names.
 func operatorCA(tb testing.TB, key crypto.Signer, keyType string, tmpl *x509.Certificate) (certFile, keyFile string, cert *x509.Certificate) {
 	tb.Helper()
 	if tmpl == nil {
-		tmpl = &x509.Certificate{
-			SerialNumber:          big.NewInt(7),
-			Subject:               pkix.Name{CommonName: "Operator Root"},
-			NotBefore:             time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
-			NotAfter:              time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC),
-			IsCA:                  true,
-			BasicConstraintsValid: true,
-			KeyUsage:              x509.KeyUsageCertSign,
-		}
+		tmpl = operatorTemplate()
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -238,6 +244,18 @@ func TestOperatorCARefused(t *testing.T) {
 		NotBefore: time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	})
+	// Clients check the extended key usage along the chain: a CA without
+	// serverAuth signs leaves Go and OpenSSL reject.
+	clientAuth := operatorTemplate()
+	clientAuth.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	clientAuthCA, clientAuthKey, _ := operatorCA(t, key, "PRIVATE KEY", clientAuth)
+	// OpenSSL 3.0 at Debian's security level 2 rejects every leaf an
+	// RSA-1024 CA signs ("CA certificate key too weak").
+	weak, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weakCA, weakKey, _ := operatorCA(t, weak, "RSA PRIVATE KEY", nil)
 	for _, tt := range []struct {
 		name       string
 		cert, key  string
@@ -248,6 +266,8 @@ func TestOperatorCARefused(t *testing.T) {
 		{"wrong key", certFile, otherKeyFile, "does not belong"},
 		{"not a CA", notCA, notCAKey, "not a CA"},
 		{"expired", expired, expiredKey, "expired"},
+		{"no serverAuth", clientAuthCA, clientAuthKey, "serverAuth"},
+		{"RSA-1024", weakCA, weakKey, "1024 bits"},
 		{"missing file", certFile + ".nope", keyFile, "no such file"},
 		{"key file is a certificate", certFile, certFile, "no PEM private key"},
 	} {
