@@ -139,15 +139,7 @@ func rawDeadLetter(t *testing.T, s *Store, n int) (TargetID, string) {
 			t.Fatal(err)
 		}
 	}
-	id := statusOf(t, s, rawURL).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}, NextClaim{}); err != nil {
-		t.Fatal(err)
-	}
-	return id, b.ID
+	return giveUpBatch(t, s, rawURL)
 }
 
 // TestDeadLetterKeepsTargetURLBytes: a dead letter lists with the exact

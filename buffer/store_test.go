@@ -680,6 +680,13 @@ func deadLetterOf(t *testing.T, s *Store, url string, n, pad int) (TargetID, str
 			put(t, s, url, fmt.Sprintf(`{"n":%d}`, i))
 		}
 	}
+	return giveUpBatch(t, s, url)
+}
+
+// giveUpBatch claims url's pending hooks as one batch and gives it up
+// (a 400): it returns the target's id and the dead letter's id.
+func giveUpBatch(t testing.TB, s *Store, url string) (TargetID, string) {
+	t.Helper()
 	id := statusOf(t, s, url).ID
 	b, err := s.Claim(id, 0, 0)
 	if err != nil {
