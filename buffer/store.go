@@ -422,6 +422,31 @@ func (s *Store) rebuild() error {
 		}
 		s.log.Info("deleted acknowledged hooks left by an interrupted clean-up", "count", len(garbage))
 	}
+	return s.forgetIdle()
+}
+
+// forgetIdle deletes the records of the targets that have nothing
+// pending, no batch in flight and no gone mark. Subscriptions come and
+// go, and the URL of every one ever posted to would otherwise stay in
+// memory and be read at every start. A capture for a forgotten URL
+// makes its target again, under a new id; dead letters keep the URL and
+// the id they had.
+func (s *Store) forgetIdle() error {
+	var keys [][]byte
+	for id, t := range s.targets {
+		if t.count == 0 && t.inflight == nil && !t.gone {
+			keys = append(keys, targetKey(id), urlKey(t.url))
+			delete(s.targets, id)
+			delete(s.byURL, t.url)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := s.deleteKeys(keys); err != nil {
+		return fmt.Errorf("delete idle targets: %w", err)
+	}
+	s.log.Info("forgot targets with nothing pending", "count", len(keys)/2)
 	return nil
 }
 

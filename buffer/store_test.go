@@ -412,6 +412,89 @@ func TestRestartRebuildsEveryTarget(t *testing.T) {
 	}
 }
 
+// TestRestartForgetsIdleTargets: a restart forgets the targets with
+// nothing pending, no batch in flight and no gone mark, in memory and on
+// disk; a capture for such a URL makes its target again, and a dead
+// letter of a forgotten target is still there to replay.
+func TestRestartForgetsIdleTargets(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const done, dead, gone, flying, pending = "http://done.test/", "http://dead.test/", "http://gone.test/", "http://flying.test/", "http://pending.test/"
+	for _, u := range []string{done, dead, gone, flying, pending} {
+		put(t, s, u, `{"n":0}`)
+	}
+	doneID := statusOf(t, s, done).ID
+	b, err := s.Claim(doneID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ack(doneID, b.ID, NextClaim{}); err != nil {
+		t.Fatal(err)
+	}
+	deadID, letter := giveUpBatch(t, s, dead)
+	goneID := statusOf(t, s, gone).ID
+	if b, err = s.Claim(goneID, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DiscardGone(goneID, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	flyingID := statusOf(t, s, flying).ID
+	if _, err := s.Claim(flyingID, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	pendingID := statusOf(t, s, pending).ID
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir, Options{})
+	for _, id := range []TargetID{doneID, deadID} {
+		if _, err := s.Target(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("target %d after restart: err = %v, want ErrNotFound", id, err)
+		}
+	}
+	for _, id := range []TargetID{goneID, flyingID, pendingID} {
+		if _, err := s.Target(id); err != nil {
+			t.Errorf("target %d after restart: %v", id, err)
+		}
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, k := range [][]byte{targetKey(doneID), urlKey(done), targetKey(deadID), urlKey(dead)} {
+			if _, err := txn.Get(k); !errors.Is(err, badger.ErrKeyNotFound) {
+				t.Errorf("key %q after restart: err = %v, want it deleted", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The forgotten URLs take hooks again, under new targets.
+	put(t, s, done, `{"n":1}`)
+	again := statusOf(t, s, done)
+	if again.ID == doneID || again.Pending != 1 {
+		t.Errorf("%s captured again: id %d (was %d), %d pending; want a new id and 1 pending", done, again.ID, doneID, again.Pending)
+	}
+	dl, err := s.GetDeadLetter(letter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.TargetID != deadID || dl.Target != dead {
+		t.Errorf("dead letter of a forgotten target: target %d %s, want %d %s", dl.TargetID, dl.Target, deadID, dead)
+	}
+	if _, n, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{letter}}); err != nil || n != 1 {
+		t.Fatalf("replay: %d hooks, %v", n, err)
+	}
+	if st := statusOf(t, s, dead); st.Pending != 1 || st.ID == deadID {
+		t.Errorf("%s after replay: id %d, %d pending; want a new id and 1 pending", dead, st.ID, st.Pending)
+	}
+}
+
 // heavyHook is a hook whose headers outweigh its body, as an app that
 // sends a bearer token with every hook makes them: 512 of them pass the
 // ~1.2 MB Badger takes in one transaction here.
