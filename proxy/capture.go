@@ -357,6 +357,10 @@ func undeliverableURL(r *http.Request) string {
 		return "the request URL's scheme is not http or https"
 	case r.URL.Hostname() == "":
 		return "the request URL has no host"
+	case !validPort(r.URL.Port()):
+		// Stored, it would fail every delivery attempt and be
+		// dead-lettered minutes later, after the app got its 202.
+		return "the request URL's port is not a number from 1 to 65535"
 	case r.URL.User != nil:
 		// Stored, it would be kept at rest and listed with the target.
 		return "the request URL holds credentials (user:password@): send them in a header"
@@ -366,6 +370,16 @@ func undeliverableURL(r *http.Request) string {
 		return "the request URL holds a fragment (#)"
 	}
 	return ""
+}
+
+// validPort reports whether a URL's port (empty: the scheme's default)
+// can be dialled.
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // capture stores r as a hook and builds the answer to the app. When the

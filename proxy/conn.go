@@ -113,6 +113,75 @@ type idleState struct {
 	idle     time.Duration
 	set      *connSet
 	watch    closeWatch
+	heads    headBudget
+}
+
+// maxTunnelHead bounds what an app may send inside an intercepted tunnel
+// while no request is in progress: the head of the next request. It is
+// net/http's limit on the plain path (http.DefaultMaxHeaderBytes, plus
+// the 4 KiB it allows on top), with room for TLS records and what the
+// readers above read ahead of the head's end.
+const maxTunnelHead = http.DefaultMaxHeaderBytes + 64<<10
+
+// errTunnelHeadTooLarge ends an intercepted tunnel whose request head
+// passes maxTunnelHead.
+var errTunnelHeadTooLarge = fmt.Errorf("request head inside the tunnel is over %d bytes", maxTunnelHead)
+
+// headBudget counts the bytes an intercepted tunnel reads from the app
+// between requests. goproxy reads the requests inside a tunnel with
+// http.ReadRequest, which has no limit of its own (net/http's server
+// answers 431 on the plain path): a head that never ends would grow the
+// proxy's memory until it is killed. Bodies are not counted: a request
+// is in progress from its handler (requestStarted) to the end of
+// goproxy's work on it (requestEnded), its body's rest drained.
+type headBudget struct {
+	on   atomic.Bool  // an intercepted tunnel: the budget applies
+	head atomic.Bool  // between requests: reads are the next head
+	read atomic.Int64 // bytes read since the head began
+
+	mu  sync.Mutex
+	gen uint64 // requests started; requestEnded of an older one is stale
+}
+
+// limitHeads switches the budget on: the connection is an intercepted
+// tunnel, whose first head starts now.
+func (s *idleState) limitHeads() {
+	s.heads.read.Store(0)
+	s.heads.head.Store(true)
+	s.heads.on.Store(true)
+}
+
+// requestStarted marks a request's head as read; it returns the request's
+// number for requestEnded.
+func (s *idleState) requestStarted() uint64 {
+	s.heads.mu.Lock()
+	defer s.heads.mu.Unlock()
+	s.heads.gen++
+	s.heads.head.Store(false)
+	return s.heads.gen
+}
+
+// requestEnded starts the next head, unless a later request has started
+// meanwhile.
+func (s *idleState) requestEnded(gen uint64) {
+	s.heads.mu.Lock()
+	defer s.heads.mu.Unlock()
+	if s.heads.gen == gen {
+		s.heads.read.Store(0)
+		s.heads.head.Store(true)
+	}
+}
+
+// overHead reports whether the head being read is over its budget.
+func (s *idleState) overHead() bool {
+	return s.heads.on.Load() && s.heads.head.Load() && s.heads.read.Load() > maxTunnelHead
+}
+
+// countHead counts n bytes read.
+func (s *idleState) countHead(n int) {
+	if n > 0 && s.heads.on.Load() && s.heads.head.Load() {
+		s.heads.read.Add(int64(n))
+	}
 }
 
 // touch pushes the deadlines of a hijacked connection idle into the
@@ -346,7 +415,11 @@ func (c *tcpConn) watchClose(gone func()) (stop func()) {
 // only after a write keeps it to about one system call per request (two
 // in a tunnel) instead of two per read.
 func (c *tcpConn) Read(b []byte) (int, error) {
+	if c.overHead() {
+		return 0, errTunnelHeadTooLarge
+	}
 	if n, err, ok := c.watch.take(c.TCPConn, b); ok {
+		c.countHead(n)
 		return n, err
 	}
 	c.touch(c.TCPConn)
@@ -357,6 +430,7 @@ func (c *tcpConn) Read(b []byte) (int, error) {
 	if !c.quickack() && n > 0 && c.recheck.Swap(false) {
 		c.arm()
 	}
+	c.countHead(n)
 	return n, err
 }
 
@@ -456,11 +530,17 @@ func (c *otherConn) watchClose(gone func()) (stop func()) {
 
 // Read implements net.Conn.
 func (c *otherConn) Read(b []byte) (int, error) {
+	if c.overHead() {
+		return 0, errTunnelHeadTooLarge
+	}
 	if n, err, ok := c.watch.take(c.Conn, b); ok {
+		c.countHead(n)
 		return n, err
 	}
 	c.touch(c.Conn)
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	c.countHead(n)
+	return n, err
 }
 
 // Write implements net.Conn.

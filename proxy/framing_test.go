@@ -188,6 +188,50 @@ func TestOptionsForAServer(t *testing.T) {
 	}
 }
 
+// TestMaxForwards: a TRACE or OPTIONS with Max-Forwards: 0 is answered
+// by the proxy as the final recipient, not forwarded (RFC 9110 7.6.2);
+// with a larger value it goes on less one. A TRACE's echo leaves out the
+// fields that carry credentials.
+func TestMaxForwards(t *testing.T) {
+	got := make(chan *http.Request, 4)
+	up := newRawHTTPServer(t, func(c net.Conn, req *http.Request) {
+		got <- req
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nupstream")
+	})
+	tp := startProxy(t, Options{Store: &fakeStore{}})
+	addr := up.Addr().String()
+	c := dialRaw(t, tp.Addr)
+
+	resp, body := c.send(t, http.MethodTrace, "TRACE http://"+addr+"/t HTTP/1.1\r\nHost: "+addr+"\r\n"+
+		"Max-Forwards: 0\r\nAuthorization: Bearer secret\r\nX-Probe: 1\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "message/http" ||
+		!strings.HasPrefix(string(body), "TRACE http://"+addr+"/t HTTP/1.1\r\n") || !strings.Contains(string(body), "X-Probe: 1\r\n") {
+		t.Errorf("TRACE with Max-Forwards: 0: %d %v %q, want 200 message/http echoing the request", resp.StatusCode, resp.Header, body)
+	}
+	if strings.Contains(string(body), "secret") {
+		t.Errorf("the TRACE echo holds the Authorization header: %q", body)
+	}
+	resp, body = c.send(t, http.MethodOptions, "OPTIONS http://"+addr+"/o HTTP/1.1\r\nHost: "+addr+"\r\nMax-Forwards: 0\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || string(body) == "upstream" {
+		t.Errorf("OPTIONS with Max-Forwards: 0: %d %q, want the proxy's own 200", resp.StatusCode, body)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("a request with Max-Forwards: 0 was forwarded: %s %s", r.Method, r.RequestURI)
+	default:
+	}
+
+	for _, m := range []string{http.MethodTrace, http.MethodOptions} {
+		resp, body = c.send(t, m, m+" http://"+addr+"/f HTTP/1.1\r\nHost: "+addr+"\r\nMax-Forwards: 3\r\n\r\n")
+		if string(body) != "upstream" {
+			t.Fatalf("%s with Max-Forwards: 3: %d %q, want the upstream's answer", m, resp.StatusCode, body)
+		}
+		if r := recv(t, got, "the forwarded "+m); r.Header.Get("Max-Forwards") != "2" {
+			t.Errorf("%s went on with Max-Forwards %q, want 2", m, r.Header.Get("Max-Forwards"))
+		}
+	}
+}
+
 // TestGoproxyMessagesHoldNoSecrets: goproxy logs a whole URL when it
 // cannot parse one inside a tunnel (here for a bad port in Host), and a
 // whole header line when net/http refuses it (a control byte in a value,
@@ -238,5 +282,72 @@ func TestForwardedHookFailureKeepsConnection(t *testing.T) {
 	assertJSONError(t, resp, body, http.StatusBadGateway)
 	if !resp.Close {
 		t.Errorf("the 502 of a pass-through request with a body keeps the app's connection")
+	}
+}
+
+// TestTunnelRequestHeadIsBounded: goproxy reads the requests inside an
+// intercepted tunnel with http.ReadRequest, which has no limit of its
+// own; a head that never ends grew the proxy's memory without bound (the
+// plain path answers 431 past 1 MiB). The tunnel now ends once a head
+// passes about 1 MiB, while bodies, however large, and the requests that
+// follow them are not counted against it.
+func TestTunnelRequestHeadIsBounded(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Path)
+	}, true)
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+	u, _ := url.Parse(rc.URL)
+
+	// A 3 MiB body, pipelined with the requests after it: none is a head.
+	c := intercepted(t, tp, ca, u.Host)
+	big := strings.Repeat("b", 3<<20)
+	go func() {
+		_, _ = io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: "+u.Host+"\r\nContent-Type: text/plain\r\n"+
+			"Content-Length: "+strconv.Itoa(len(big))+"\r\n\r\n"+big+
+			"POST /chunked HTTP/1.1\r\nHost: "+u.Host+"\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"+
+			strconv.FormatInt(int64(len(big)), 16)+"\r\n"+big+"\r\n0\r\n\r\n"+
+			"GET /after HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n")
+	}()
+	for _, path := range []string{"/upload", "/chunked", "/after"} {
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatalf("response to %s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || string(body) != path {
+			t.Fatalf("response to %s: %d %q %v, want 200 and the path", path, resp.StatusCode, body, err)
+		}
+	}
+	seen := len(rc.requests())
+
+	// A head that never ends.
+	c = intercepted(t, tp, ca, u.Host)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: "+u.Host+"\r\nX-Big: ")
+		chunk := strings.Repeat("a", 64<<10)
+		for range 64 { // 4 MiB
+			if _, err := io.WriteString(c, chunk); err != nil {
+				return
+			}
+		}
+	}()
+	rest, err := io.ReadAll(c.br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the tunnel stayed open while the app sent a head of several MiB")
+	}
+	if len(rest) > 0 {
+		t.Errorf("the tunnel answered a head of several MiB: %q", rest[:min(len(rest), 200)])
+	}
+	_ = c.Close()
+	recv(t, wrote, "the writer to end")
+	if n := len(rc.requests()); n != seen {
+		t.Errorf("the receiver got %d more requests, want none", n-seen)
+	}
+	if !strings.Contains(tp.logs.String(), "request head inside the tunnel is over") {
+		t.Errorf("the log does not say why the tunnel ended:\n%s", tp.logs.String())
 	}
 }

@@ -29,6 +29,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -38,8 +39,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -526,9 +529,16 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 		return p.route(r, start)
 	}
 
-	// A request read inside an intercepted tunnel. Shutdown waits for it
-	// until its response is written; a response made once Shutdown has
-	// begun also ends the tunnel.
+	// A request read inside an intercepted tunnel. Its head is read:
+	// what the app sends from here to the end of goproxy's work on it
+	// (which cancels the request's context) is its body, not counted
+	// against the next head's budget.
+	if tun.heads != nil {
+		gen := tun.heads.requestStarted()
+		context.AfterFunc(r.Context(), func() { tun.heads.requestEnded(gen) })
+	}
+	// Shutdown waits for it until its response is written; a response
+	// made once Shutdown has begun also ends the tunnel.
 	p.active.start()
 	st := &reqState{active: &p.active, app: tun.app}
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
@@ -580,6 +590,9 @@ func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Re
 	if capture {
 		return p.capture(r, start)
 	}
+	if resp := maxForwards(r); resp != nil {
+		return r, resp
+	}
 	if r.Method == http.MethodOptions && r.URL.Path == "" && r.URL.RawQuery == "" && r.URL.Opaque == "" {
 		// An OPTIONS for a server as a whole (RFC 9112 3.2.4): it goes
 		// on as "OPTIONS *", not "OPTIONS /".
@@ -599,6 +612,43 @@ func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Re
 	return r, nil
 }
 
+// maxForwards applies Max-Forwards to a TRACE or OPTIONS request
+// (RFC 9110 7.6.2): at 0 the proxy is the final recipient and answers
+// itself, which resp is; otherwise the value goes on less one.
+func maxForwards(r *http.Request) (resp *http.Response) {
+	if r.Method != http.MethodTrace && r.Method != http.MethodOptions {
+		return nil
+	}
+	v, ok := r.Header["Max-Forwards"]
+	if !ok || len(v) != 1 {
+		return nil
+	}
+	n, err := strconv.ParseUint(textproto.TrimString(v[0]), 10, 63)
+	if err != nil {
+		return nil // not a count: passed on as it came
+	}
+	if n > 0 {
+		r.Header.Set("Max-Forwards", strconv.FormatUint(n-1, 10))
+		return nil
+	}
+	if r.Method == http.MethodOptions {
+		resp = jsonResponse(r, http.StatusOK, nil)
+		resp.Header.Del("Content-Type")
+		return resp
+	}
+	// TRACE echoes the request it got, without the fields that carry
+	// credentials (RFC 9110 9.3.8).
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s %s\r\nHost: %s\r\n", r.Method, r.RequestURI, r.Proto, r.Host)
+	_ = r.Header.WriteSubset(&b, map[string]bool{
+		"Authorization": true, "Proxy-Authorization": true, "Cookie": true,
+	})
+	b.WriteString("\r\n")
+	resp = jsonResponse(r, http.StatusOK, b.Bytes())
+	resp.Header.Set("Content-Type", "message/http")
+	return resp
+}
+
 // tunnel accepts a CONNECT and relays bytes unchanged.
 var tunnel = &goproxy.ConnectAction{Action: goproxy.ConnectAccept}
 
@@ -612,6 +662,9 @@ func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectA
 	if p.mitm != nil && p.mitmHosts.match(ctx.Req.URL.Hostname()) {
 		tun := newMITMTunnel(ctx.Req.URL)
 		tun.app, _ = ctx.Req.Context().Value(connKey{}).(watcher)
+		if tun.heads, _ = ctx.Req.Context().Value(connKey{}).(headLimiter); tun.heads != nil {
+			tun.heads.limitHeads()
+		}
 		ctx.UserData = tun
 		return p.mitm, host
 	}
@@ -661,9 +714,18 @@ func (p *Proxy) mitmTLSConfig(host string, ctx *goproxy.ProxyCtx) (*tls.Config, 
 // mitmTunnel is the ctx.UserData of an intercepted CONNECT, which every
 // request read inside the tunnel inherits.
 type mitmTunnel struct {
-	host string  // normalized host name of the CONNECT
-	port string  // its port; "443" when the CONNECT named none
-	app  watcher // the app's connection; nil when Serve did not accept it
+	host  string      // normalized host name of the CONNECT
+	port  string      // its port; "443" when the CONNECT named none
+	app   watcher     // the app's connection; nil when Serve did not accept it
+	heads headLimiter // the same, bounding request heads; nil likewise
+}
+
+// headLimiter is an accepted connection that bounds the request heads
+// read from it once it is an intercepted tunnel (see headBudget).
+type headLimiter interface {
+	limitHeads()
+	requestStarted() uint64
+	requestEnded(gen uint64)
 }
 
 func newMITMTunnel(u *url.URL) *mitmTunnel {

@@ -530,7 +530,7 @@ func TestBodyLimitAnswersBeforeBody(t *testing.T) {
 
 // TestRefusedRequests: a request that is not a proxy request, and a hook
 // whose absolute URL could never be delivered as it is (no host, another
-// scheme, credentials in it, a fragment), get a 400 that says why,
+// scheme, credentials in it, a fragment, a port no one can listen on), get a 400 that says why,
 // nothing is stored, and the connection stays good.
 func TestRefusedRequests(t *testing.T) {
 	for _, tt := range []struct{ name, requestLine, says string }{
@@ -539,6 +539,8 @@ func TestRefusedRequests(t *testing.T) {
 		{"hook to another scheme", "POST ftp://receiver.example/t0?token=SECRETQ HTTP/1.1", "not http or https"},
 		{"hook with credentials", "POST http://user:s3cretpw@receiver.example/t0 HTTP/1.1", "credentials"},
 		{"hook with a fragment", "POST http://receiver.example/t0#SECRETQ HTTP/1.1", "fragment"},
+		{"hook to port 0", "POST http://receiver.example:0/t0?token=SECRETQ HTTP/1.1", "port"},
+		{"hook to a port past 65535", "POST http://receiver.example:99999/t0?token=SECRETQ HTTP/1.1", "port"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &fakeStore{}
