@@ -480,6 +480,33 @@ func TestMITMMalformedHostIs400(t *testing.T) {
 	}
 }
 
+// TestMITMRefusesWhatItCannotRelay: inside an intercepted tunnel a
+// CONNECT gets 400 and a request of another HTTP version 505, each with
+// Connection: close, as on the plain path; goproxy passed both on, the
+// CONNECT as "CONNECT //host:port" and HTTP/3.0 as HTTP/1.1.
+func TestMITMRefusesWhatItCannotRelay(t *testing.T) {
+	ca := newCA(t)
+	upstream := &recordingTransport{}
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, Transport: upstream})
+	for _, tt := range []struct {
+		method, request string
+		status          int
+	}{
+		{http.MethodConnect, "CONNECT hooks.example:443 HTTP/1.1\r\nHost: hooks.example:443\r\n\r\n", http.StatusBadRequest},
+		{http.MethodGet, "GET /t HTTP/3.0\r\nHost: hooks.example\r\n\r\n", http.StatusHTTPVersionNotSupported},
+	} {
+		c := intercepted(t, tp, ca, "hooks.example:443")
+		resp, body := c.send(t, tt.method, tt.request)
+		assertJSONError(t, resp, body, tt.status)
+		if !resp.Close {
+			t.Errorf("%s: the answer keeps the tunnel open", tt.request)
+		}
+	}
+	if upstream.count() != 0 {
+		t.Errorf("upstream got %d requests, want none", upstream.count())
+	}
+}
+
 // TestMITMOptionsAsterisk: "OPTIONS *" (a request for the server as a
 // whole, RFC 9112 3.2.4) inside an intercepted tunnel is passed through
 // as "OPTIONS *", as it is on the plain path; goproxy glues the "*" onto

@@ -550,6 +550,16 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 		r.URL = &url.URL{Scheme: r.URL.Scheme, Host: r.Host}
 	}
 	switch {
+	case r.ProtoMajor != 1:
+		// net/http's server answers 505 on the plain path; goproxy would
+		// pass the request on as HTTP/1.1.
+		p.log.Warn("request refused: unsupported HTTP version", "tunnel", tun.host, "proto", r.Proto, "status", http.StatusHTTPVersionNotSupported)
+		resp = closing(jsonErrorResponse(r, http.StatusHTTPVersionNotSupported, "HTTP version "+r.Proto+" is not supported: use HTTP/1.1"))
+	case r.Method == http.MethodConnect:
+		// goproxy would send it upstream as "CONNECT //host:port"; what
+		// the app sends after it would be tunnel bytes, not requests.
+		p.log.Warn("request refused: CONNECT inside a tunnel", "tunnel", tun.host, "status", http.StatusBadRequest)
+		resp = closing(jsonErrorResponse(r, http.StatusBadRequest, "CONNECT inside a tunnel is not supported"))
 	case !httpguts.ValidHostHeader(r.Host):
 		// goproxy builds the URL of a request inside a tunnel from its
 		// Host header, which net/http's server checks on the plain path
