@@ -125,6 +125,13 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// storeReserve is the free space captures leave on the data directory's
+// file system: past it a capture is a store error (HOOKPROXY_ON_STORE_ERROR)
+// rather than a write that crashes the process on a full disk (see
+// buffer.Options.MinFreeBytes). It holds a few of Badger's sparse 16 MiB
+// memtable logs and the tables their flushes write.
+const storeReserve = 64 << 20
+
 // serve runs hookproxy until ctx is done, then shuts down in order: stop
 // intake (in-flight captures finish), stop the scheduler, send every
 // pending batch within the drain timeout, close the store. What is not
@@ -133,6 +140,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	store, err := buffer.Open(buffer.Options{
 		Dir:             cfg.DataDir,
 		MaxPendingBytes: int64(cfg.MaxPendingBytes),
+		MinFreeBytes:    storeReserve,
 		Logger:          log.With("component", "buffer"),
 	})
 	if err != nil {

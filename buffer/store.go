@@ -39,6 +39,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MinFreeBytes is the free space the file system of Dir must keep:
+	// below it, Put refuses hooks with ErrDiskFull (and Check reports
+	// it) instead of writing. Badger writes through memory-mapped files
+	// that it creates sparse, so on a full disk a write does not fail:
+	// the kernel kills the process with SIGBUS, and a restart on the
+	// still-full disk dies the same way. Refusing captures early leaves
+	// room for the sender's acknowledgements and Badger's flushes, which
+	// give the space back. Zero: no check.
+	MinFreeBytes int64
+	// FreeBytes reports the free space of the file system of dir (for
+	// tests); nil means statfs.
+	FreeBytes func(dir string) (int64, error)
 }
 
 // Group commit bounds: one Badger transaction holds at most this many
@@ -601,6 +613,15 @@ func (s *Store) takeGroup() []*putRequest {
 // sequences are committed in increasing order: a claim that sees a hook
 // has already seen every hook before it.
 func (s *Store) commitGroup(group []*putRequest) {
+	if err := s.checkFree(); err != nil {
+		s.mu.Lock()
+		s.commitErr = err
+		s.mu.Unlock()
+		for _, r := range group {
+			r.done <- err
+		}
+		return
+	}
 	// Quota: admit in arrival order while the pending bytes allow.
 	admitted := group
 	if max := s.opts.MaxPendingBytes; max > 0 {
@@ -651,6 +672,29 @@ func (s *Store) commitGroup(group []*putRequest) {
 			notify(st)
 		}
 	}
+}
+
+// checkFree returns ErrDiskFull when the data directory's file system
+// has less than Options.MinFreeBytes free. An error reading the free
+// space is logged and lets the write go ahead: the check guards against
+// a crash, it must not itself stop captures.
+func (s *Store) checkFree() error {
+	if s.opts.MinFreeBytes <= 0 || s.opts.InMemory {
+		return nil
+	}
+	free := s.opts.FreeBytes
+	if free == nil {
+		free = freeBytes
+	}
+	n, err := free(s.opts.Dir)
+	if err != nil {
+		s.log.Debug("free space", "error", err)
+		return nil
+	}
+	if n < s.opts.MinFreeBytes {
+		return fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, n, s.opts.Dir, s.opts.MinFreeBytes)
+	}
+	return nil
 }
 
 // writeGroup commits the requests' hooks and, once committed, counts them
@@ -1297,9 +1341,22 @@ func (s *Store) Check() error {
 	}
 	defer s.closeMu.RUnlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.commitErr != nil {
-		return fmt.Errorf("last commit failed: %w", s.commitErr)
+	err := s.commitErr
+	s.mu.Unlock()
+	if errors.Is(err, ErrDiskFull) {
+		// Deliveries or an operator may have freed space since the last
+		// capture was refused, and no capture may come to say so (an app
+		// that sees the sidecar unready sends none): the disk decides.
+		if err = s.checkFree(); err == nil {
+			s.mu.Lock()
+			if errors.Is(s.commitErr, ErrDiskFull) {
+				s.commitErr = nil
+			}
+			s.mu.Unlock()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("last commit failed: %w", err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -644,6 +645,60 @@ func TestQuota(t *testing.T) {
 	if got := s.Stats().PendingBytes; got != 7 {
 		t.Fatalf("pending bytes = %d, want 7", got)
 	}
+}
+
+// TestDiskFullRefusesCaptures: a capture is refused with ErrDiskFull,
+// and the store reported unhealthy, while the file system
+// has less than MinFreeBytes free, rather than written into a full disk
+// (where Badger's memory-mapped write kills the process with SIGBUS);
+// and that both recover once space is back.
+func TestDiskFullRefusesCaptures(t *testing.T) {
+	var free atomic.Int64
+	free.Store(100 << 20)
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{
+		MinFreeBytes: 64 << 20,
+		FreeBytes: func(d string) (int64, error) {
+			if d != dir {
+				t.Errorf("free space asked of %q, want the data directory %q", d, dir)
+			}
+			return free.Load(), nil
+		},
+	})
+	const url = "http://a.test/"
+	put(t, s, url, `{"n":0}`)
+
+	free.Store(10 << 20)
+	err := s.Put(context.Background(), &Hook{Target: url, Body: []byte(`{"n":1}`)})
+	if !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("put on a nearly full disk: err = %v, want ErrDiskFull", err)
+	}
+	if errors.Is(err, ErrQuota) {
+		t.Fatalf("put on a nearly full disk: err = %v is ErrQuota (a 507), want a store error", err)
+	}
+	if err := s.Check(); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("check on a nearly full disk = %v, want ErrDiskFull", err)
+	}
+	if got, want := s.Stats().PendingHooks, 1; got != want {
+		t.Fatalf("pending hooks = %d, want %d (the refused hook is not kept)", got, want)
+	}
+	// The sender's writes go on: they give the space back.
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatalf("claim on a nearly full disk: %v", err)
+	}
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
+		t.Fatalf("ack on a nearly full disk: %v", err)
+	}
+
+	// Space comes back: the store is healthy again before any capture
+	// comes to say so, and captures are taken.
+	free.Store(100 << 20)
+	if err := s.Check(); err != nil {
+		t.Fatalf("check once space is back = %v, want nil", err)
+	}
+	put(t, s, url, `{"n":2}`)
 }
 
 func TestDeadLettersGiveUpReplayPurge(t *testing.T) {

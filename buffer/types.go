@@ -144,4 +144,7 @@ var (
 	// ErrQuota is returned by Put when accepting the hook would exceed the
 	// configured pending-bytes limit.
 	ErrQuota = errors.New("pending bytes quota exceeded")
+	// ErrDiskFull is returned by Put when the data directory's file
+	// system has less free space than Options.MinFreeBytes.
+	ErrDiskFull = errors.New("disk nearly full")
 )
