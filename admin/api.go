@@ -552,6 +552,13 @@ func credentialHeader(k string) bool {
 }
 
 func (s *Server) getDeadLetter(w http.ResponseWriter, r *http.Request) {
+	if r.PathValue("id") == "replay" {
+		// The route of POST /api/dead-letters/replay, not a dead letter
+		// (whose ids are batch ids).
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
 	d, err := s.store.GetDeadLetter(r.PathValue("id"))
 	if err != nil {
 		s.storeError(w, r, err)
@@ -605,6 +612,11 @@ func selector(r *http.Request) (Selector, error) {
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(&sel); err != nil {
 				return sel, fmt.Errorf("selector body: %w", err)
+			}
+			// One selector: a second object, or anything after the first,
+			// would otherwise be dropped unread.
+			if _, err := dec.Token(); err != io.EOF {
+				return sel, errors.New("selector body: data after the JSON object")
 			}
 		}
 	}

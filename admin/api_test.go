@@ -383,6 +383,17 @@ func TestSelectorsAreExplicit(t *testing.T) {
 			t.Errorf("%s %s%s %+v = %d %+v, want 400 with a message", tt.method, path, tt.query, tt.body, code, eb)
 		}
 	}
+	// One selector a body: what follows it is refused, not dropped.
+	for _, body := range []string{`{"ids":["X"]}{"all":true}`, `{"all":true} x`} {
+		resp, err := http.Post(url+"/api/dead-letters/replay", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Errorf("replay with the body %s = %d, want 400", body, resp.StatusCode)
+		}
+	}
 	if ds, _ := st.ListDeadLetters(buffer.DeadLetterFilter{}, false); len(ds) != 1 {
 		t.Fatalf("a refused selection changed the dead letters: %d left", len(ds))
 	}
@@ -495,7 +506,7 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"GET", "/metrics", 404}, // no Metrics given
 		{"GET", "/ca.pem", 404},
 		{"PUT", "/api/targets", 405},
-		{"GET", "/api/dead-letters/replay", 404}, // an id, not the action
+		{"GET", "/api/dead-letters/replay", 405}, // the action's route, not an id
 	} {
 		var eb ErrorBody
 		if code := admintest.Call(t, tt.method, url+tt.path, "", nil, &eb); code != tt.want || eb.Message == "" {
