@@ -21,6 +21,18 @@ import (
 // bound keeps a chatty receiver from costing more than that.
 const maxDrainBody = 64 << 10
 
+// closeBody reads what is left of resp's body, up to maxDrainBody, and
+// closes it. The body of a 101 Switching Protocols is the connection
+// itself, handed over by net/http: the request's context (the send
+// timeout) no longer bounds a read of it, so it is closed unread, which
+// closes the connection.
+func closeBody(resp *http.Response) {
+	if _, hijacked := resp.Body.(io.Writer); !hijacked {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
+	}
+	_ = resp.Body.Close()
+}
+
 // deliver takes one turn at a target: it claims the target's batch (the
 // one in flight, or a new one), makes one attempt, and records the
 // outcome in the store. In drain mode the batch's retry time is ignored.
@@ -245,8 +257,7 @@ func (s *Sender) send(ctx context.Context, b *buffer.Batch, now time.Time) (resp
 		}
 		return response{}, err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
-	_ = resp.Body.Close()
+	closeBody(resp)
 	r := response{status: resp.StatusCode, header: resp.Header}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		if loc, err := resp.Location(); err == nil && loc.Host != "" {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -29,7 +28,9 @@ var goneWebhookWaits = []time.Duration{time.Second, 5 * time.Second, 30 * time.S
 // notifyGone POSTs n to the gone webhook, trying again after each of
 // s.goneWaits (on the sender's clock) until a 2xx, a permanent answer,
 // ctx's end (which also bounds each POST) or the closing of waits: a try
-// still to wait for when shutdown begins is dropped.
+// still to wait for when shutdown begins is dropped. At most Concurrency
+// POSTs of gone webhooks are in progress at once; the others wait for
+// their turn (within ctx).
 func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNotice) {
 	if s.goneWebhook == "" {
 		return
@@ -42,7 +43,15 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 	host := targetHost(n.Target)
 	id := buffer.NewRandomID(s.clock.Now()) // the same on every attempt
 	for attempt := 1; ; attempt++ {
+		if !s.takeGoneSlot(ctx) {
+			s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
+			if s.onGoneNotified != nil {
+				s.onGoneNotified(errShutdown)
+			}
+			return
+		}
 		status, err := s.postGone(ctx, id, body)
+		<-s.goneSlots
 		out, _ := classify(status, err)
 		if out == outcomeDelivered {
 			s.log.Info("gone webhook sent", "target", host, "hooks", len(n.HookIDs), "attempt", attempt, "status", status)
@@ -75,6 +84,25 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 			s.onGoneNotified(errShutdown)
 		}
 		return
+	}
+}
+
+// takeGoneSlot waits for one of s.goneSlots, which the caller gives back
+// after its POST; false when ctx ended first.
+func (s *Sender) takeGoneSlot(ctx context.Context) bool {
+	select {
+	case s.goneSlots <- struct{}{}:
+		return true
+	default:
+	}
+	if s.onGoneQueued != nil {
+		s.onGoneQueued()
+	}
+	select {
+	case s.goneSlots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -112,7 +140,6 @@ func (s *Sender) postGone(ctx context.Context, id string, body []byte) (int, err
 	if err != nil {
 		return 0, err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBody))
-	_ = resp.Body.Close()
+	closeBody(resp)
 	return resp.StatusCode, nil
 }

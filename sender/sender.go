@@ -170,7 +170,8 @@ type Options struct {
 
 	// SendTimeout bounds one attempt, response included. Zero: 15s.
 	SendTimeout time.Duration
-	// Concurrency is how many targets are sent to at once. Zero: 16.
+	// Concurrency is how many targets are sent to at once, and how many
+	// gone webhook POSTs are in progress at once. Zero: 16.
 	Concurrency int
 	// Client sends the requests. Nil: a client of the sender's own, on
 	// Transport, with the redirect policy FollowRedirects says. A client
@@ -276,6 +277,10 @@ type Sender struct {
 
 	goneWebhook string
 	goneWaits   []time.Duration // between gone webhook attempts
+	// goneSlots bounds the gone webhook POSTs in progress, as workers
+	// bounds deliveries: a burst of 410s must not fire as many requests
+	// at the app at once.
+	goneSlots chan struct{}
 
 	onAttempt   func(string, int, time.Duration, int)
 	onDelivered func(int)
@@ -283,6 +288,9 @@ type Sender struct {
 	// onGoneNotified, when set (by tests), is called when a gone webhook
 	// was sent (nil) or given up on.
 	onGoneNotified func(error)
+	// onGoneQueued, when set (by tests), is called when a gone webhook
+	// POST waits for one of goneSlots.
+	onGoneQueued func()
 
 	// gate is held by Run or Drain, so they never send at the same time.
 	gate chan struct{}
@@ -419,6 +427,7 @@ func New(opts Options) (*Sender, error) {
 		rand:        rand.Float64,
 		goneWebhook: opts.GoneWebhook,
 		goneWaits:   goneWebhookWaits,
+		goneSlots:   make(chan struct{}, orDefault(opts.Concurrency, DefaultConcurrency)),
 		onAttempt:   opts.OnAttempt,
 		onDelivered: opts.OnDelivered,
 		onGivenUp:   opts.OnGivenUp,
@@ -481,8 +490,16 @@ func NewTransport(workers int, tlsConfig *tls.Config, guard *egress.Guard) *http
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// net/http's default is 10 MiB per response: a receiver sending
+		// that much header to each of the workers would hold hundreds of
+		// MB. A larger header fails the attempt (a retryable error).
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 	}
 }
+
+// maxResponseHeaderBytes bounds the header of a receiver's answer
+// (informational responses included) in the sender's own transport.
+const maxResponseHeaderBytes = 64 << 10
 
 // redirectPolicy is the sender's http.Client.CheckRedirect. Not
 // following, a 3xx is the attempt's answer. Following, a hop is refused
