@@ -351,3 +351,38 @@ func TestTunnelRequestHeadIsBounded(t *testing.T) {
 		t.Errorf("the log does not say why the tunnel ended:\n%s", tp.logs.String())
 	}
 }
+
+// TestMITMWebSocketPastTheHeadBound: a websocket inside an intercepted
+// tunnel carries far more than a request head's bound from the app: its
+// frames are the upgrade request's body as far as the bound goes, and do
+// not end the tunnel.
+func TestMITMWebSocketPastTheHeadBound(t *testing.T) {
+	const sent = 3 << 20
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+		n, _ := io.CopyN(io.Discard, brw, sent)
+		_, _ = io.WriteString(c, strconv.FormatInt(n, 10))
+	}, true)
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+	u, _ := url.Parse(rc.URL)
+	c := intercepted(t, tp, ca, u.Host)
+	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade inside the tunnel: %v %v", resp, err)
+	}
+	go func() { _, _ = io.WriteString(c, strings.Repeat("f", sent)) }()
+	got, err := io.ReadAll(io.LimitReader(c.br, 16))
+	if string(got) != strconv.Itoa(sent) {
+		t.Fatalf("the receiver answered %q (%v) after the app sent %d bytes on the websocket, want %d", got, err, sent, sent)
+	}
+}
+
