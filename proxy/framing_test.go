@@ -385,4 +385,3 @@ func TestMITMWebSocketPastTheHeadBound(t *testing.T) {
 		t.Fatalf("the receiver answered %q (%v) after the app sent %d bytes on the websocket, want %d", got, err, sent, sent)
 	}
 }
-
