@@ -132,7 +132,10 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 			st.kind = settleGone
 		}
 	}
-	return s.settle(id, b, host, st)
+	r := s.settle(id, b, host, st)
+	r.attempted = true
+	r.slow = d >= s.timeout/2 || errors.Is(err, context.DeadlineExceeded)
+	return r
 }
 
 // settleKind is what the store is to record of an attempt.

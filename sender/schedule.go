@@ -20,6 +20,9 @@ type target struct {
 	busy    bool // a worker is sending its batch
 	held    bool // set aside by Drain after a failed attempt
 	gone    bool // marked gone: its hooks are dead-lettered, not sent
+	// slow is set when its last attempt took half the send timeout or
+	// more: it waits in Sender.slow, not Sender.queue.
+	slow bool
 	// extra is set only while a batch is in flight, the target is held
 	// back or it owes the store an outcome, so that the many targets that
 	// only wait do not pay for it.
@@ -136,9 +139,10 @@ func (s *Sender) rescheduleLocked(t *target) bool {
 	}
 	now := s.clock.Now()
 	due, ok := dueTime(t.schedState(), s.pol, now)
+	q := s.heapOf(t)
 	if !ok {
 		if t.index >= 0 {
-			heap.Remove(&s.queue, t.index)
+			heap.Remove(q, t.index)
 		}
 		delete(s.targets, t.id)
 		delete(s.stuck, t)
@@ -146,7 +150,7 @@ func (s *Sender) rescheduleLocked(t *target) bool {
 	}
 	if t.index < 0 {
 		t.due = due
-		heap.Push(&s.queue, t)
+		heap.Push(q, t)
 	} else {
 		// A target already due keeps its place (and its overdue time)
 		// when new hooks arrive.
@@ -154,7 +158,7 @@ func (s *Sender) rescheduleLocked(t *target) bool {
 			due = t.due
 		}
 		t.due = due
-		heap.Fix(&s.queue, t.index)
+		heap.Fix(q, t.index)
 	}
 	return t.index == 0 && (s.armed.IsZero() || t.due.Before(s.armed))
 }
@@ -191,6 +195,10 @@ type result struct {
 	// owed, with resultStoreError, is the attempt's outcome that the
 	// store failed to record.
 	owed *settlement
+	// attempted is set when the turn sent the batch and the receiver
+	// answered or failed (not shutdown); slow then says whether that took
+	// half the send timeout or more.
+	attempted, slow bool
 }
 
 // settleLocked applies a worker's result to t, which the worker just
@@ -209,6 +217,9 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 	} else if r.kind != resultAborted {
 		t.setOwed(nil)
 		delete(s.stuck, t)
+	}
+	if r.attempted {
+		t.slow = r.slow
 	}
 	switch r.kind {
 	case resultFinished:
@@ -249,6 +260,53 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 		return
 	}
 	s.rescheduleLocked(t)
+}
+
+// heapOf is the heap t waits in. t.slow changes only while t is busy,
+// out of both.
+func (s *Sender) heapOf(t *target) *dueHeap {
+	if t.slow {
+		return &s.slow
+	}
+	return &s.queue
+}
+
+// farFuture is a time every target is due by: Drain's now.
+var farFuture = time.Unix(1<<62, 0)
+
+// popDueLocked removes and returns the target due earliest, if one is due
+// at now and may be sent: a slow one only while fewer than slowCap slow
+// targets are being sent to. It returns nil otherwise. Called with s.mu
+// held.
+func (s *Sender) popDueLocked(now time.Time) *target {
+	q := s.pickLocked()
+	if q == nil || (*q)[0].due.After(now) {
+		return nil
+	}
+	return q.popTarget()
+}
+
+// nextDueLocked is when the next target may be sent (zero: none waits
+// that can be). Called with s.mu held.
+func (s *Sender) nextDueLocked() time.Time {
+	if q := s.pickLocked(); q != nil {
+		return (*q)[0].due
+	}
+	return time.Time{}
+}
+
+// pickLocked returns the heap whose first target is to be sent next, or
+// nil: the slow heap is passed over while slowCap slow targets are being
+// sent to, and loses ties. Called with s.mu held.
+func (s *Sender) pickLocked() *dueHeap {
+	var q *dueHeap
+	if len(s.queue) > 0 {
+		q = &s.queue
+	}
+	if len(s.slow) > 0 && s.slowBusy < s.slowCap && (q == nil || s.slow[0].due.Before(s.queue[0].due)) {
+		q = &s.slow
+	}
+	return q
 }
 
 // dueHeap orders targets by due time (then id, for a stable order).

@@ -300,10 +300,16 @@ type Sender struct {
 	mu      sync.Mutex
 	targets map[buffer.TargetID]*target
 	queue   dueHeap
-	busy    int       // batches being sent
-	armed   time.Time // deadline of the loop's timer (zero: none)
-	held    []*target // set aside by the running Drain
-	epoch   uint64    // counts wake-ups asked for (tests settle on it)
+	// slow holds the slow targets (see target.slow) apart from queue; at
+	// most slowCap of them are sent to at once, so that receivers that
+	// hang never take every worker.
+	slow     dueHeap
+	slowCap  int
+	busy     int       // batches being sent
+	slowBusy int       // of which to slow targets
+	armed    time.Time // deadline of the loop's timer (zero: none)
+	held     []*target // set aside by the running Drain
+	epoch    uint64    // counts wake-ups asked for (tests settle on it)
 	// stuck holds the targets whose last turn ended in a store error,
 	// with when each was first due, for OldestDue.
 	stuck map[*target]time.Time
@@ -420,6 +426,7 @@ func New(opts Options) (*Sender, error) {
 		discard:     opts.OnGiveUp == GiveUpDiscard,
 		timeout:     orDefault(opts.SendTimeout, DefaultSendTimeout),
 		workers:     orDefault(opts.Concurrency, DefaultConcurrency),
+		slowCap:     max(1, orDefault(opts.Concurrency, DefaultConcurrency)/2),
 		client:      opts.Client,
 		userAgent:   orDefault(opts.UserAgent, DefaultUserAgent),
 		log:         opts.Logger,
@@ -567,8 +574,10 @@ func (s *Sender) OldestDue(now time.Time) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var d time.Duration
-	if len(s.queue) > 0 {
-		d = now.Sub(s.queue[0].due)
+	for _, q := range []dueHeap{s.queue, s.slow} {
+		if len(q) > 0 {
+			d = max(d, now.Sub(q[0].due))
+		}
 	}
 	for _, since := range s.stuck {
 		d = max(d, now.Sub(since))
@@ -619,15 +628,19 @@ func (s *Sender) Run(ctx, attempts context.Context) error {
 		s.mu.Lock()
 		now := s.clock.Now()
 		epoch := s.epoch
-		for s.busy < s.workers && len(s.queue) > 0 && !s.queue[0].due.After(now) {
-			s.startLocked(sendCtx, ctx.Done(), &wg, s.queue.popTarget(), false)
+		for s.busy < s.workers {
+			t := s.popDueLocked(now)
+			if t == nil {
+				break
+			}
+			s.startLocked(sendCtx, ctx.Done(), &wg, t, false)
 		}
 		var next time.Time
-		if s.busy < s.workers && len(s.queue) > 0 {
-			next = s.queue[0].due
+		if s.busy < s.workers {
+			next = s.nextDueLocked()
 		}
 		s.armed = next
-		st := loopState{now: now, epoch: epoch, busy: s.busy, queue: len(s.queue), next: next}
+		st := loopState{now: now, epoch: epoch, busy: s.busy, queue: len(s.queue) + len(s.slow), next: next}
 		s.mu.Unlock()
 
 		if next.IsZero() {
@@ -687,10 +700,14 @@ func (s *Sender) Drain(ctx context.Context) error {
 	}()
 	for {
 		s.mu.Lock()
-		for s.busy < s.workers && len(s.queue) > 0 {
-			s.startLocked(ctx, closed, &wg, s.queue.popTarget(), true) // no waits in a drain
+		for s.busy < s.workers {
+			t := s.popDueLocked(farFuture) // no waits in a drain
+			if t == nil {
+				break
+			}
+			s.startLocked(ctx, closed, &wg, t, true)
 		}
-		done := s.busy == 0 && len(s.queue) == 0
+		done := s.busy == 0 && len(s.queue) == 0 && len(s.slow) == 0
 		held := len(s.held)
 		s.mu.Unlock()
 		if done && held > 0 {
@@ -727,6 +744,10 @@ func (s *Sender) load() error {
 func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
+	slow := t.slow // settleLocked may change it
+	if slow {
+		s.slowBusy++
+	}
 	version, gone, owed := t.version, t.gone, t.owed()
 	wg.Go(func() {
 		res := s.deliver(ctx, t.id, drain, gone, owed)
@@ -737,6 +758,9 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 		}
 		s.mu.Lock()
 		s.busy--
+		if slow {
+			s.slowBusy--
+		}
 		t.busy = false
 		s.settleLocked(t, res, version, drain)
 		s.epoch++

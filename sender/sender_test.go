@@ -548,6 +548,54 @@ func TestSlowTargetDoesNotDelayOthers(t *testing.T) {
 	}
 }
 
+// TestSlowTargetsLeaveWorkersFree: targets whose last attempt took half
+// the send timeout or more get at most half the workers, so as many
+// hanging receivers as there are workers do not hold back every other
+// target until they time out.
+func TestSlowTargetsLeaveWorkersFree(t *testing.T) {
+	clk := newFakeClock(t0)
+	entered := make(chan string, 4)
+	answer, done := make(chan struct{}), make(chan struct{})
+	hang := func(name string) *receiver {
+		return newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+			entered <- name
+			select {
+			case <-answer:
+			case <-done:
+			case <-r.Context().Done():
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+	}
+	a, b, fast := hang("a"), hang("b"), newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+	t.Cleanup(func() { close(done) })
+
+	// Both receivers take 40s of the 1m timeout to fail: each target is
+	// slow from then on.
+	h.put(a.URL, `{"n":1}`, jsonHeader())
+	h.put(b.URL, `{"n":1}`, jsonHeader())
+	recv(t, entered, "the first attempt")
+	recv(t, entered, "the second attempt")
+	clk.Advance(40 * time.Second)
+	answer <- struct{}{}
+	answer <- struct{}{}
+	h.settle()
+
+	// Their retries are due together; one worker is left for the rest.
+	clk.Advance(5 * time.Second)
+	first := recv(t, entered, "a retry of a slow target")
+	h.put(fast.URL, `{"n":1}`, jsonHeader())
+	waitArrival(t, fast)
+	h.caughtUp()
+	select {
+	case second := <-entered:
+		t.Fatalf("slow targets %s and %s were sent to at once, with 2 workers", first, second)
+	default:
+	}
+}
+
 func TestRestartResendsSameBatch(t *testing.T) {
 	t.Run("claimed, never sent", func(t *testing.T) {
 		clk := newFakeClock(t0)
