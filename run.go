@@ -129,7 +129,8 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // file system: past it a capture is a store error (HOOKPROXY_ON_STORE_ERROR)
 // rather than a write that crashes the process on a full disk (see
 // buffer.Options.MinFreeBytes). It holds a few of Badger's sparse 16 MiB
-// memtable logs and the tables their flushes write.
+// memtable logs, the tables their flushes write and the value log's
+// growth between two group commits.
 const storeReserve = 64 << 20
 
 // serve runs hookproxy until ctx is done, then shuts down in order: stop

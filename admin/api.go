@@ -694,7 +694,7 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 	if err != nil {
 		s.log.Error("dead letters "+op, "selector", sel.kind(), "done", len(done), "error", err)
 		code := http.StatusInternalServerError
-		if errors.Is(err, buffer.ErrQuota) {
+		if errors.Is(err, buffer.ErrQuota) || errors.Is(err, buffer.ErrDiskFull) {
 			code = http.StatusInsufficientStorage // as a capture past the quota
 		}
 		writeError(w, code, fmt.Sprintf("%s: %v (%d done before the error)", op, err, len(done)))

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,24 +215,38 @@ func TestChangesCountWhatTheyDid(t *testing.T) {
 }
 
 // TestReplayPastTheQuota: a replay that would take the pending bytes past
-// MAX_PENDING_BYTES answers 507, as a capture would, and the dead letter
-// stays.
+// MAX_PENDING_BYTES, or the disk into its reserve, answers 507, as a
+// capture past the quota does, and the dead letter stays.
 func TestReplayPastTheQuota(t *testing.T) {
-	clk := newClock()
-	st := openStoreWith(t, buffer.Options{Now: clk.Now, MaxPendingBytes: 10})
-	put(t, st, "http://a.test/hook", `{"n":1}`)
-	dead := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
-	put(t, st, "http://a.test/hook", `{"n":2}`) // 7 of the 10 bytes
-	_, url := serve(t, Options{Store: st})
-	var e struct {
-		Message string `json:"message"`
-	}
-	code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: []string{dead}}, &e)
-	if code != http.StatusInsufficientStorage || !strings.Contains(e.Message, "quota") {
-		t.Fatalf("replay past the quota: %d %q, want 507 naming the quota", code, e.Message)
-	}
-	if _, err := st.GetDeadLetter(dead); err != nil {
-		t.Fatalf("the dead letter is gone after a refused replay: %v", err)
+	var free atomic.Int64
+	for _, tt := range []struct {
+		name, says string
+		opts       buffer.Options
+	}{
+		{"pending bytes", "quota", buffer.Options{MaxPendingBytes: 10}},
+		{"disk", "disk nearly full", buffer.Options{MinFreeBytes: 1 << 20, FreeBytes: func(string) (int64, error) { return free.Load(), nil }}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			free.Store(1 << 30)
+			clk := newClock()
+			tt.opts.Now = clk.Now
+			st := openStoreWith(t, tt.opts)
+			put(t, st, "http://a.test/hook", `{"n":1}`)
+			dead := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+			put(t, st, "http://a.test/hook", `{"n":2}`) // 7 of the 10 bytes
+			free.Store(1 << 19)
+			_, url := serve(t, Options{Store: st})
+			var e struct {
+				Message string `json:"message"`
+			}
+			code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: []string{dead}}, &e)
+			if code != http.StatusInsufficientStorage || !strings.Contains(e.Message, tt.says) {
+				t.Fatalf("refused replay: %d %q, want 507 saying %q", code, e.Message, tt.says)
+			}
+			if _, err := st.GetDeadLetter(dead); err != nil {
+				t.Fatalf("the dead letter is gone after a refused replay: %v", err)
+			}
+		})
 	}
 }
 

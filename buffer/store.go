@@ -40,8 +40,9 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// MinFreeBytes is the free space the file system of Dir must keep:
-	// below it, Put refuses hooks with ErrDiskFull (and Check reports
-	// it) instead of writing. Badger writes through memory-mapped files
+	// Put refuses a hook whose records would take the free space below
+	// it with ErrDiskFull (and Check reports it until the space is back)
+	// instead of writing. Badger writes through memory-mapped files
 	// that it creates sparse, so on a full disk a write does not fail:
 	// the kernel kills the process with SIGBUS, and a restart on the
 	// still-full disk dies the same way. Refusing captures early leaves
@@ -201,6 +202,16 @@ type putRequest struct {
 	// after, when set, adds its own writes to the transaction.
 	after func(*badger.Txn) error
 	done  chan error // buffered; errLead hands over leadership
+}
+
+// diskSize is about what storing r's hooks writes: their records and
+// queue keys.
+func (r *putRequest) diskSize() int64 {
+	var n int64
+	for _, h := range r.hooks {
+		n += int64(recordLen(h) + queueKeyLength)
+	}
+	return n
 }
 
 var errLead = errors.New("lead the next group commit")
@@ -434,7 +445,8 @@ func (s *Store) rebuild() error {
 		}
 		s.log.Info("deleted acknowledged hooks left by an interrupted clean-up", "count", len(garbage))
 	}
-	return s.forgetIdle()
+	s.forgetIdle()
+	return nil
 }
 
 // forgetIdle deletes the records of the targets that have nothing
@@ -443,23 +455,29 @@ func (s *Store) rebuild() error {
 // memory and be read at every start. A capture for a forgotten URL
 // makes its target again, under a new id; dead letters keep the URL and
 // the id they had.
-func (s *Store) forgetIdle() error {
+func (s *Store) forgetIdle() {
+	var idle []*target
 	var keys [][]byte
 	for id, t := range s.targets {
 		if t.count == 0 && t.inflight == nil && !t.gone {
+			idle = append(idle, t)
 			keys = append(keys, targetKey(id), urlKey(t.url))
-			delete(s.targets, id)
-			delete(s.byURL, t.url)
 		}
 	}
-	if len(keys) == 0 {
-		return nil
+	// A clean-up: on a disk short of its reserve it waits for a later
+	// start, and when it fails the targets stay as they were.
+	if len(keys) == 0 || s.checkFree() != nil {
+		return
 	}
 	if err := s.deleteKeys(keys); err != nil {
-		return fmt.Errorf("delete idle targets: %w", err)
+		s.log.Warn("could not forget targets with nothing pending", "count", len(idle), "error", err)
+		return
 	}
-	s.log.Info("forgot targets with nothing pending", "count", len(keys)/2)
-	return nil
+	for _, t := range idle {
+		delete(s.targets, t.id)
+		delete(s.byURL, t.url)
+	}
+	s.log.Info("forgot targets with nothing pending", "count", len(idle))
 }
 
 func (s *Store) deleteKeys(keys [][]byte) error {
@@ -613,30 +631,32 @@ func (s *Store) takeGroup() []*putRequest {
 // sequences are committed in increasing order: a claim that sees a hook
 // has already seen every hook before it.
 func (s *Store) commitGroup(group []*putRequest) {
-	if err := s.checkFree(); err != nil {
-		s.mu.Lock()
-		s.commitErr = err
-		s.mu.Unlock()
-		for _, r := range group {
-			r.done <- err
+	// Free space and quota: admit in arrival order while the space above
+	// the reserve and the pending bytes allow. The group's own records
+	// count against the reserve: a group that fits only by eating into
+	// it would leave the room the reserve is for taken.
+	spare := s.spareSpace()
+	max := s.opts.MaxPendingBytes
+	s.mu.Lock()
+	total := s.pendingBytes
+	s.mu.Unlock()
+	admitted := group[:0:0]
+	for _, r := range group {
+		disk := r.diskSize()
+		if spare.err != nil && disk > spare.n {
+			s.mu.Lock()
+			s.commitErr = spare.err
+			s.mu.Unlock()
+			r.done <- spare.err
+			continue
 		}
-		return
-	}
-	// Quota: admit in arrival order while the pending bytes allow.
-	admitted := group
-	if max := s.opts.MaxPendingBytes; max > 0 {
-		admitted = group[:0:0]
-		s.mu.Lock()
-		total := s.pendingBytes
-		s.mu.Unlock()
-		for _, r := range group {
-			if total+r.size > max {
-				r.done <- ErrQuota
-				continue
-			}
-			total += r.size
-			admitted = append(admitted, r)
+		if max > 0 && total+r.size > max {
+			r.done <- ErrQuota
+			continue
 		}
+		spare.n -= disk
+		total += r.size
+		admitted = append(admitted, r)
 	}
 	if len(admitted) == 0 {
 		return
@@ -674,13 +694,21 @@ func (s *Store) commitGroup(group []*putRequest) {
 	}
 }
 
-// checkFree returns ErrDiskFull when the data directory's file system
-// has less than Options.MinFreeBytes free. An error reading the free
-// space is logged and lets the write go ahead: the check guards against
-// a crash, it must not itself stop captures.
-func (s *Store) checkFree() error {
+// spareSpace is the free space above Options.MinFreeBytes: n bytes, and
+// err (wrapping ErrDiskFull, saying how much is free) to refuse a write
+// that needs more. A nil err means the space is not checked.
+type spareSpace struct {
+	n   int64
+	err error
+}
+
+// spareSpace measures the space the data directory's file system has
+// above Options.MinFreeBytes. An error reading the free space is logged
+// and lets writes go ahead: the check guards against a crash, it must
+// not itself stop captures.
+func (s *Store) spareSpace() spareSpace {
 	if s.opts.MinFreeBytes <= 0 || s.opts.InMemory {
-		return nil
+		return spareSpace{}
 	}
 	free := s.opts.FreeBytes
 	if free == nil {
@@ -689,10 +717,19 @@ func (s *Store) checkFree() error {
 	n, err := free(s.opts.Dir)
 	if err != nil {
 		s.log.Debug("free space", "error", err)
-		return nil
+		return spareSpace{}
 	}
-	if n < s.opts.MinFreeBytes {
-		return fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, n, s.opts.Dir, s.opts.MinFreeBytes)
+	return spareSpace{
+		n:   n - s.opts.MinFreeBytes,
+		err: fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, n, s.opts.Dir, s.opts.MinFreeBytes),
+	}
+}
+
+// checkFree returns ErrDiskFull when the data directory's file system
+// has less than Options.MinFreeBytes free.
+func (s *Store) checkFree() error {
+	if sp := s.spareSpace(); sp.n < 0 {
+		return sp.err
 	}
 	return nil
 }
@@ -1334,7 +1371,8 @@ func trim(s string) string { return string(bytes.TrimSpace([]byte(s))) }
 
 // Check reports whether the store accepts writes: ErrClosed after Close,
 // the error of the last hook commit when it failed and none succeeded
-// since, nil otherwise.
+// since (for ErrDiskFull, only while the disk is still short of
+// Options.MinFreeBytes), nil otherwise.
 func (s *Store) Check() error {
 	if err := s.enter(); err != nil {
 		return err
@@ -1347,9 +1385,10 @@ func (s *Store) Check() error {
 		// Deliveries or an operator may have freed space since the last
 		// capture was refused, and no capture may come to say so (an app
 		// that sees the sidecar unready sends none): the disk decides.
+		seen := err
 		if err = s.checkFree(); err == nil {
 			s.mu.Lock()
-			if errors.Is(s.commitErr, ErrDiskFull) {
+			if s.commitErr == seen { // not a refusal made meanwhile
 				s.commitErr = nil
 			}
 			s.mu.Unlock()

@@ -496,6 +496,33 @@ func TestRestartForgetsIdleTargets(t *testing.T) {
 	}
 }
 
+// TestShortDiskKeepsIdleTargets: forgetting idle targets is a write, and
+// waits for a start that finds the disk above its reserve.
+func TestShortDiskKeepsIdleTargets(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "http://done.test/"
+	put(t, s, url, `{"n":0}`)
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{MinFreeBytes: 1 << 20, FreeBytes: func(string) (int64, error) { return 1 << 19, nil }})
+	if _, err := s.Target(id); err != nil {
+		t.Errorf("idle target on a short disk after restart: %v, want it kept", err)
+	}
+}
+
 // heavyHook is a hook whose headers outweigh its body, as an app that
 // sends a bearer token with every hook makes them: 512 of them pass the
 // ~1.2 MB Badger takes in one transaction here.
@@ -699,6 +726,27 @@ func TestDiskFullRefusesCaptures(t *testing.T) {
 		t.Fatalf("check once space is back = %v, want nil", err)
 	}
 	put(t, s, url, `{"n":2}`)
+}
+
+// TestDiskFullCountsTheCapture: a capture that would itself take the
+// free space below MinFreeBytes is refused, while a smaller one that
+// leaves the reserve whole is taken: the check is of the space left once
+// the hook is written, not before.
+func TestDiskFullCountsTheCapture(t *testing.T) {
+	const reserve = 64 << 10
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: reserve,
+		FreeBytes:    func(string) (int64, error) { return reserve + 16<<10, nil },
+	})
+	const url = "http://a.test/"
+	big := &Hook{Target: url, Body: []byte(`"` + strings.Repeat("x", 32<<10) + `"`)}
+	if err := s.Put(context.Background(), big); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("put of 32 KiB with 16 KiB above the reserve: err = %v, want ErrDiskFull", err)
+	}
+	put(t, s, url, `{"n":1}`)
+	if got, want := s.Stats().PendingHooks, 1; got != want {
+		t.Fatalf("pending hooks = %d, want %d", got, want)
+	}
 }
 
 func TestDeadLettersGiveUpReplayPurge(t *testing.T) {

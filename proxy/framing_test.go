@@ -354,8 +354,8 @@ func TestTunnelRequestHeadIsBounded(t *testing.T) {
 
 // TestMITMWebSocketPastTheHeadBound: a websocket inside an intercepted
 // tunnel carries far more than a request head's bound from the app: its
-// frames are the upgrade request's body as far as the bound goes, and do
-// not end the tunnel.
+// frames are read while the upgrade request is still in progress, so
+// they are not counted as a head and do not end the tunnel.
 func TestMITMWebSocketPastTheHeadBound(t *testing.T) {
 	const sent = 3 << 20
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {

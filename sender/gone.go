@@ -30,7 +30,7 @@ var goneWebhookWaits = []time.Duration{time.Second, 5 * time.Second, 30 * time.S
 // ctx's end (which also bounds each POST) or the closing of waits: a try
 // still to wait for when shutdown begins is dropped. At most Concurrency
 // POSTs of gone webhooks are in progress at once; the others wait for
-// their turn (within ctx).
+// their turn, and are dropped too when shutdown begins meanwhile.
 func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNotice) {
 	if s.goneWebhook == "" {
 		return
@@ -43,11 +43,8 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 	host := targetHost(n.Target)
 	id := buffer.NewRandomID(s.clock.Now()) // the same on every attempt
 	for attempt := 1; ; attempt++ {
-		if !s.takeGoneSlot(ctx) {
-			s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
-			if s.onGoneNotified != nil {
-				s.onGoneNotified(errShutdown)
-			}
+		if !s.takeGoneSlot(ctx, waits) {
+			s.goneDropped(host, attempt)
 			return
 		}
 		status, err := s.postGone(ctx, id, body)
@@ -79,17 +76,22 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 		case <-waits:
 		}
 		t.Stop()
-		s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
-		if s.onGoneNotified != nil {
-			s.onGoneNotified(errShutdown)
-		}
+		s.goneDropped(host, attempt)
 		return
 	}
 }
 
+// goneDropped reports a gone webhook dropped because shutdown began.
+func (s *Sender) goneDropped(host string, attempt int) {
+	s.log.Warn("gone webhook given up at shutdown", "target", host, "attempt", attempt)
+	if s.onGoneNotified != nil {
+		s.onGoneNotified(errShutdown)
+	}
+}
+
 // takeGoneSlot waits for one of s.goneSlots, which the caller gives back
-// after its POST; false when ctx ended first.
-func (s *Sender) takeGoneSlot(ctx context.Context) bool {
+// after its POST; false when ctx ended or waits closed first.
+func (s *Sender) takeGoneSlot(ctx context.Context, waits <-chan struct{}) bool {
 	select {
 	case s.goneSlots <- struct{}{}:
 		return true
@@ -102,6 +104,8 @@ func (s *Sender) takeGoneSlot(ctx context.Context) bool {
 	case s.goneSlots <- struct{}{}:
 		return true
 	case <-ctx.Done():
+		return false
+	case <-waits:
 		return false
 	}
 }

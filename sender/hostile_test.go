@@ -2,6 +2,8 @@ package sender
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -185,5 +187,57 @@ func TestGoneWebhooksBounded(t *testing.T) {
 	h.settle()
 	if n := len(app.got()); n != targets || peak > workers {
 		t.Errorf("%d gone webhooks, at most %d at once; want %d, at most %d", n, peak, targets, workers)
+	}
+}
+
+// TestQueuedGoneWebhooksDroppedAtShutdown: gone webhooks still waiting for
+// their turn when shutdown begins are dropped, as their waits between
+// tries are; Run returns once the POSTs in progress end, instead of
+// sending the queued ones one turn after another.
+func TestQueuedGoneWebhooksDroppedAtShutdown(t *testing.T) {
+	const targets, workers = 5, 2
+	rc := newReceiver(t, failFirst(100, http.StatusGone))
+	release := make(chan struct{})
+	app := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	clk := newFakeClock(t0)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Concurrency: workers, GoneWebhook: app.URL})
+	notified := make(chan error, targets)
+	h.snd.onGoneNotified = func(err error) { notified <- err }
+	queued := make(chan struct{}, targets)
+	h.snd.onGoneQueued = func() { queued <- struct{}{} }
+	// Shutdown as run.go does it: the loop's context ends first, the
+	// attempts' (which bounds each POST) later.
+	ctx, stop := context.WithCancel(context.Background())
+	attempts, cut := context.WithCancel(context.Background())
+	defer cut()
+	ran := make(chan error, 1)
+	go func() { ran <- h.snd.Run(ctx, attempts) }()
+	for i := range targets {
+		h.put(rc.URL+"/"+strconv.Itoa(i), `{"n":1}`, jsonHeader())
+	}
+	for range workers {
+		waitArrival(t, app)
+	}
+	for range targets - workers {
+		recv(t, queued, "a gone webhook waiting for its turn")
+	}
+	stop()
+	for range targets - workers {
+		if err := recv(t, notified, "a queued gone webhook's end"); !errors.Is(err, errShutdown) {
+			t.Fatalf("queued gone webhook at shutdown: %v, want it dropped", err)
+		}
+	}
+	close(release)
+	if err := recv(t, ran, "Run to return"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(app.got()); n != workers {
+		t.Errorf("the app got %d gone webhooks, want the %d in progress when shutdown began", n, workers)
 	}
 }

@@ -434,7 +434,6 @@ func New(opts Options) (*Sender, error) {
 		rand:        rand.Float64,
 		goneWebhook: opts.GoneWebhook,
 		goneWaits:   goneWebhookWaits,
-		goneSlots:   make(chan struct{}, orDefault(opts.Concurrency, DefaultConcurrency)),
 		onAttempt:   opts.OnAttempt,
 		onDelivered: opts.OnDelivered,
 		onGivenUp:   opts.OnGivenUp,
@@ -443,6 +442,7 @@ func New(opts Options) (*Sender, error) {
 		targets:     make(map[buffer.TargetID]*target),
 		stuck:       make(map[*target]time.Time),
 	}
+	s.goneSlots = make(chan struct{}, s.workers)
 	if len(keys) > 0 {
 		s.signer = &signer{keys: keys}
 	}
