@@ -276,10 +276,10 @@ var farFuture = time.Unix(1<<62, 0)
 
 // popDueLocked removes and returns the target due earliest, if one is due
 // at now and may be sent: a slow one only while fewer than slowCap slow
-// targets are being sent to. It returns nil otherwise. Called with s.mu
-// held.
-func (s *Sender) popDueLocked(now time.Time) *target {
-	q := s.pickLocked()
+// targets are being sent to (in a drain, see pickLocked). It returns nil
+// otherwise. Called with s.mu held.
+func (s *Sender) popDueLocked(now time.Time, drain bool) *target {
+	q := s.pickLocked(drain)
 	if q == nil || (*q)[0].due.After(now) {
 		return nil
 	}
@@ -289,7 +289,7 @@ func (s *Sender) popDueLocked(now time.Time) *target {
 // nextDueLocked is when the next target may be sent (zero: none waits
 // that can be). Called with s.mu held.
 func (s *Sender) nextDueLocked() time.Time {
-	if q := s.pickLocked(); q != nil {
+	if q := s.pickLocked(false); q != nil {
 		return (*q)[0].due
 	}
 	return time.Time{}
@@ -297,13 +297,17 @@ func (s *Sender) nextDueLocked() time.Time {
 
 // pickLocked returns the heap whose first target is to be sent next, or
 // nil: the slow heap is passed over while slowCap slow targets are being
-// sent to, and loses ties. Called with s.mu held.
-func (s *Sender) pickLocked() *dueHeap {
+// sent to, and loses ties. In a drain the cap holds only while an
+// ordinary target waits or is being sent to: intake has stopped, so a
+// worker kept for the rest would be kept for no one, and the slow
+// targets' batches left on disk at the deadline. Called with s.mu held.
+func (s *Sender) pickLocked(drain bool) *dueHeap {
 	var q *dueHeap
 	if len(s.queue) > 0 {
 		q = &s.queue
 	}
-	if len(s.slow) > 0 && s.slowBusy < s.slowCap && (q == nil || s.slow[0].due.Before(s.queue[0].due)) {
+	free := s.slowBusy < s.slowCap || (drain && q == nil && s.busy == s.slowBusy)
+	if len(s.slow) > 0 && free && (q == nil || s.slow[0].due.Before(s.queue[0].due)) {
 		q = &s.slow
 	}
 	return q

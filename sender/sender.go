@@ -301,8 +301,9 @@ type Sender struct {
 	targets map[buffer.TargetID]*target
 	queue   dueHeap
 	// slow holds the slow targets (see target.slow) apart from queue; at
-	// most slowCap of them are sent to at once, so that receivers that
-	// hang never take every worker.
+	// most slowCap of them are sent to at once (in a drain, while other
+	// targets are left), so that receivers that hang never take every
+	// worker.
 	slow     dueHeap
 	slowCap  int
 	busy     int       // batches being sent
@@ -629,7 +630,7 @@ func (s *Sender) Run(ctx, attempts context.Context) error {
 		now := s.clock.Now()
 		epoch := s.epoch
 		for s.busy < s.workers {
-			t := s.popDueLocked(now)
+			t := s.popDueLocked(now, false)
 			if t == nil {
 				break
 			}
@@ -701,7 +702,7 @@ func (s *Sender) Drain(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		for s.busy < s.workers {
-			t := s.popDueLocked(farFuture) // no waits in a drain
+			t := s.popDueLocked(farFuture, true) // no waits in a drain
 			if t == nil {
 				break
 			}

@@ -596,6 +596,69 @@ func TestSlowTargetsLeaveWorkersFree(t *testing.T) {
 	}
 }
 
+// TestDrainSendsSlowTargetsOnIdleWorkers: in a drain nothing new comes
+// in, so once no ordinary target is left, slow targets are not held to
+// half the workers: a slow target whose receiver answers again is
+// delivered while another hangs, instead of waiting for its attempt to
+// end (here, for the drain's deadline).
+func TestDrainSendsSlowTargetsOnIdleWorkers(t *testing.T) {
+	clk := newFakeClock(t0)
+	answerA, answerB, bDelivered := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	// a's retry in the drain hangs until b is delivered.
+	a := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			<-answerA
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case <-bDelivered:
+		case <-r.Context().Done():
+		}
+	})
+	b := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-answerB
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		close(bDelivered)
+	})
+	attempted := make(chan struct{}, 4)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{
+		Concurrency: 2, SendTimeout: time.Minute, Retries: 5, RetryInterval: time.Hour,
+		OnAttempt: func(string, int, time.Duration, int) { attempted <- struct{}{} },
+	}).start()
+
+	// Both first attempts take 40s or more of the 1m timeout: both
+	// targets are slow, a's retry due first (and not before the drain).
+	h.put(a.URL, `{"n":1}`, jsonHeader())
+	h.put(b.URL, `{"n":1}`, jsonHeader())
+	waitArrival(t, a)
+	waitArrival(t, b)
+	clk.Advance(40 * time.Second)
+	answerA <- struct{}{}
+	recv(t, attempted, "a's first attempt")
+	clk.Advance(5 * time.Second)
+	answerB <- struct{}{}
+	recv(t, attempted, "b's first attempt")
+	h.settle()
+	h.stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	if err := h.snd.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v (b was not sent on the idle worker while a hung)", err)
+	}
+	if n := len(b.got()); n != 2 {
+		t.Errorf("b got %d POSTs, want 2", n)
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending after Drain", n)
+	}
+}
+
 func TestRestartResendsSameBatch(t *testing.T) {
 	t.Run("claimed, never sent", func(t *testing.T) {
 		clk := newFakeClock(t0)
