@@ -126,7 +126,8 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 }
 
 // storeReserve is the free space captures leave on the data directory's
-// file system: past it a capture is a store error (HOOKPROXY_ON_STORE_ERROR)
+// file system beyond the size of Badger's tables, which the store adds:
+// past it a capture is a store error (HOOKPROXY_ON_STORE_ERROR)
 // rather than a write that crashes the process on a full disk (see
 // buffer.Options.MinFreeBytes). It holds a few of Badger's sparse 16 MiB
 // memtable logs, the tables their flushes write and the value log's

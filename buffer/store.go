@@ -39,10 +39,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// MinFreeBytes is the free space the file system of Dir must keep:
-	// Put refuses a hook whose records would take the free space below
-	// it with ErrDiskFull (and Check reports it until the space is back)
-	// instead of writing. Badger writes through memory-mapped files
+	// MinFreeBytes is the free space the file system of Dir must keep
+	// beyond the size of Badger's tables (a compaction needs room for
+	// what it rewrites; see lsmBytes): Put refuses a hook whose records
+	// would take the free space below that with ErrDiskFull (and Check
+	// reports it while the disk is short) instead of writing. Badger writes through memory-mapped files
 	// that it creates sparse, so on a full disk a write does not fail:
 	// the kernel kills the process with SIGBUS, and a restart on the
 	// still-full disk dies the same way. Refusing captures early leaves
@@ -52,6 +53,10 @@ type Options struct {
 	// FreeBytes reports the free space of the file system of dir (for
 	// tests); nil means statfs.
 	FreeBytes func(dir string) (int64, error)
+	// LSMBytes reports the size of Badger's tables, which the reserve
+	// grows by (compactions need that much room while they run); for
+	// tests, nil means Badger's own figure.
+	LSMBytes func() int64
 }
 
 // Group commit bounds: one Badger transaction holds at most this many
@@ -105,6 +110,12 @@ type Store struct {
 	// other has changed; deadWaiting counts the callers waiting for it.
 	deadMu      sync.Mutex
 	deadWaiting atomic.Int32
+
+	// reclaiming is set while a Flatten that gives back the space of
+	// deleted hooks runs; lastReclaim is when the last one started
+	// (Unix nanoseconds). See maybeReclaim.
+	reclaiming  atomic.Bool
+	lastReclaim atomic.Int64
 
 	mu           sync.Mutex
 	targets      map[TargetID]*target
@@ -264,6 +275,18 @@ func Open(opts Options) (*Store, error) {
 		}
 		if n > 0 {
 			log.Warn("removed empty memtable files left by a crash", "count", n)
+		}
+		// Only under Badger's directory lock: the tables a running
+		// hookproxy is writing are not in its MANIFEST yet either.
+		if unlock, ok := lockDir(opts.Dir); ok {
+			n, freed, err := removeOrphanTables(opts.Dir, bopts)
+			unlock()
+			if err != nil {
+				return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+			}
+			if n > 0 {
+				log.Warn("removed table files a crash left unfinished", "count", n, "bytes", freed)
+			}
 		}
 	}
 	db, err := badger.Open(bopts)
@@ -647,6 +670,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 			s.mu.Lock()
 			s.commitErr = spare.err
 			s.mu.Unlock()
+			s.maybeReclaim()
 			r.done <- spare.err
 			continue
 		}
@@ -719,10 +743,71 @@ func (s *Store) spareSpace() spareSpace {
 		s.log.Debug("free space", "error", err)
 		return spareSpace{}
 	}
+	reserve := s.opts.MinFreeBytes + s.lsmBytes()
 	return spareSpace{
-		n:   n - s.opts.MinFreeBytes,
-		err: fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, n, s.opts.Dir, s.opts.MinFreeBytes),
+		n:   n - reserve,
+		err: fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, n, s.opts.Dir, reserve),
 	}
+}
+
+// maybeReclaim starts, in the background, a compaction of every table
+// into the last level (Badger's Flatten) when the space reserved for the
+// tables is mostly taken by hooks already delivered: Badger drops deleted
+// hooks only when they reach the last level, and with captures refused
+// nothing else may make it compact, so the reserve, which grows with the
+// tables, would keep captures refused after the backlog is delivered. Its
+// output is at most the live part of the tables, within the reserve. At
+// most one at a time, one a minute. Called with the close lock held
+// shared.
+func (s *Store) maybeReclaim() {
+	if s.db == nil || s.opts.InMemory || s.opts.LSMBytes != nil {
+		return
+	}
+	lsm := s.lsmBytes()
+	s.mu.Lock()
+	pending := s.pendingBytes
+	s.mu.Unlock()
+	if lsm < 16<<20 || 2*pending > lsm {
+		return // small, or mostly hooks still pending: nothing to gain
+	}
+	now := time.Now().UnixNano()
+	if now-s.lastReclaim.Load() < int64(time.Minute) || !s.reclaiming.CompareAndSwap(false, true) {
+		return
+	}
+	s.lastReclaim.Store(now)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.reclaiming.Store(false)
+		s.log.Info("disk nearly full: compacting to give back the space of delivered hooks", "table_bytes", lsm, "pending_bytes", pending)
+		if err := s.db.Flatten(2); err != nil {
+			s.log.Warn("compaction to give back space failed", "error", err)
+			return
+		}
+		s.log.Info("compacted", "table_bytes", s.lsmBytes())
+	}()
+}
+
+// lsmBytes is the size of Badger's tables. A compaction writes its new
+// tables before it deletes the ones it merges, so while it runs it needs
+// free space as large as what it rewrites; hookproxy's keys make every
+// flushed table span the whole key range (flight records, queue keys,
+// sequences and target records at once), so a compaction into the base
+// level can rewrite nearly every table. Badger writes tables through
+// sparse memory-mapped files: without that room the process dies with
+// SIGBUS. The reserve therefore grows with the tables.
+func (s *Store) lsmBytes() int64 {
+	if s.opts.LSMBytes != nil {
+		return s.opts.LSMBytes()
+	}
+	if s.db == nil {
+		return 0
+	}
+	var n int64
+	for _, l := range s.db.Levels() {
+		n += l.Size
+	}
+	return n
 }
 
 // checkFree returns ErrDiskFull when the data directory's file system
@@ -1370,9 +1455,9 @@ func (b badgerLogger) Debugf(string, ...any) {} // per-write chatter
 func trim(s string) string { return string(bytes.TrimSpace([]byte(s))) }
 
 // Check reports whether the store accepts writes: ErrClosed after Close,
-// the error of the last hook commit when it failed and none succeeded
-// since (for ErrDiskFull, only while the disk is still short of
-// Options.MinFreeBytes), nil otherwise.
+// ErrDiskFull while the disk is short of its reserve, the error of the
+// last hook commit when it failed otherwise and none succeeded since, nil
+// otherwise.
 func (s *Store) Check() error {
 	if err := s.enter(); err != nil {
 		return err
@@ -1381,21 +1466,23 @@ func (s *Store) Check() error {
 	s.mu.Lock()
 	err := s.commitErr
 	s.mu.Unlock()
-	if errors.Is(err, ErrDiskFull) {
-		// Deliveries or an operator may have freed space since the last
-		// capture was refused, and no capture may come to say so (an app
-		// that sees the sidecar unready sends none): the disk decides.
-		seen := err
-		if err = s.checkFree(); err == nil {
-			s.mu.Lock()
-			if s.commitErr == seen { // not a refusal made meanwhile
-				s.commitErr = nil
-			}
-			s.mu.Unlock()
-		}
+	if err != nil && !errors.Is(err, ErrDiskFull) {
+		return fmt.Errorf("last commit failed: %w", err)
+	}
+	// The disk decides, not the last capture: space may have run short
+	// with no capture refused yet (deliveries and Badger write too), or
+	// come back with none to say so (an app that sees the sidecar unready
+	// sends none).
+	if free := s.checkFree(); free != nil {
+		s.maybeReclaim()
+		return free
 	}
 	if err != nil {
-		return fmt.Errorf("last commit failed: %w", err)
+		s.mu.Lock()
+		if s.commitErr == err { // not a refusal made meanwhile
+			s.commitErr = nil
+		}
+		s.mu.Unlock()
 	}
 	return nil
 }

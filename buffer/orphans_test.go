@@ -1,0 +1,84 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestOpenRemovesOrphanTables: a crash in a compaction leaves the tables
+// it was writing, which the MANIFEST does not name; when they took the
+// last of the disk, Badger's own clean-up comes too late (after it
+// writes a new memtable: SIGBUS). Open removes them first, and keeps
+// every table the MANIFEST names.
+func TestOpenRemovesOrphanTables(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "http://a.test/", `{"n":1}`)
+	if err := s.Close(); err != nil { // flushes the memtable to a table
+		t.Fatal(err)
+	}
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table after close")
+	}
+	orphan := filepath.Join(dir, "999999.sst")
+	if err := os.WriteFile(orphan, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Fatalf("orphan table still there: %v", err)
+	}
+	for _, tb := range tables {
+		if _, err := os.Stat(tb); err != nil {
+			t.Fatalf("table named by the MANIFEST removed: %v", err)
+		}
+	}
+	if st := s.Stats(); st.PendingHooks != 1 {
+		t.Fatalf("pending hooks = %d, want 1", st.PendingHooks)
+	}
+}
+
+// TestReserveGrowsWithTables: the reserve grows with Badger's tables (a
+// compaction needs room for what it rewrites), and Check says the disk
+// is short before any capture is refused.
+func TestReserveGrowsWithTables(t *testing.T) {
+	const reserve = 64 << 10
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: reserve,
+		FreeBytes:    func(string) (int64, error) { return reserve + 1<<20, nil },
+		LSMBytes:     func() int64 { return 2 << 20 },
+	})
+	if err := s.Check(); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("check with 1 MiB above the fixed reserve and 2 MiB of tables = %v, want ErrDiskFull", err)
+	}
+	err := s.Put(context.Background(), &Hook{Target: "http://a.test/", Body: []byte(`{}`)})
+	if !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("put = %v, want ErrDiskFull", err)
+	}
+}
+
+// TestOrphanCleanupWaitsForTheLock: a second Open of a directory that a
+// running store holds removes nothing: the tables that store is writing
+// are not in its MANIFEST yet either.
+func TestOrphanCleanupWaitsForTheLock(t *testing.T) {
+	dir := t.TempDir()
+	openStore(t, dir, Options{})
+	writing := filepath.Join(dir, "999999.sst")
+	if err := os.WriteFile(writing, make([]byte, 1<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(Options{Dir: dir}); err == nil {
+		_ = s.Close()
+		t.Fatal("a second Open of a directory in use succeeded")
+	}
+	if _, err := os.Stat(writing); err != nil {
+		t.Fatalf("the running store's table was removed by a second Open: %v", err)
+	}
+}
