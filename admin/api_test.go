@@ -528,6 +528,15 @@ func TestErrorsAreJSON(t *testing.T) {
 			t.Errorf("%s %s = %d %+v, want %d with a message", tt.method, tt.path, code, eb, tt.want)
 		}
 	}
+	// A 405 says which method the route takes (RFC 9110 15.5.6).
+	resp, err := http.Get(url + "/api/dead-letters/replay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if got := resp.Header.Get("Allow"); got != http.MethodPost {
+		t.Errorf("GET /api/dead-letters/replay: Allow %q, want POST", got)
+	}
 }
 
 func TestCAPEM(t *testing.T) {

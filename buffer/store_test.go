@@ -749,6 +749,100 @@ func TestDiskFullCountsTheCapture(t *testing.T) {
 	}
 }
 
+// TestDiskFullCountsTheHeaders: what a capture takes on disk is its
+// whole record, headers included, not the body the quota counts: a hook
+// of a few bytes of body and 32 KiB of headers does not fit in 16 KiB
+// above the reserve.
+func TestDiskFullCountsTheHeaders(t *testing.T) {
+	const reserve = 64 << 10
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: reserve,
+		FreeBytes:    func(string) (int64, error) { return reserve + 16<<10, nil },
+	})
+	h := &Hook{Target: "http://a.test/", Method: "POST", Body: []byte(`{}`),
+		Header: http.Header{"Authorization": {"Bearer " + strings.Repeat("t", 32<<10)}}}
+	if err := s.Put(context.Background(), h); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("put of 32 KiB of headers with 16 KiB above the reserve: err = %v, want ErrDiskFull", err)
+	}
+}
+
+// TestDiskFullCountsTheGroup: the requests of one group commit are
+// admitted in order while their records, together, leave the reserve
+// whole: with room for exactly two of three equal captures, the first
+// two are taken and the third is refused.
+func TestDiskFullCountsTheGroup(t *testing.T) {
+	const reserve = 64 << 10
+	var free atomic.Int64
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: reserve,
+		FreeBytes:    func(string) (int64, error) { return free.Load(), nil },
+	})
+	var group []*putRequest
+	for i := range 3 {
+		h := &Hook{Target: "http://a.test/", Method: "POST", Body: []byte(fmt.Sprintf(`{"n":%d}`, i)), Received: time.Now()}
+		group = append(group, &putRequest{hooks: []*Hook{h}, size: h.Size(), done: make(chan error, 1)})
+	}
+	d := group[0].diskSize()
+	free.Store(reserve + 2*d) // the two first leave exactly the reserve
+	s.commitGroup(group)      // one group, as takeGroup would make it
+	for i, r := range group {
+		err := recv(t, r.done, "a request of the group")
+		if i < 2 && err != nil {
+			t.Errorf("request %d, which fits: %v", i, err)
+		}
+		if i == 2 && !errors.Is(err, ErrDiskFull) {
+			t.Errorf("request 2, past the room the two first left: err = %v, want ErrDiskFull", err)
+		}
+	}
+	if got := s.Stats().PendingHooks; got != 2 {
+		t.Errorf("pending hooks = %d, want 2", got)
+	}
+}
+
+// TestDiskFullAtTheReserve: the store is unhealthy while the free space
+// is below MinFreeBytes, and healthy again once it is back to exactly
+// MinFreeBytes.
+func TestDiskFullAtTheReserve(t *testing.T) {
+	const reserve = 1 << 20
+	var free atomic.Int64
+	free.Store(reserve - 1)
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: reserve,
+		FreeBytes:    func(string) (int64, error) { return free.Load(), nil },
+	})
+	if err := s.Put(context.Background(), &Hook{Target: "http://a.test/", Body: []byte(`{}`)}); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("put one byte short of the reserve: err = %v, want ErrDiskFull", err)
+	}
+	if err := s.Check(); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("check one byte short of the reserve = %v, want ErrDiskFull", err)
+	}
+	free.Store(reserve)
+	if err := s.Check(); err != nil {
+		t.Fatalf("check with exactly the reserve free = %v, want nil", err)
+	}
+}
+
+// TestFreeSpaceUnchecked: no reserve, or a free space that cannot be
+// read, does not stop captures: the check guards against a crash, it is
+// not itself to refuse writes.
+func TestFreeSpaceUnchecked(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts Options
+	}{
+		{"no reserve", Options{FreeBytes: func(string) (int64, error) { return 0, nil }}},
+		{"unreadable", Options{MinFreeBytes: 1 << 20, FreeBytes: func(string) (int64, error) { return 0, errors.New("statfs: no") }}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, t.TempDir(), tt.opts)
+			put(t, s, "http://a.test/", `{"n":1}`)
+			if err := s.Check(); err != nil {
+				t.Fatalf("check = %v, want nil", err)
+			}
+		})
+	}
+}
+
 func TestDeadLettersGiveUpReplayPurge(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, Options{})

@@ -203,17 +203,17 @@ func TestMaxForwards(t *testing.T) {
 	c := dialRaw(t, tp.Addr)
 
 	resp, body := c.send(t, http.MethodTrace, "TRACE http://"+addr+"/t HTTP/1.1\r\nHost: "+addr+"\r\n"+
-		"Max-Forwards: 0\r\nAuthorization: Bearer secret\r\nX-Probe: 1\r\n\r\n")
+		"Max-Forwards: 0\r\nAuthorization: Bearer secret\r\nProxy-Authorization: Basic secret\r\nCookie: session=secret\r\nX-Probe: 1\r\n\r\n")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "message/http" ||
 		!strings.HasPrefix(string(body), "TRACE http://"+addr+"/t HTTP/1.1\r\n") || !strings.Contains(string(body), "X-Probe: 1\r\n") {
 		t.Errorf("TRACE with Max-Forwards: 0: %d %v %q, want 200 message/http echoing the request", resp.StatusCode, resp.Header, body)
 	}
 	if strings.Contains(string(body), "secret") {
-		t.Errorf("the TRACE echo holds the Authorization header: %q", body)
+		t.Errorf("the TRACE echo holds a field that carries credentials: %q", body)
 	}
 	resp, body = c.send(t, http.MethodOptions, "OPTIONS http://"+addr+"/o HTTP/1.1\r\nHost: "+addr+"\r\nMax-Forwards: 0\r\n\r\n")
-	if resp.StatusCode != http.StatusOK || string(body) == "upstream" {
-		t.Errorf("OPTIONS with Max-Forwards: 0: %d %q, want the proxy's own 200", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK || string(body) == "upstream" || resp.Header.Get("Content-Type") != "" {
+		t.Errorf("OPTIONS with Max-Forwards: 0: %d %v %q, want the proxy's own 200 without a content type", resp.StatusCode, resp.Header, body)
 	}
 	select {
 	case r := <-got:
@@ -222,12 +222,20 @@ func TestMaxForwards(t *testing.T) {
 	}
 
 	for _, m := range []string{http.MethodTrace, http.MethodOptions} {
-		resp, body = c.send(t, m, m+" http://"+addr+"/f HTTP/1.1\r\nHost: "+addr+"\r\nMax-Forwards: 3\r\n\r\n")
-		if string(body) != "upstream" {
-			t.Fatalf("%s with Max-Forwards: 3: %d %q, want the upstream's answer", m, resp.StatusCode, body)
-		}
-		if r := recv(t, got, "the forwarded "+m); r.Header.Get("Max-Forwards") != "2" {
-			t.Errorf("%s went on with Max-Forwards %q, want 2", m, r.Header.Get("Max-Forwards"))
+		for _, tt := range []struct{ fields, want string }{
+			{"Max-Forwards: 3\r\n", "2"},
+			{"Max-Forwards: 1\r\n", "0"},
+			// Not one count: passed on as it came.
+			{"Max-Forwards: 0\r\nMax-Forwards: 0\r\n", "0"},
+			{"Max-Forwards: none\r\n", "none"},
+		} {
+			resp, body = c.send(t, m, m+" http://"+addr+"/f HTTP/1.1\r\nHost: "+addr+"\r\n"+tt.fields+"\r\n")
+			if string(body) != "upstream" {
+				t.Fatalf("%s with %q: %d %q, want the upstream's answer", m, tt.fields, resp.StatusCode, body)
+			}
+			if r := recv(t, got, "the forwarded "+m); r.Header.Get("Max-Forwards") != tt.want {
+				t.Errorf("%s with %q went on with Max-Forwards %q, want %s", m, tt.fields, r.Header.Get("Max-Forwards"), tt.want)
+			}
 		}
 	}
 }
@@ -349,6 +357,69 @@ func TestTunnelRequestHeadIsBounded(t *testing.T) {
 	}
 	if !strings.Contains(tp.logs.String(), "request head inside the tunnel is over") {
 		t.Errorf("the log does not say why the tunnel ended:\n%s", tp.logs.String())
+	}
+}
+
+// TestTunnelHeadBoundIsPerHead: the bound of an intercepted tunnel is
+// on each request head, not on what the tunnel carries: many requests
+// whose heads, together, pass it are answered, and a head that never
+// ends after them still ends the tunnel. Accepted connections of another
+// kind than TCP (a unix socket's, a listener's wrapper) are bounded
+// alike.
+func TestTunnelHeadBoundIsPerHead(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		wrap func(net.Conn) net.Conn
+	}{
+		{"tcp", nil},
+		{"other", func(c net.Conn) net.Conn { return struct{ net.Conn }{c} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, r.URL.Path)
+			}, true)
+			ca := newCA(t)
+			tp := startProxyWrapping(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()}, tt.wrap)
+			u, _ := url.Parse(rc.URL)
+			c := intercepted(t, tp, ca, u.Host)
+
+			// 32 heads of 60 KiB: about 1.9 MiB of heads in one tunnel.
+			pad := "X-Pad: " + strings.Repeat("p", 60<<10) + "\r\n"
+			for i := range 32 {
+				path := "/r" + strconv.Itoa(i)
+				resp, body := c.send(t, http.MethodGet, "GET "+path+" HTTP/1.1\r\nHost: "+u.Host+"\r\n"+pad+"\r\n")
+				if resp.StatusCode != http.StatusOK || string(body) != path {
+					t.Fatalf("request %d of the tunnel: %d %q, want 200 and the path", i, resp.StatusCode, body)
+				}
+			}
+			seen := len(rc.requests())
+
+			// Then, in the same tunnel, a head that never ends.
+			wrote := make(chan struct{})
+			go func() {
+				defer close(wrote)
+				_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: "+u.Host+"\r\nX-Big: ")
+				chunk := strings.Repeat("a", 64<<10)
+				for range 64 { // 4 MiB
+					if _, err := io.WriteString(c, chunk); err != nil {
+						return
+					}
+				}
+			}()
+			rest, err := io.ReadAll(c.br)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the tunnel stayed open while the app sent a head of several MiB after %d requests", seen)
+			}
+			if len(rest) > 0 {
+				t.Errorf("the tunnel answered a head of several MiB: %q", rest[:min(len(rest), 200)])
+			}
+			_ = c.Close()
+			recv(t, wrote, "the writer to end")
+			if n := len(rc.requests()); n != seen {
+				t.Errorf("the receiver got %d more requests, want none", n-seen)
+			}
+		})
 	}
 }
 

@@ -69,6 +69,9 @@ type countingListener struct {
 
 	mu       sync.Mutex
 	accepted []net.Conn
+
+	// wrap, when set, is what Accept returns of each connection.
+	wrap func(net.Conn) net.Conn
 }
 
 // conn returns the i-th accepted connection.
@@ -94,6 +97,9 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		l.mu.Lock()
 		l.accepted = append(l.accepted, c)
 		l.mu.Unlock()
+		if l.wrap != nil {
+			c = l.wrap(c)
+		}
 	}
 	return c, err
 }
@@ -115,6 +121,13 @@ type testProxy struct {
 // down when the test ends. A nil opts.Logger logs to tp.logs.
 func startProxy(tb testing.TB, opts Options) *testProxy {
 	tb.Helper()
+	return startProxyWrapping(tb, opts, nil)
+}
+
+// startProxyWrapping is startProxy with each accepted connection handed
+// to the proxy as wrap returns it (nil: as accepted).
+func startProxyWrapping(tb testing.TB, opts Options, wrap func(net.Conn) net.Conn) *testProxy {
+	tb.Helper()
 	tp := &testProxy{logs: new(logBuffer), served: make(chan error, 1)}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(tp.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -128,7 +141,7 @@ func startProxy(tb testing.TB, opts Options) *testProxy {
 		tb.Fatalf("listen: %v", err)
 	}
 	tp.Proxy = p
-	tp.listener = &countingListener{Listener: l, closed: make(chan struct{})}
+	tp.listener = &countingListener{Listener: l, closed: make(chan struct{}), wrap: wrap}
 	tp.Addr = l.Addr().String()
 	tp.URL = &url.URL{Scheme: "http", Host: tp.Addr}
 	go func() { tp.served <- p.Serve(tp.listener) }()

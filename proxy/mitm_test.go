@@ -494,6 +494,7 @@ func TestMITMRefusesWhatItCannotRelay(t *testing.T) {
 	}{
 		{http.MethodConnect, "CONNECT hooks.example:443 HTTP/1.1\r\nHost: hooks.example:443\r\n\r\n", http.StatusBadRequest},
 		{http.MethodGet, "GET /t HTTP/3.0\r\nHost: hooks.example\r\n\r\n", http.StatusHTTPVersionNotSupported},
+		{http.MethodGet, "GET /t HTTP/0.9\r\nHost: hooks.example\r\n\r\n", http.StatusHTTPVersionNotSupported},
 	} {
 		c := intercepted(t, tp, ca, "hooks.example:443")
 		resp, body := c.send(t, tt.method, tt.request)

@@ -565,6 +565,22 @@ func TestRefusedRequests(t *testing.T) {
 	}
 }
 
+// TestPortBounds: a hook to the lowest or the highest port there is is
+// taken, as its URL can be dialled.
+func TestPortBounds(t *testing.T) {
+	for _, port := range []string{"1", "65535"} {
+		store := &fakeStore{}
+		tp := startProxy(t, Options{Store: store})
+		c := dialRaw(t, tp.Addr)
+		resp, body := c.send(t, http.MethodPost, "POST http://receiver.example:"+port+"/t0 HTTP/1.1\r\n"+
+			"Host: receiver.example:"+port+"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+		assertAccepted(t, resp, body)
+		if store.putCount() != 1 {
+			t.Errorf("port %s: %d hooks stored, want 1", port, store.putCount())
+		}
+	}
+}
+
 func TestRequireValidJSON(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -659,6 +659,59 @@ func TestDrainSendsSlowTargetsOnIdleWorkers(t *testing.T) {
 	}
 }
 
+// TestSlowMarkFollowsTheLastAttempt: an attempt cut by the send timeout
+// makes its target slow however little time the clock saw pass; a slow
+// target's retries are still sent, one after another, with its time
+// waiting counted in OldestDue; and an attempt answered at once makes it
+// fast again.
+func TestSlowMarkFollowsTheLastAttempt(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n <= 3 {
+			<-r.Context().Done() // past the send timeout
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: 100 * time.Millisecond, Retries: 5}).start()
+	h.put(rc.URL, `{"n":1}`, jsonHeader())
+	waitArrival(t, rc)
+	h.settle()
+	targets, err := st.Targets()
+	if err != nil || len(targets) != 1 {
+		t.Fatalf("targets %v, %v; want one", targets, err)
+	}
+	slow := func() bool {
+		h.snd.mu.Lock()
+		defer h.snd.mu.Unlock()
+		tg := h.snd.targets[targets[0].ID]
+		return tg != nil && tg.slow
+	}
+	if !slow() {
+		t.Fatalf("a target whose attempt timed out is not slow")
+	}
+	if d := h.snd.OldestDue(clk.Now().Add(2 * time.Hour)); d <= 0 {
+		t.Errorf("OldestDue with a slow target due = %v, want its time waiting", d)
+	}
+
+	// Its retries as a slow target (at most one at once with two
+	// workers) time out too, and are sent each in its turn.
+	for range 2 {
+		clk.Advance(time.Hour)
+		waitArrival(t, rc)
+		h.settle()
+		if !slow() {
+			t.Fatalf("a slow target whose attempt timed out again is not slow")
+		}
+	}
+	clk.Advance(time.Hour)
+	waitArrival(t, rc)
+	h.settle()
+	if slow() {
+		t.Fatalf("a target whose last attempt was answered at once is still slow")
+	}
+}
+
 func TestRestartResendsSameBatch(t *testing.T) {
 	t.Run("claimed, never sent", func(t *testing.T) {
 		clk := newFakeClock(t0)
