@@ -712,6 +712,54 @@ func TestSlowMarkFollowsTheLastAttempt(t *testing.T) {
 	}
 }
 
+// TestSlowTargetsKeepTheirTurn: a slow target waits apart, but in due
+// order with the others: with one worker, whichever of a slow target's
+// retry and an ordinary target's batch is due first is sent first.
+func TestSlowTargetsKeepTheirTurn(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		retry time.Duration // the slow target's retry: due at 50s + retry
+		first string        // the ordinary batch is due at 60s
+	}{
+		{"slow retry due first", 5 * time.Second, "slow"},
+		{"ordinary batch due first", 15 * time.Second, "ordinary"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock(t0)
+			order := make(chan string, 4)
+			answer := make(chan struct{})
+			slow := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					<-answer
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+				order <- "slow"
+			})
+			ordinary := newReceiver(t, func(int, http.ResponseWriter, *http.Request) { order <- "ordinary" })
+			st := openStore(t, t.TempDir(), clk)
+			h := newHarness(t, clk, st, Options{
+				Concurrency: 1, SendTimeout: time.Minute, Retries: 5, BatchTime: 10 * time.Second,
+				RetryInterval: tt.retry, Backoff: BackoffFixed,
+			}).start()
+
+			// The first attempt takes 40s of the 1m timeout: slow.
+			h.put(slow.URL, `{"n":1}`, jsonHeader())
+			clk.Advance(10 * time.Second)
+			waitArrival(t, slow)
+			clk.Advance(40 * time.Second)
+			answer <- struct{}{}
+			h.settle()
+			h.put(ordinary.URL, `{"n":1}`, jsonHeader())
+			h.advance(15 * time.Second) // both are due now
+			if got := recv(t, order, "the first batch sent"); got != tt.first {
+				t.Fatalf("first sent: %s, want %s", got, tt.first)
+			}
+			recv(t, order, "the second batch sent")
+		})
+	}
+}
+
 func TestRestartResendsSameBatch(t *testing.T) {
 	t.Run("claimed, never sent", func(t *testing.T) {
 		clk := newFakeClock(t0)
