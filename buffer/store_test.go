@@ -47,6 +47,21 @@ func bodies(b *Batch) []string {
 	return out
 }
 
+// deliverAll claims everything pending for url and acknowledges it, as
+// a delivery would; it returns the target's id.
+func deliverAll(tb testing.TB, s *Store, url string) TargetID {
+	tb.Helper()
+	id := statusOf(tb, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		tb.Fatalf("claim: %v", err)
+	}
+	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
+		tb.Fatalf("ack: %v", err)
+	}
+	return id
+}
+
 // firstOfTwo puts hooks {"n":0} and {"n":1} for url and claims a batch
 // of the first alone; it returns the target's id and that batch.
 func firstOfTwo(tb testing.TB, s *Store, url string) (TargetID, *Batch) {
@@ -427,17 +442,11 @@ func TestRestartForgetsIdleTargets(t *testing.T) {
 	for _, u := range []string{done, dead, gone, flying, pending} {
 		put(t, s, u, `{"n":0}`)
 	}
-	doneID := statusOf(t, s, done).ID
-	b, err := s.Claim(doneID, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Ack(doneID, b.ID, NextClaim{}); err != nil {
-		t.Fatal(err)
-	}
+	doneID := deliverAll(t, s, done)
 	deadID, letter := giveUpBatch(t, s, dead)
 	goneID := statusOf(t, s, gone).ID
-	if b, err = s.Claim(goneID, 0, 0); err != nil {
+	b, err := s.Claim(goneID, 0, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.DiscardGone(goneID, b.ID); err != nil {
@@ -506,14 +515,7 @@ func TestShortDiskKeepsIdleTargets(t *testing.T) {
 	}
 	const url = "http://done.test/"
 	put(t, s, url, `{"n":0}`)
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
-		t.Fatal(err)
-	}
+	id := deliverAll(t, s, url)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -660,14 +662,7 @@ func TestQuota(t *testing.T) {
 		t.Fatalf("put past quota: err = %v, want ErrQuota", err)
 	}
 	put(t, s, url, `{}`) // 2 bytes still fit
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
-		t.Fatal(err)
-	}
+	deliverAll(t, s, url)
 	put(t, s, url, `{"n":1}`) // accepted again once delivered
 	if got := s.Stats().PendingBytes; got != 7 {
 		t.Fatalf("pending bytes = %d, want 7", got)
@@ -710,14 +705,7 @@ func TestDiskFullRefusesCaptures(t *testing.T) {
 		t.Fatalf("pending hooks = %d, want %d (the refused hook is not kept)", got, want)
 	}
 	// The sender's writes go on: they give the space back.
-	id := statusOf(t, s, url).ID
-	b, err := s.Claim(id, 0, 0)
-	if err != nil {
-		t.Fatalf("claim on a nearly full disk: %v", err)
-	}
-	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
-		t.Fatalf("ack on a nearly full disk: %v", err)
-	}
+	deliverAll(t, s, url)
 
 	// Space comes back: the store is healthy again before any capture
 	// comes to say so, and captures are taken.

@@ -330,31 +330,7 @@ func TestTunnelRequestHeadIsBounded(t *testing.T) {
 	seen := len(rc.requests())
 
 	// A head that never ends.
-	c = intercepted(t, tp, ca, u.Host)
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: "+u.Host+"\r\nX-Big: ")
-		chunk := strings.Repeat("a", 64<<10)
-		for range 64 { // 4 MiB
-			if _, err := io.WriteString(c, chunk); err != nil {
-				return
-			}
-		}
-	}()
-	rest, err := io.ReadAll(c.br)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the tunnel stayed open while the app sent a head of several MiB")
-	}
-	if len(rest) > 0 {
-		t.Errorf("the tunnel answered a head of several MiB: %q", rest[:min(len(rest), 200)])
-	}
-	_ = c.Close()
-	recv(t, wrote, "the writer to end")
-	if n := len(rc.requests()); n != seen {
-		t.Errorf("the receiver got %d more requests, want none", n-seen)
-	}
+	endlessHead(t, intercepted(t, tp, ca, u.Host), u.Host, rc, seen)
 	if !strings.Contains(tp.logs.String(), "request head inside the tunnel is over") {
 		t.Errorf("the log does not say why the tunnel ended:\n%s", tp.logs.String())
 	}
@@ -395,30 +371,7 @@ func TestTunnelHeadBoundIsPerHead(t *testing.T) {
 			seen := len(rc.requests())
 
 			// Then, in the same tunnel, a head that never ends.
-			wrote := make(chan struct{})
-			go func() {
-				defer close(wrote)
-				_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: "+u.Host+"\r\nX-Big: ")
-				chunk := strings.Repeat("a", 64<<10)
-				for range 64 { // 4 MiB
-					if _, err := io.WriteString(c, chunk); err != nil {
-						return
-					}
-				}
-			}()
-			rest, err := io.ReadAll(c.br)
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("the tunnel stayed open while the app sent a head of several MiB after %d requests", seen)
-			}
-			if len(rest) > 0 {
-				t.Errorf("the tunnel answered a head of several MiB: %q", rest[:min(len(rest), 200)])
-			}
-			_ = c.Close()
-			recv(t, wrote, "the writer to end")
-			if n := len(rc.requests()); n != seen {
-				t.Errorf("the receiver got %d more requests, want none", n-seen)
-			}
+			endlessHead(t, c, u.Host, rc, seen)
 		})
 	}
 }
@@ -454,5 +407,36 @@ func TestMITMWebSocketPastTheHeadBound(t *testing.T) {
 	got, err := io.ReadAll(io.LimitReader(c.br, 16))
 	if string(got) != strconv.Itoa(sent) {
 		t.Fatalf("the receiver answered %q (%v) after the app sent %d bytes on the websocket, want %d", got, err, sent, sent)
+	}
+}
+
+// endlessHead sends a request head that never ends (4 MiB of one header)
+// on c, an intercepted tunnel to host, and checks that the tunnel ends
+// without an answer and that rc, which had seen requests, got no more.
+func endlessHead(t *testing.T, c *rawConn, host string, rc *receiver, seen int) {
+	t.Helper()
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: "+host+"\r\nX-Big: ")
+		chunk := strings.Repeat("a", 64<<10)
+		for range 64 { // 4 MiB
+			if _, err := io.WriteString(c, chunk); err != nil {
+				return
+			}
+		}
+	}()
+	rest, err := io.ReadAll(c.br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the tunnel stayed open while the app sent a head of several MiB after %d requests", seen)
+	}
+	if len(rest) > 0 {
+		t.Errorf("the tunnel answered a head of several MiB: %q", rest[:min(len(rest), 200)])
+	}
+	_ = c.Close()
+	recv(t, wrote, "the writer to end")
+	if n := len(rc.requests()); n != seen {
+		t.Errorf("the receiver got %d more requests, want none", n-seen)
 	}
 }
