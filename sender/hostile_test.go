@@ -161,23 +161,9 @@ func TestGoneWebhooksBounded(t *testing.T) {
 		inFlight--
 		mu.Unlock()
 	})
-	clk := newFakeClock(t0)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{Concurrency: workers, GoneWebhook: app.URL})
-	notified := make(chan error, targets)
-	h.snd.onGoneNotified = func(err error) { notified <- err }
-	queued := make(chan struct{}, targets)
-	h.snd.onGoneQueued = func() { queued <- struct{}{} }
+	h, notified, queued := goneBurstHarness(t, app, workers, targets)
 	h.start()
-	for i := range targets {
-		h.put(rc.URL+"/"+strconv.Itoa(i), `{"n":1}`, jsonHeader())
-	}
-	for range workers {
-		waitArrival(t, app)
-	}
-	for range targets - workers {
-		recv(t, queued, "a gone webhook waiting for its turn")
-	}
+	burst410(t, h, rc, app, queued, targets, workers)
 	close(release)
 	for range targets {
 		if err := recv(t, notified, "a gone webhook's end"); err != nil {
@@ -204,13 +190,7 @@ func TestQueuedGoneWebhooksDroppedAtShutdown(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	clk := newFakeClock(t0)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{Concurrency: workers, GoneWebhook: app.URL})
-	notified := make(chan error, targets)
-	h.snd.onGoneNotified = func(err error) { notified <- err }
-	queued := make(chan struct{}, targets)
-	h.snd.onGoneQueued = func() { queued <- struct{}{} }
+	h, notified, queued := goneBurstHarness(t, app, workers, targets)
 	// Shutdown as run.go does it: the loop's context ends first, the
 	// attempts' (which bounds each POST) later.
 	ctx, stop := context.WithCancel(context.Background())
@@ -218,15 +198,7 @@ func TestQueuedGoneWebhooksDroppedAtShutdown(t *testing.T) {
 	defer cut()
 	ran := make(chan error, 1)
 	go func() { ran <- h.snd.Run(ctx, attempts) }()
-	for i := range targets {
-		h.put(rc.URL+"/"+strconv.Itoa(i), `{"n":1}`, jsonHeader())
-	}
-	for range workers {
-		waitArrival(t, app)
-	}
-	for range targets - workers {
-		recv(t, queued, "a gone webhook waiting for its turn")
-	}
+	burst410(t, h, rc, app, queued, targets, workers)
 	stop()
 	for range targets - workers {
 		if err := recv(t, notified, "a queued gone webhook's end"); !errors.Is(err, errShutdown) {
@@ -239,5 +211,35 @@ func TestQueuedGoneWebhooksDroppedAtShutdown(t *testing.T) {
 	}
 	if n := len(app.got()); n != workers {
 		t.Errorf("the app got %d gone webhooks, want the %d in progress when shutdown began", n, workers)
+	}
+}
+
+// goneBurstHarness is a sender of workers workers whose gone webhook is
+// app; notified gets the end of each gone webhook (nil: sent), queued a
+// value for each one that waits for its turn.
+func goneBurstHarness(t *testing.T, app *receiver, workers, targets int) (h *harness, notified chan error, queued chan struct{}) {
+	t.Helper()
+	clk := newFakeClock(t0)
+	st := openStore(t, t.TempDir(), clk)
+	h = newHarness(t, clk, st, Options{Concurrency: workers, GoneWebhook: app.URL})
+	notified, queued = make(chan error, targets), make(chan struct{}, targets)
+	h.snd.onGoneNotified = func(err error) { notified <- err }
+	h.snd.onGoneQueued = func() { queued <- struct{}{} }
+	return h, notified, queued
+}
+
+// burst410 puts a hook for each of targets targets of rc, which answers
+// 410, and waits until workers gone webhooks have reached app and the
+// others wait for their turn (reported on queued). h must be running.
+func burst410(t *testing.T, h *harness, rc, app *receiver, queued chan struct{}, targets, workers int) {
+	t.Helper()
+	for i := range targets {
+		h.put(rc.URL+"/"+strconv.Itoa(i), `{"n":1}`, jsonHeader())
+	}
+	for range workers {
+		waitArrival(t, app)
+	}
+	for range targets - workers {
+		recv(t, queued, "a gone webhook waiting for its turn")
 	}
 }
