@@ -63,7 +63,7 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := buffer.Open(buffer.Options{Dir: t.TempDir(), GCInterval: -1})
+	store, err := buffer.Open(buffer.Options{Dir: t.TempDir(), GCInterval: -1, MinFreeBytes: storeReserve})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As run.go wires them: every optional gauge is on.
-	if _, err := admin.New(admin.Options{Store: store, Metrics: metrics, Progress: snd, DiskUsage: store.DiskUsage}); err != nil {
+	if _, err := admin.New(admin.Options{Store: store, Metrics: metrics, Progress: snd, DiskUsage: store.DiskUsage, Space: store.Space}); err != nil {
 		t.Fatal(err)
 	}
 	fams, err := metrics.Registry().Gather()

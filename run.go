@@ -237,6 +237,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		StallAfter:      time.Duration(cfg.StallAfter),
 		MaxPendingBytes: int64(cfg.MaxPendingBytes),
 		DiskUsage:       store.DiskUsage,
+		Space:           store.Space,
 		StoreCheck:      store.Check,
 		OnTargetChange:  snd.Notify,
 		Version:         versionString(),

@@ -156,6 +156,10 @@ type Options struct {
 	// DiskUsage returns the bytes the store takes on disk (LSM tree and
 	// value log), for /metrics and /api/status. Nil: not reported.
 	DiskUsage func() (lsm, vlog int64)
+	// Space returns the free space of the store's file system and the
+	// reserve captures leave on it (ok false: not checked), for
+	// /metrics. Nil: not reported.
+	Space func() (free, reserve int64, ok bool)
 	// CACert is the PEM of the CA that signs MITM certificates, served on
 	// /ca.pem. Nil: /ca.pem answers 404.
 	CACert []byte
@@ -183,6 +187,7 @@ type Server struct {
 	policy     ReadyPolicy
 	storeCheck func() error
 	diskUsage  func() (lsm, vlog int64)
+	space      func() (free, reserve int64, ok bool)
 	caCert     []byte
 	onChange   func(buffer.TargetStatus)
 	version    string
@@ -217,6 +222,7 @@ func New(opts Options) (*Server, error) {
 		tokenSum:   sha256.Sum256([]byte(strings.TrimSpace(opts.Token))),
 		storeCheck: opts.StoreCheck,
 		diskUsage:  opts.DiskUsage,
+		space:      opts.Space,
 		caCert:     opts.CACert,
 		onChange:   opts.OnTargetChange,
 		version:    opts.Version,

@@ -256,7 +256,7 @@ type stateCollector struct {
 	s *Server
 
 	pendingHooks, pendingBytes, pendingTargets, oldestAge, overdue *prometheus.Desc
-	deadLetters, deadHooks, gone, disk, ready                      *prometheus.Desc
+	deadLetters, deadHooks, gone, disk, free, reserve, ready       *prometheus.Desc
 }
 
 func newStateCollector(s *Server) *stateCollector {
@@ -274,13 +274,15 @@ func newStateCollector(s *Server) *stateCollector {
 		deadHooks:      d("hookproxy_dead_letter_hooks", "Hooks in the dead-letter store."),
 		gone:           d("hookproxy_targets_gone", "Targets marked gone (their receiver answered 410) and not cleared."),
 		disk:           d("hookproxy_store_disk_bytes", "Bytes the store's files take on disk, by part (lsm, vlog).", "part"),
+		free:           d("hookproxy_store_free_bytes", "Free space of the data directory's file system."),
+		reserve:        d("hookproxy_store_reserve_bytes", "Free space captures leave on the data directory's file system: below it they are refused as a store error."),
 		ready:          d("hookproxy_ready", "1 when /readyz answers 200, else 0."),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.pendingHooks, c.pendingBytes, c.pendingTargets, c.oldestAge,
-		c.overdue, c.deadLetters, c.deadHooks, c.gone, c.disk, c.ready} {
+		c.overdue, c.deadLetters, c.deadHooks, c.gone, c.disk, c.free, c.reserve, c.ready} {
 		ch <- d
 	}
 }
@@ -320,6 +322,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		lsm, vlog := s.diskUsage()
 		gauge(c.disk, float64(lsm), "lsm")
 		gauge(c.disk, float64(vlog), "vlog")
+	}
+	if s.space != nil {
+		if free, reserve, ok := s.space(); ok {
+			gauge(c.free, float64(free))
+			gauge(c.reserve, float64(reserve))
+		}
 	}
 	ready := 0.0
 	if s.readiness(now).Ready {

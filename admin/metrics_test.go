@@ -26,7 +26,8 @@ func TestMetricsExposition(t *testing.T) {
 	prog := &progress{}
 	prog.set(3 * time.Second)
 	_, url := serve(t, Options{Store: st, Metrics: m, Progress: prog, Now: clk.Now,
-		DiskUsage: func() (int64, int64) { return 1000, 234 }})
+		DiskUsage: func() (int64, int64) { return 1000, 234 },
+		Space:     func() (int64, int64, bool) { return 5000, 4000, true }})
 
 	put(t, st, "http://a.test/", `{"n":1}`, `{"n":2}`)
 	put(t, st, "http://b.test/", `{"n":3}`)
@@ -79,6 +80,8 @@ func TestMetricsExposition(t *testing.T) {
 		{"hookproxy_targets_gone", nil, 0},
 		{"hookproxy_store_disk_bytes", []string{"part=lsm"}, 1000},
 		{"hookproxy_store_disk_bytes", []string{"part=vlog"}, 234},
+		{"hookproxy_store_free_bytes", nil, 5000},
+		{"hookproxy_store_reserve_bytes", nil, 4000},
 		{"hookproxy_ready", nil, 1},
 		{"hookproxy_build_info", []string{"version=v1.2.3"}, 1},
 	} {

@@ -62,6 +62,9 @@ func TestReserveGrowsWithTables(t *testing.T) {
 	if !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("put = %v, want ErrDiskFull", err)
 	}
+	if free, res, ok := s.Space(); !ok || free != reserve+1<<20 || res != reserve+2<<20 {
+		t.Errorf("Space = %d free, %d reserve, %v; want %d, %d, true", free, res, ok, reserve+1<<20, reserve+2<<20)
+	}
 }
 
 // TestOrphanCleanupWaitsForTheLock: a second Open of a directory that a

@@ -810,6 +810,18 @@ func (s *Store) lsmBytes() int64 {
 	return n
 }
 
+// Space reports the free space of the data directory's file system and
+// the reserve captures leave on it (Options.MinFreeBytes plus the size of
+// Badger's tables); ok is false when the space is not checked.
+func (s *Store) Space() (free, reserve int64, ok bool) {
+	sp := s.spareSpace()
+	if sp.err == nil {
+		return 0, 0, false
+	}
+	reserve = s.opts.MinFreeBytes + s.lsmBytes()
+	return sp.n + reserve, reserve, true
+}
+
 // checkFree returns ErrDiskFull when the data directory's file system
 // has less than Options.MinFreeBytes free.
 func (s *Store) checkFree() error {
