@@ -14,7 +14,7 @@ import (
 //
 //	m/node                     random node id of this store (4 bytes)
 //	s/hook, s/batch, s/target  Badger sequences
-//	u/<url>                    -> target id
+//	u/<url>                    -> target id (stores of earlier versions; never read, deleted with the target)
 //	t/<tid>                    -> target record (url, head, gone)
 //	q/<tid><seq><recv><size>   -> hook record (the FIFO: seq is global and increasing)
 //	f/<tid>                    -> in-flight batch record

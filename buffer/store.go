@@ -865,9 +865,6 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
 				id = TargetID(n + 1) // a sequence starts at 0, which is not a valid id
 				fresh[h.Target] = id
 				rec, _ := json.Marshal(targetRecord{URL: h.Target})
-				if err := txn.Set(urlKey(h.Target), binary.BigEndian.AppendUint64(nil, uint64(id))); err != nil {
-					return nil, fmt.Errorf("put target: %w", err)
-				}
 				if err := txn.Set(targetKey(id), rec); err != nil {
 					return nil, fmt.Errorf("put target: %w", err)
 				}

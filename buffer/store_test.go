@@ -457,6 +457,18 @@ func TestRestartForgetsIdleTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	pendingID := statusOf(t, s, pending).ID
+	// The URL index earlier versions wrote with each target.
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for _, u := range []string{done, dead} {
+			if err := txn.Set(urlKey(u), []byte{0}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
