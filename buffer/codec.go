@@ -13,6 +13,7 @@ import (
 // so that Badger's order is numeric order.
 //
 //	m/node                     random node id of this store (4 bytes)
+//	m/flush                    written and dropped at once, to flush the memtable
 //	s/hook, s/batch, s/target  Badger sequences
 //	u/<url>                    -> target id (stores of earlier versions; never read, deleted with the target)
 //	t/<tid>                    -> target record (url, head, gone)
@@ -29,6 +30,7 @@ const (
 
 var (
 	keyNode        = []byte("m/node")
+	keyFlush       = []byte("m/flush") // written and dropped to flush the memtable
 	keySeqHook     = []byte("s/hook")
 	keySeqBatch    = []byte("s/batch")
 	keySeqTarget   = []byte("s/target")

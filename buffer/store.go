@@ -780,12 +780,33 @@ func (s *Store) maybeReclaim() {
 		defer s.wg.Done()
 		defer s.reclaiming.Store(false)
 		s.log.Info("disk nearly full: compacting to give back the space of delivered hooks", "table_bytes", lsm, "pending_bytes", pending)
+		if err := s.flushMemtable(); err != nil {
+			s.log.Warn("compaction to give back space failed", "error", err)
+			return
+		}
 		if err := s.db.Flatten(2); err != nil {
 			s.log.Warn("compaction to give back space failed", "error", err)
 			return
 		}
 		s.log.Info("compacted", "table_bytes", s.lsmBytes())
 	}()
+}
+
+// flushMemtable writes Badger's memtable out as a table. The deletes of
+// delivered hooks may all sit in it: while they do, no compaction can
+// drop the hooks from the tables, and with captures refused nothing may
+// fill the memtable for Badger to flush it. Badger flushes on demand only
+// as part of DropPrefix, so this writes one key under a prefix of its own
+// and drops that prefix. Writes made meanwhile fail with
+// badger.ErrBlockedWrites, a store error their callers handle.
+func (s *Store) flushMemtable() error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keyFlush, nil) }); err != nil {
+		return fmt.Errorf("flush memtable: %w", err)
+	}
+	if err := s.db.DropPrefix(keyFlush); err != nil {
+		return fmt.Errorf("flush memtable: %w", err)
+	}
+	return nil
 }
 
 // lsmBytes is the size of Badger's tables. A compaction writes its new
