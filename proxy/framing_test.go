@@ -35,13 +35,10 @@ func TestTunnelFramingErrorEndsTunnel(t *testing.T) {
 				paths = append(paths, r.URL.Path)
 				mu.Unlock()
 			}, true)
-			ca := newCA(t)
-			tp := startProxy(t, Options{Store: openStore(t), TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
-			u, _ := url.Parse(rc.URL)
-			c := intercepted(t, tp, ca, u.Host)
-			resp, body := c.send(t, http.MethodPost, "POST /h HTTP/1.1\r\nHost: "+u.Host+"\r\nContent-Type: "+tt.contentType+"\r\n"+
+			_, c, host := tunnelTo(t, rc, Options{Store: openStore(t)})
+			resp, body := c.send(t, http.MethodPost, "POST /h HTTP/1.1\r\nHost: "+host+"\r\nContent-Type: "+tt.contentType+"\r\n"+
 				"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n"+
-				"GET /smuggled HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n")
+				"GET /smuggled HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
 			if strconv.Itoa(resp.StatusCode) != tt.status || !resp.Close {
 				t.Errorf("broken chunked body: %d (Connection: close %v) %s; want %s and a close", resp.StatusCode, resp.Close, body, tt.status)
 			}
@@ -393,11 +390,8 @@ func TestMITMWebSocketPastTheHeadBound(t *testing.T) {
 		n, _ := io.CopyN(io.Discard, brw, sent)
 		_, _ = io.WriteString(c, strconv.FormatInt(n, 10))
 	}, true)
-	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
-	u, _ := url.Parse(rc.URL)
-	c := intercepted(t, tp, ca, u.Host)
-	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: "+u.Host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+	_, c, host := tunnelTo(t, rc, Options{})
+	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: "+host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {

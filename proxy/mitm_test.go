@@ -49,6 +49,22 @@ func intercepted(tb testing.TB, tp *testProxy, ca *mitm.Authority, hostport stri
 	return c
 }
 
+// tunnelTo starts a proxy on opts that intercepts HTTPS and trusts rc, a
+// TLS receiver, upstream (opts.Store nil: a fakeStore), and opens an
+// intercepted tunnel to rc through it. It returns the proxy, the tunnel
+// and rc's host:port.
+func tunnelTo(tb testing.TB, rc *receiver, opts Options) (*testProxy, *rawConn, string) {
+	tb.Helper()
+	ca := newCA(tb)
+	if opts.Store == nil {
+		opts.Store = &fakeStore{}
+	}
+	opts.TLSConfig, opts.UpstreamTLSConfig = ca.TLSConfig, rc.tlsConfig()
+	tp := startProxy(tb, opts)
+	u, _ := url.Parse(rc.URL)
+	return tp, intercepted(tb, tp, ca, u.Host), u.Host
+}
+
 // interceptedWith is intercepted with the client's TLS configuration
 // changed by tweak (when not nil); it also returns the TCP connection
 // under the TLS one, for a test that closes it alone.

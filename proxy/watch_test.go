@@ -102,13 +102,10 @@ func TestMITMWatchKeepsKeepAlive(t *testing.T) {
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok "+r.URL.Path)
 	}, true)
-	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
-	u, _ := url.Parse(rc.URL)
-	c := intercepted(t, tp, ca, u.Host)
+	_, c, host := tunnelTo(t, rc, Options{})
 	for i := range 20 {
 		path := "/r" + strconv.Itoa(i)
-		resp, body := c.send(t, http.MethodPost, "POST "+path+" HTTP/1.1\r\nHost: "+u.Host+"\r\nContent-Type: text/plain\r\n"+
+		resp, body := c.send(t, http.MethodPost, "POST "+path+" HTTP/1.1\r\nHost: "+host+"\r\nContent-Type: text/plain\r\n"+
 			"Content-Length: 2\r\n\r\n", "hi")
 		if resp.StatusCode != http.StatusOK || string(body) != "ok "+path || resp.Close {
 			t.Fatalf("request %d: %d %q close=%v", i, resp.StatusCode, body, resp.Close)
@@ -116,7 +113,7 @@ func TestMITMWatchKeepsKeepAlive(t *testing.T) {
 	}
 	// Pipelined: both requests in one write.
 	req := func(path string) string {
-		return "POST " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+		return "POST " + path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
 	}
 	if _, err := io.WriteString(c, req("/p1")+req("/p2")); err != nil {
 		t.Fatal(err)
@@ -204,15 +201,12 @@ func TestMITMWatchHandsOverAPipelinedRequest(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok "+r.URL.Path)
 	}, true)
-	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
-	u, _ := url.Parse(rc.URL)
-	c := intercepted(t, tp, ca, u.Host)
-	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+	tp, c, host := tunnelTo(t, rc, Options{})
+	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	recv(t, entered, "the first request upstream")
-	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the watch has read the pipelined request.
