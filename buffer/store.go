@@ -659,6 +659,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 	// count against the reserve: a group that fits only by eating into
 	// it would leave the room the reserve is for taken.
 	spare := s.spareSpace()
+	room := spare.free - spare.reserve
 	max := s.opts.MaxPendingBytes
 	s.mu.Lock()
 	total := s.pendingBytes
@@ -666,19 +667,20 @@ func (s *Store) commitGroup(group []*putRequest) {
 	admitted := group[:0:0]
 	for _, r := range group {
 		disk := r.diskSize()
-		if spare.err != nil && disk > spare.n {
+		if spare.checked && disk > room {
+			err := spare.err(s.opts.Dir)
 			s.mu.Lock()
-			s.commitErr = spare.err
+			s.commitErr = err
 			s.mu.Unlock()
 			s.maybeReclaim()
-			r.done <- spare.err
+			r.done <- err
 			continue
 		}
 		if max > 0 && total+r.size > max {
 			r.done <- ErrQuota
 			continue
 		}
-		spare.n -= disk
+		room -= disk
 		total += r.size
 		admitted = append(admitted, r)
 	}
@@ -718,16 +720,24 @@ func (s *Store) commitGroup(group []*putRequest) {
 	}
 }
 
-// spareSpace is the free space above Options.MinFreeBytes: n bytes, and
-// err (wrapping ErrDiskFull, saying how much is free) to refuse a write
-// that needs more. A nil err means the space is not checked.
+// spareSpace is the free space of the data directory's file system and
+// the reserve captures leave on it (Options.MinFreeBytes plus the size of
+// Badger's tables), when checked.
 type spareSpace struct {
-	n   int64
-	err error
+	checked       bool
+	free, reserve int64
 }
 
-// spareSpace measures the space the data directory's file system has
-// above Options.MinFreeBytes. An error reading the free space is logged
+// short reports whether the free space is below the reserve.
+func (sp spareSpace) short() bool { return sp.checked && sp.free < sp.reserve }
+
+// err is the answer to a write the space above the reserve cannot take.
+func (sp spareSpace) err(dir string) error {
+	return fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, sp.free, dir, sp.reserve)
+}
+
+// spareSpace measures the free space of the data directory's file system
+// and the reserve. An error reading the free space is logged
 // and lets writes go ahead: the check guards against a crash, it must
 // not itself stop captures.
 func (s *Store) spareSpace() spareSpace {
@@ -743,11 +753,7 @@ func (s *Store) spareSpace() spareSpace {
 		s.log.Debug("free space", "error", err)
 		return spareSpace{}
 	}
-	reserve := s.opts.MinFreeBytes + s.lsmBytes()
-	return spareSpace{
-		n:   n - reserve,
-		err: fmt.Errorf("%w: %d bytes free in %s, %d kept in reserve", ErrDiskFull, n, s.opts.Dir, reserve),
-	}
+	return spareSpace{checked: true, free: n, reserve: s.opts.MinFreeBytes + s.lsmBytes()}
 }
 
 // maybeReclaim starts, in the background, a compaction of every table
@@ -836,18 +842,14 @@ func (s *Store) lsmBytes() int64 {
 // Badger's tables); ok is false when the space is not checked.
 func (s *Store) Space() (free, reserve int64, ok bool) {
 	sp := s.spareSpace()
-	if sp.err == nil {
-		return 0, 0, false
-	}
-	reserve = s.opts.MinFreeBytes + s.lsmBytes()
-	return sp.n + reserve, reserve, true
+	return sp.free, sp.reserve, sp.checked
 }
 
 // checkFree returns ErrDiskFull when the data directory's file system
-// has less than Options.MinFreeBytes free.
+// is short of the reserve.
 func (s *Store) checkFree() error {
-	if sp := s.spareSpace(); sp.n < 0 {
-		return sp.err
+	if sp := s.spareSpace(); sp.short() {
+		return sp.err(s.opts.Dir)
 	}
 	return nil
 }
