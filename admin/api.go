@@ -556,7 +556,7 @@ func (s *Server) getDeadLetter(w http.ResponseWriter, r *http.Request) {
 		// The route of POST /api/dead-letters/replay, not a dead letter
 		// (whose ids are batch ids).
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path))
+		methodNotAllowed(w, r)
 		return
 	}
 	d, err := s.store.GetDeadLetter(r.PathValue("id"))
