@@ -133,7 +133,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		}
 	}
 	r := s.settle(id, b, host, st)
-	r.attempted = true
+	r.attempted, r.failed = true, out != outcomeDelivered
 	r.slow = d >= s.timeout/2 || errors.Is(err, context.DeadlineExceeded)
 	return r
 }

@@ -197,8 +197,9 @@ type result struct {
 	owed *settlement
 	// attempted is set when the turn sent the batch and the receiver
 	// answered or failed (not shutdown); slow then says whether that took
-	// half the send timeout or more.
-	attempted, slow bool
+	// half the send timeout or more, and failed whether the batch was not
+	// delivered.
+	attempted, slow, failed bool
 }
 
 // settleLocked applies a worker's result to t, which the worker just
@@ -252,9 +253,13 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 			t.setNotBefore(s.clock.Now().Add(s.pol.interval))
 		}
 	}
-	if drain && r.kind != resultFinished && r.kind != resultEmpty {
-		// One failed attempt per target and drain: hammering a failing
-		// receiver until the deadline helps nobody.
+	// One failed attempt per target and drain: hammering a failing
+	// receiver until the deadline helps nobody. That holds also when the
+	// failure ended the batch (its last retry, a permanent answer) and
+	// the target has hooks left; after a 410 they are dead-lettered
+	// without a send, which hammers no one.
+	gaveUp := r.failed && r.gone == nil && t.pending > 0
+	if drain && (gaveUp || r.kind != resultFinished && r.kind != resultEmpty) {
 		t.held = true
 		s.held = append(s.held, t)
 		return

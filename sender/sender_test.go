@@ -935,6 +935,35 @@ func TestDrainLeavesFailuresOnDisk(t *testing.T) {
 	}
 }
 
+// TestDrainSetsAsideAGivenUpTarget: a target whose attempt fails in the
+// drain is set aside with its later batches also when that failure ends
+// the batch (its last retry, or no retries at all): the drain does not go
+// on sending the target's backlog to a receiver that is down, each batch
+// then dead-lettered, but leaves it on disk for the next start.
+func TestDrainSetsAsideAGivenUpTarget(t *testing.T) {
+	clk := newFakeClock(t0)
+	down := newReceiver(t, failFirst(100, http.StatusServiceUnavailable))
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 1})
+	for _, body := range bodies(1, 3) {
+		h.put(down.URL, body, jsonHeader())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	if err := h.snd.Drain(ctx); !errors.Is(err, ErrUndelivered) {
+		t.Errorf("Drain = %v, want ErrUndelivered", err)
+	}
+	if n := len(down.got()); n != 1 {
+		t.Errorf("%d attempts to the failing receiver in the drain, want 1", n)
+	}
+	if n := len(deadLetters(t, st)); n != 1 {
+		t.Errorf("%d dead letters, want the one batch that failed", n)
+	}
+	if n := pending(t, st); n != 2 {
+		t.Errorf("%d hooks pending, want the 2 after the failed batch left on disk", n)
+	}
+}
+
 func TestRunAndDrainExclusive(t *testing.T) {
 	clk := newFakeClock(t0)
 	st := openStore(t, t.TempDir(), clk)
