@@ -220,13 +220,19 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 		}
 		rest := *d
 		rest.Hooks = d.Hooks[end:]
-		req.after = func(txn *badger.Txn) error {
-			if len(rest.Hooks) == 0 {
-				return txn.Delete(deadKey(d.ID))
+		// The rest of the dead letter is written again with the chunk:
+		// that takes disk space too, as much as the hooks left.
+		var v []byte
+		if len(rest.Hooks) > 0 {
+			var err error
+			if v, err = encodeDeadLetter(rest); err != nil {
+				return done, err
 			}
-			v, err := encodeDeadLetter(rest)
-			if err != nil {
-				return err
+		}
+		req.afterSize = int64(len(deadKey(d.ID)) + len(v))
+		req.after = func(txn *badger.Txn) error {
+			if v == nil {
+				return txn.Delete(deadKey(d.ID))
 			}
 			return txn.Set(deadKey(d.ID), v)
 		}

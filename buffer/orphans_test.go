@@ -85,3 +85,24 @@ func TestOrphanCleanupWaitsForTheLock(t *testing.T) {
 		t.Fatalf("the running store's table was removed by a second Open: %v", err)
 	}
 }
+
+// TestMemtableCleanupWaitsForTheLock: Badger creates a memtable file
+// and only then sizes it, so a running store's newest memtable is empty
+// for a moment; a second Open of its directory (a new pod started
+// before the old one stopped, say) must not remove it: the hooks then
+// written to it would be in no file after a crash.
+func TestMemtableCleanupWaitsForTheLock(t *testing.T) {
+	dir := t.TempDir()
+	openStore(t, dir, Options{})
+	creating := filepath.Join(dir, "99999.mem")
+	if err := os.WriteFile(creating, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(Options{Dir: dir}); err == nil {
+		_ = s.Close()
+		t.Fatal("a second Open of a directory in use succeeded")
+	}
+	if _, err := os.Stat(creating); err != nil {
+		t.Fatalf("the running store's memtable was removed by a second Open: %v", err)
+	}
+}

@@ -210,15 +210,17 @@ type putRequest struct {
 	size  int64
 	// keepIDs keeps the hooks' ids (a replay) instead of assigning new ones.
 	keepIDs bool
-	// after, when set, adds its own writes to the transaction.
-	after func(*badger.Txn) error
-	done  chan error // buffered; errLead hands over leadership
+	// after, when set, adds its own writes to the transaction; afterSize
+	// is about what they write, for the free-space check.
+	after     func(*badger.Txn) error
+	afterSize int64
+	done      chan error // buffered; errLead hands over leadership
 }
 
-// diskSize is about what storing r's hooks writes: their records and
-// queue keys.
+// diskSize is about what storing r writes: its hooks' records and queue
+// keys, and what after adds.
 func (r *putRequest) diskSize() int64 {
-	var n int64
+	n := r.afterSize
 	for _, h := range r.hooks {
 		n += int64(recordLen(h) + queueKeyLength)
 	}
@@ -269,24 +271,8 @@ func Open(opts Options) (*Store, error) {
 		bopts.Dir, bopts.ValueDir = "", ""
 	}
 	if !opts.InMemory {
-		n, err := removeEmptyMemtables(opts.Dir)
-		if err != nil {
+		if err := cleanUp(opts.Dir, bopts, log); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
-		}
-		if n > 0 {
-			log.Warn("removed empty memtable files left by a crash", "count", n)
-		}
-		// Only under Badger's directory lock: the tables a running
-		// hookproxy is writing are not in its MANIFEST yet either.
-		if unlock, ok := lockDir(opts.Dir); ok {
-			n, freed, err := removeOrphanTables(opts.Dir, bopts)
-			unlock()
-			if err != nil {
-				return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
-			}
-			if n > 0 {
-				log.Warn("removed table files a crash left unfinished", "count", n, "bytes", freed)
-			}
 		}
 	}
 	db, err := badger.Open(bopts)
@@ -317,6 +303,42 @@ func Open(opts Options) (*Store, error) {
 		go s.gcLoop(ctx, interval)
 	}
 	return s, nil
+}
+
+// cleanUp removes what a crash left in dir that Badger cannot open or
+// would write before it removes: empty memtable files and orphan
+// tables. Only under Badger's directory lock: a running hookproxy's
+// files look the same (the memtable file it is creating is empty for a
+// moment, the tables it is writing are not in its MANIFEST yet). Where
+// the lock cannot be taken here at all, the empty memtables still go,
+// as Badger would not open the directory with them.
+func cleanUp(dir string, bopts badger.Options, log *slog.Logger) error {
+	unlock, err := lockDir(dir)
+	locked := err == nil
+	if !locked && !errors.Is(err, errors.ErrUnsupported) {
+		return nil // held by another process (Badger's open says so), or no directory yet
+	}
+	if locked {
+		defer unlock()
+	}
+	n, err := removeEmptyMemtables(dir)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		log.Warn("removed empty memtable files left by a crash", "count", n)
+	}
+	if !locked {
+		return nil
+	}
+	n, freed, err := removeOrphanTables(dir, bopts)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		log.Warn("removed table files a crash left unfinished", "count", n, "bytes", freed)
+	}
+	return nil
 }
 
 // removeEmptyMemtables deletes memtable files of size zero. Badger creates
@@ -409,6 +431,9 @@ func (s *Store) rebuild() error {
 			}
 			t := &target{id: id, url: rec.URL, head: rec.Head, gone: rec.Gone}
 			s.targets[id] = t
+			// In id order: of two records of one URL (a forget whose
+			// deletion failed leaves one), the later is the URL's
+			// target, and the earlier has nothing pending.
 			s.byURL[t.url] = t
 		}
 		it.Close()
@@ -488,20 +513,32 @@ func (s *Store) forgetIdle() {
 		}
 	}
 	// A clean-up: on a disk short of its reserve it waits for a later
-	// start, and when it fails the targets stay as they were.
+	// start.
 	if len(keys) == 0 || s.checkFree() != nil {
 		return
 	}
-	if err := s.deleteKeys(keys); err != nil {
-		s.log.Warn("could not forget targets with nothing pending", "count", len(idle), "error", err)
-		return
-	}
+	// Forgotten in memory even when the deletion fails: Badger commits a
+	// large write batch in several transactions, so a failure may have
+	// deleted some of the records, and a target kept in memory without
+	// its record would take hooks that no restart sees. A record left
+	// behind is harmless: a later capture makes a target of its own, and
+	// the next start forgets the old one again.
 	for _, t := range idle {
 		delete(s.targets, t.id)
-		delete(s.byURL, t.url)
+		if s.byURL[t.url] == t { // not a later target of the URL (see rebuild)
+			delete(s.byURL, t.url)
+		}
+	}
+	if err := forgetKeys(s, keys); err != nil {
+		s.log.Warn("could not delete the records of forgotten targets; the next start deletes them", "count", len(idle), "error", err)
+		return
 	}
 	s.log.Info("forgot targets with nothing pending", "count", len(idle))
 }
+
+// forgetKeys deletes the records of forgotten targets; a variable so that
+// tests can make it fail part way.
+var forgetKeys = (*Store).deleteKeys
 
 func (s *Store) deleteKeys(keys [][]byte) error {
 	wb := s.db.NewWriteBatch()

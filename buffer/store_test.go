@@ -537,6 +537,75 @@ func TestShortDiskKeepsIdleTargets(t *testing.T) {
 	}
 }
 
+// TestForgetFailingPartWayLosesNoHook: forgetting idle targets deletes
+// their records in a write batch, which Badger commits in several
+// transactions when it is large, so a failure can leave some records
+// deleted. A target whose record is gone must not take hooks under its
+// old id: with no record, a restart does not see them, and acknowledged
+// hooks would never be delivered. A record the failure left behind must
+// not take the URL from the target made after it.
+func TestForgetFailingPartWayLosesNoHook(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		deleted int // of the keys to delete, how many the failure deletes
+	}{
+		{"record deleted", 1},
+		{"record left", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(Options{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const url = "http://a.test/"
+			put(t, s, url, `{"n":0}`)
+			deliverAll(t, s, url)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			orig := forgetKeys
+			t.Cleanup(func() { forgetKeys = orig })
+			forgetKeys = func(s *Store, keys [][]byte) error {
+				if err := s.deleteKeys(keys[:tt.deleted]); err != nil {
+					return err
+				}
+				return errors.New("injected: the write batch's second transaction failed")
+			}
+			s, err = Open(Options{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			forgetKeys = orig
+			h := put(t, s, url, `{"n":1}`)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			s = openStore(t, dir, Options{})
+			if st := s.Stats(); st.PendingHooks != 1 {
+				t.Fatalf("after a restart: %d hooks pending, want the acknowledged hook %s", st.PendingHooks, h.ID)
+			}
+			put(t, s, url, `{"n":2}`)
+			ts, err := s.Targets()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ts) != 1 || ts[0].Pending != 2 {
+				t.Fatalf("targets after another capture: %+v, want one target with both hooks", ts)
+			}
+			b, err := s.Claim(ts[0].ID, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bodies(b); len(got) != 2 || got[0] != `{"n":1}` || got[1] != `{"n":2}` {
+				t.Fatalf("batch after a restart: %v, want {\"n\":1} then {\"n\":2}", got)
+			}
+		})
+	}
+}
+
 // heavyHook is a hook whose headers outweigh its body, as an app that
 // sends a bearer token with every hook makes them: 512 of them pass the
 // ~1.2 MB Badger takes in one transaction here.
@@ -840,6 +909,49 @@ func TestFreeSpaceUnchecked(t *testing.T) {
 				t.Fatalf("check = %v, want nil", err)
 			}
 		})
+	}
+}
+
+// TestReplayCountsTheDeadLetterItRewrites: each chunk of a replay also
+// writes the rest of its dead letter again (in the same transaction, so
+// an interrupted replay neither loses nor repeats hooks), and that
+// rewrite takes disk space as the hooks do: a chunk whose hooks fit
+// above the reserve but whose rewrite does not is refused, and the dead
+// letter stays whole.
+func TestReplayCountsTheDeadLetterItRewrites(t *testing.T) {
+	const reserve = 1 << 20
+	var free atomic.Int64
+	free.Store(1 << 30)
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: reserve,
+		FreeBytes:    func(string) (int64, error) { return free.Load(), nil },
+		LSMBytes:     func() int64 { return 0 },
+	})
+	const url, n = "http://a.test/", replayChunk + 72
+	id, letter := deadLetterOf(t, s, url, n, 1<<10)
+	dl, err := s.GetDeadLetter(letter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for the first chunk's hook records and 1 KiB more: not for
+	// the 72 hooks (some 100 KB) written again as the rest of the letter.
+	var chunk int64
+	for i := range replayChunk {
+		chunk += int64(recordLen(&dl.Hooks[i]) + queueKeyLength)
+	}
+	free.Store(reserve + chunk + 1<<10)
+	_, got, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{letter}})
+	if !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("replay with room for the first chunk's hooks only: %d hooks back, err = %v; want ErrDiskFull", got, err)
+	}
+	if got != 0 {
+		t.Errorf("%d hooks back, want 0", got)
+	}
+	if st, err := s.Target(id); err != nil || st.Pending != 0 {
+		t.Errorf("target after the refused replay: %+v, %v; want nothing pending", st, err)
+	}
+	if left, err := s.GetDeadLetter(letter); err != nil || len(left.Hooks) != n {
+		t.Errorf("dead letter after the refused replay: %d hooks, %v; want %d", len(left.Hooks), err, n)
 	}
 }
 
