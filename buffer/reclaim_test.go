@@ -61,3 +61,56 @@ func TestShortDiskCompactsDeliveredHooks(t *testing.T) {
 		}
 	}
 }
+
+// TestCapturesWaitForAMemtableFlush: while flushMemtable drops its
+// prefix, Badger fails every write with ErrBlockedWrites. Captures wait
+// for it instead of failing: on a short disk the reclaim runs while the
+// app goes on posting, and a failed capture is one the app is refused
+// (and Check reported it until the next capture succeeded).
+func TestCapturesWaitForAMemtableFlush(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	const flushes, writers, puts = 20, 4, 50
+	stop := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		defer close(flushed)
+		for i := 0; i < flushes; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.flushMemtable(); err != nil {
+				flushed <- err
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*puts)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < puts; i++ {
+				h := &Hook{Target: fmt.Sprintf("http://t%d.example/", w), Method: "POST", Body: []byte(`{}`)}
+				if err := s.Put(context.Background(), h); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-flushed; err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	close(errs)
+	for err := range errs {
+		t.Errorf("a capture during memtable flushes failed: %v", err)
+	}
+	if err := s.Check(); err != nil {
+		t.Errorf("Check after the flushes: %v", err)
+	}
+}

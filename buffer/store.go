@@ -116,6 +116,9 @@ type Store struct {
 	// (Unix nanoseconds). See maybeReclaim.
 	reclaiming  atomic.Bool
 	lastReclaim atomic.Int64
+	// flushing is held by flushMemtable while Badger blocks writes, and
+	// shared by group commits, which wait for it rather than fail.
+	flushing sync.RWMutex
 
 	mu           sync.Mutex
 	targets      map[TargetID]*target
@@ -724,7 +727,9 @@ func (s *Store) commitGroup(group []*putRequest) {
 	if len(admitted) == 0 {
 		return
 	}
+	s.flushing.RLock()
 	touched, err := s.writeGroup(admitted)
+	s.flushing.RUnlock()
 	if errors.Is(err, badger.ErrTxnTooBig) && len(admitted) > 1 {
 		// The bounds above should prevent it; should they not, the
 		// halves go in order, each in a transaction of its own.
@@ -840,12 +845,16 @@ func (s *Store) maybeReclaim() {
 // drop the hooks from the tables, and with captures refused nothing may
 // fill the memtable for Badger to flush it. Badger flushes on demand only
 // as part of DropPrefix, so this writes one key under a prefix of its own
-// and drops that prefix. Writes made meanwhile fail with
-// badger.ErrBlockedWrites, a store error their callers handle.
+// and drops that prefix. Badger fails the writes made meanwhile with
+// badger.ErrBlockedWrites: group commits wait for it instead (captures
+// would fail, and Check report it until the next capture succeeded);
+// the sender's writes fail and are retried.
 func (s *Store) flushMemtable() error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keyFlush, nil) }); err != nil {
 		return fmt.Errorf("flush memtable: %w", err)
 	}
+	s.flushing.Lock()
+	defer s.flushing.Unlock()
 	if err := s.db.DropPrefix(keyFlush); err != nil {
 		return fmt.Errorf("flush memtable: %w", err)
 	}
