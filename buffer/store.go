@@ -1361,6 +1361,17 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		if err != nil {
 			return TargetStatus{}, fmt.Errorf("encode dead letter %s: %w", batchID, err)
 		}
+		// A dead letter is written anew (the hooks' records only go at
+		// a compaction): on a disk short of its reserve it waits, its
+		// batch in flight, as captures do.
+		var size int64
+		for _, p := range parts {
+			size += int64(len(deadKey(p.id)) + len(p.value))
+		}
+		if sp := s.spareSpace(); sp.checked && size > sp.free-sp.reserve {
+			s.maybeReclaim()
+			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, sp.err(s.opts.Dir))
+		}
 		for _, p := range parts {
 			if err := txn.Set(deadKey(p.id), p.value); err != nil {
 				return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)

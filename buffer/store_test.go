@@ -801,6 +801,57 @@ func TestDiskFullRefusesCaptures(t *testing.T) {
 // free space below MinFreeBytes is refused, while a smaller one that
 // leaves the reserve whole is taken: the check is of the space left once
 // the hook is written, not before.
+// TestDiskFullKeepsGiveUpsInFlight: a dead letter is written anew, so
+// on a disk short of its reserve a give-up is refused as a capture is:
+// the batch stays in flight and nothing is dead-lettered (discarding,
+// which writes nothing new, goes on). With space back, it goes through.
+func TestDiskFullKeepsGiveUpsInFlight(t *testing.T) {
+	var free atomic.Int64
+	free.Store(100 << 20)
+	s := openStore(t, t.TempDir(), Options{
+		MinFreeBytes: 64 << 20,
+		FreeBytes:    func(string) (int64, error) { return free.Load(), nil },
+	})
+	const url = "http://a.test/"
+	put(t, s, url, `{"n":0}`)
+	put(t, s, url, `{"n":1}`)
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 1, 0)
+	if err != nil || b == nil {
+		t.Fatalf("claim: %v, %v", b, err)
+	}
+
+	free.Store(64<<20 + 100)
+	f := Failure{At: time.Now(), Status: 400, Error: "HTTP 400 Bad Request"}
+	if _, err := s.GiveUp(id, b.ID, "status", f, NextClaim{}); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("give up on a short disk: err = %v, want ErrDiskFull", err)
+	}
+	if dl, err := s.ListDeadLetters(DeadLetterFilter{}, false); err != nil || len(dl) != 0 {
+		t.Fatalf("dead letters after a refused give-up: %d, %v; want none", len(dl), err)
+	}
+	again, err := s.Claim(id, 1, 0)
+	if err != nil || again == nil || again.ID != b.ID {
+		t.Fatalf("claim after a refused give-up: %+v, %v; want batch %s still in flight", again, err, b.ID)
+	}
+
+	free.Store(100 << 20)
+	if _, err := s.GiveUp(id, b.ID, "status", f, NextClaim{}); err != nil {
+		t.Fatalf("give up with space back: %v", err)
+	}
+	if dl, err := s.ListDeadLetters(DeadLetterFilter{}, false); err != nil || len(dl) != 1 || dl[0].ID != b.ID {
+		t.Fatalf("dead letters: %+v, %v; want batch %s", dl, err, b.ID)
+	}
+
+	free.Store(64<<20 + 100)
+	b2, err := s.Claim(id, 1, 0)
+	if err != nil || b2 == nil {
+		t.Fatalf("claim the second: %v, %v", b2, err)
+	}
+	if _, err := s.Discard(id, b2.ID, NextClaim{}); err != nil {
+		t.Fatalf("discard on a short disk: %v, want it to go through", err)
+	}
+}
+
 func TestDiskFullCountsTheCapture(t *testing.T) {
 	const reserve = 64 << 10
 	s := openStore(t, t.TempDir(), Options{
