@@ -583,25 +583,25 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 }
 
 func (c *cliRunner) replay(ctx context.Context, args []string, all bool) error {
-	return deadLetterAction(ctx, c, args, all, (*admin.Client).Replay, func(res admin.ReplayResult) (string, []string) {
+	return deadLetterAction(ctx, c, "replay", args, all, (*admin.Client).Replay, func(res admin.ReplayResult) (string, []string) {
 		return fmt.Sprintf("replayed %s (%s): back in their targets' queues",
 			plural(res.DeadLetters, "dead letter"), plural(res.Hooks, "hook")), res.NotFound
 	})
 }
 
 func (c *cliRunner) purge(ctx context.Context, args []string) error {
-	return deadLetterAction(ctx, c, args, false, (*admin.Client).Purge, func(res admin.PurgeResult) (string, []string) {
+	return deadLetterAction(ctx, c, "purge", args, false, (*admin.Client).Purge, func(res admin.PurgeResult) (string, []string) {
 		return fmt.Sprintf("purged %s", plural(res.DeadLetters, "dead letter")), res.NotFound
 	})
 }
 
-// deadLetterAction runs act (replay, purge) on the dead letters args
+// deadLetterAction runs act (op: replay, purge) on the dead letters args
 // select and prints its result: as JSON, or as the line report makes.
 // Ids the operator named that are not dead letters (report's second
 // result) make it fail with exit 3. A selection by --all, --target or
 // --target-id never does: what it selected and someone else replayed or
 // purged meanwhile is simply not done here.
-func deadLetterAction[R any](ctx context.Context, c *cliRunner, args []string, all bool,
+func deadLetterAction[R any](ctx context.Context, c *cliRunner, op string, args []string, all bool,
 	act func(*admin.Client, context.Context, admin.Selector) (R, error), report func(R) (string, []string)) error {
 	sel, err := c.selector(args, all)
 	if err != nil {
@@ -614,6 +614,13 @@ func deadLetterAction[R any](ctx context.Context, c *cliRunner, args []string, a
 	defer done()
 	named := len(sel.IDs) > 0
 	res, err := act(cl, ctx, sel)
+	if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The admin API makes a change it has begun whoever waits for
+		// its answer, and a replay of many dead letters takes minutes:
+		// "is hookproxy running?" would send the operator the wrong way.
+		return fmt.Errorf("%s: no answer within --timeout %v; if hookproxy got the request, it goes on with the %s "+
+			"(hookproxy dead list shows what is left; raise --timeout to wait for the answer): %w", op, c.timeout, op, err)
+	}
 	if err != nil {
 		return c.apiErr(err, named)
 	}

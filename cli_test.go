@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -627,5 +628,47 @@ func TestStatusCountsInWords(t *testing.T) {
 	writeStatus(&out, admin.Status{Version: "v1", Ready: true, PendingHooks: 1, PendingBytes: 8, PendingTargets: 1}, admin.TargetList{})
 	if got := out.String(); !strings.Contains(got, "pending:      1 hook, 8 B, 1 target") {
 		t.Errorf("status:\n%s\nwant the line pending:      1 hook, 8 B, 1 target", got)
+	}
+}
+
+// slowReplay is a store whose replays wait for release, as a replay of
+// tens of thousands of dead letters (one synced write each) takes
+// minutes; done is closed once the replay is made.
+type slowReplay struct {
+	*buffer.Store
+	release, done chan struct{}
+}
+
+func (s slowReplay) ReplayDeadLetters(f buffer.DeadLetterFilter) ([]string, int, error) {
+	defer close(s.done)
+	<-s.release
+	return s.Store.ReplayDeadLetters(f)
+}
+
+// TestReplayOutlastingTheTimeout: a replay that outlasts --timeout is
+// not stopped by the command giving up: hookproxy makes it all the same.
+// The error says so, and how to wait for it, instead of asking whether
+// hookproxy is running (it is, and it is replaying): an operator told
+// the replay failed would run it again, or look for a fault that is
+// not there.
+func TestReplayOutlastingTheTimeout(t *testing.T) {
+	store, _, _ := oneDeadLetter(t)
+	slow := slowReplay{Store: store, release: make(chan struct{}), done: make(chan struct{})}
+	adminURL := serveAdmin(t, slow)
+	letGo := sync.OnceFunc(func() { close(slow.release) })
+	t.Cleanup(letGo) // before the server's Close, which waits for the replay
+	_, _, err := cliRun(t, adminURL, "retry-failed", "--timeout", "100ms")
+	if exitCode(err) != exitFailure || err == nil || strings.Contains(err.Error(), "is hookproxy running") ||
+		!strings.Contains(err.Error(), "goes on with the replay") || !strings.Contains(err.Error(), "--timeout") {
+		t.Errorf("retry-failed past --timeout: %v (exit %d); want exit 1 saying hookproxy goes on with the replay, and --timeout", err, exitCode(err))
+	}
+	letGo()
+	select {
+	case <-slow.done:
+	case <-time.After(waitLimit):
+		t.Fatal("the replay did not finish")
+	}
+	if n := deadLetterCount(t, adminURL); n != 0 {
+		t.Errorf("%d dead letters after the replay the command stopped waiting for, want 0: it was made", n)
 	}
 }

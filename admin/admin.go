@@ -257,7 +257,7 @@ func New(opts Options) (*Server, error) {
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      time.Minute, // a replay of many dead letters takes a while
+		WriteTimeout:      time.Minute, // lifted for replays and purges, which may take longer
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

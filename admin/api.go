@@ -661,6 +661,11 @@ func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
 // meanwhile is left alone, and an empty selection never turns into the
 // store's "all".
 func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op string) {
+	// A replay is one synced write per dead letter: tens of thousands
+	// take longer than the server's write timeout. The change is made
+	// whoever waits for it, so its answer must not be cut: the client
+	// would take a change that was made for a lost connection.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	sel, err := selector(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())

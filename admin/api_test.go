@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	neturl "net/url"
 	"slices"
@@ -801,5 +802,51 @@ func TestClientNoRouteIsNotNotFound(t *testing.T) {
 	}
 	if _, err := wrong.Target(ctx, uint64(aID)); IsNotFound(err) {
 		t.Errorf("Target at a wrong path: %v is 'not found'", err)
+	}
+}
+
+// TestLongChangesAreAnswered: a replay (or a purge) that takes longer
+// than the admin server's write timeout still gets its answer. A replay
+// is one synced write per dead letter, and tens of thousands of them
+// take minutes; the server finishes it whoever waits, so an answer cut
+// by the timeout would tell a client "connection lost" for a replay that
+// was done. A write timeout of a nanosecond stands for "shorter than the
+// change takes": any change outlasts it.
+func TestLongChangesAreAnswered(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	replayed := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	put(t, st, "http://a.test/hook", `{"n":2}`)
+	purged := kill(t, st, clk, "http://a.test/hook", 1, "status", 400)
+	srv, err := New(Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.srv.WriteTimeout = time.Nanosecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	c, err := NewClient("http://"+ln.Addr().String(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r, err := c.Replay(t.Context(), Selector{IDs: []string{replayed}}); err != nil || r.DeadLetters != 1 {
+		t.Errorf("replay past the write timeout = %+v, %v; want its answer, 1 dead letter replayed", r, err)
+	}
+	if r, err := c.Purge(t.Context(), Selector{IDs: []string{purged}}); err != nil || r.DeadLetters != 1 {
+		t.Errorf("purge past the write timeout = %+v, %v; want its answer, 1 dead letter purged", r, err)
 	}
 }
