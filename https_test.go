@@ -468,3 +468,62 @@ func TestHTTPSSettingsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestBundleNeverReplacesAFileItReads: hookproxy writes the CA bundle at
+// every start, replacing what is at HOOKPROXY_CA_BUNDLE_FILE. A bundle
+// path that names the CA's key or certificate, the upstream CA file or
+// the generated CA's files (a slip: "the CA file") is refused at start,
+// and the file is left as it was. Without the check the first start
+// succeeded, the operator's private key was overwritten with the bundle,
+// and the next start failed for want of a key that was gone for good.
+func TestBundleNeverReplacesAFileItReads(t *testing.T) {
+	// files are the paths a case may point the bundle at, each test's own.
+	type files struct{ cert, key, link, upstream, data string }
+	for _, tt := range []struct {
+		name     string
+		operator bool // the operator's CA, rather than a generated one
+		bundle   func(f files) string
+	}{
+		{"the CA key", true, func(f files) string { return f.key }},
+		{"the CA key, written another way", true, func(f files) string {
+			return filepath.Join(filepath.Dir(f.key), ".", filepath.Base(f.key))
+		}},
+		{"the CA key through a link", true, func(f files) string { return f.link }},
+		{"the CA certificate", true, func(f files) string { return f.cert }},
+		{"the upstream CA file", false, func(f files) string { return f.upstream }},
+		{"the generated CA's key", false, func(f files) string { return filepath.Join(f.data, caDirName, "key.pem") }},
+		{"the generated CA's certificate", false, func(f files) string { return filepath.Join(f.data, caDirName, "cert.pem") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var f files
+			_, f.cert, f.key = operatorCA(t)
+			f.link, f.upstream, f.data = filepath.Join(t.TempDir(), "key-link.pem"), writeCertPEM(t, newTLSReceiver(t, nil).srv.Certificate()), t.TempDir()
+			if err := os.Symlink(f.key, f.link); err != nil {
+				t.Fatal(err)
+			}
+			environ := []string{"HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_MEMORY_LIMIT=0",
+				"HOOKPROXY_DATA_DIR=" + f.data, "HOOKPROXY_UPSTREAM_CA_FILE=" + f.upstream}
+			if tt.operator {
+				environ = append(environ, "HOOKPROXY_CA_CERT_FILE="+f.cert, "HOOKPROXY_CA_KEY_FILE="+f.key)
+			} else if err := run(t.Context(), []string{"ca"}, environ, io.Discard, io.Discard); err != nil {
+				t.Fatalf("generate the CA: %v", err)
+			}
+			bundle := tt.bundle(f)
+			before, err := os.ReadFile(bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Should the setting be accepted, hookproxy starts and stops
+			// at once (the context is done), having written the bundle.
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			err = run(ctx, nil, append(environ, "HOOKPROXY_CA_BUNDLE_FILE="+bundle), io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_CA_BUNDLE_FILE") {
+				t.Errorf("bundle at %s: run = %v, want an error naming HOOKPROXY_CA_BUNDLE_FILE", bundle, err)
+			}
+			if after, _ := os.ReadFile(bundle); !bytes.Equal(after, before) {
+				t.Errorf("%s was replaced by the bundle", bundle)
+			}
+		})
+	}
+}

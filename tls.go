@@ -147,6 +147,39 @@ func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
 			bad("UPSTREAM_CA_FILE", c.UpstreamCAFile, err.Error())
 		}
 	}
+	// The bundle replaces what is at its path at every start: on a file
+	// hookproxy reads, the CA's key say, that file would be lost for
+	// good, and the next start would fail for want of it.
+	bundle := c.caBundleFile()
+	caDir := filepath.Join(c.DataDir, caDirName)
+	for _, f := range []struct{ what, path string }{
+		{"HOOKPROXY_CA_CERT_FILE", c.CACertFile},
+		{"HOOKPROXY_CA_KEY_FILE", c.CAKeyFile},
+		{"HOOKPROXY_UPSTREAM_CA_FILE", c.UpstreamCAFile},
+		{"the generated CA's certificate", filepath.Join(caDir, mitm.CertFileName)},
+		{"the generated CA's key", filepath.Join(caDir, mitm.KeyFileName)},
+	} {
+		if sameFile(bundle, f.path) {
+			bad("CA_BUNDLE_FILE", bundle, fmt.Sprintf("is %s (%s): the bundle written there at each start would replace it", f.what, f.path))
+		}
+	}
+}
+
+// sameFile reports whether the paths a and b name one file: the same
+// path once absolute and clean, or one file reached another way (a
+// link).
+func sameFile(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	if errA == nil && errB == nil && absA == absB {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
 // validateCA checks the settings of the interception CA, all that the ca
