@@ -309,6 +309,11 @@ func checkListenAddress(addr, example string) error {
 	if err != nil {
 		return fmt.Errorf("must be an address such as %s", example)
 	}
+	if port == "" {
+		// The listener would take any free port, which nobody is told
+		// of: ":${PORT}" with PORT unset, say. Port 0 says it on purpose.
+		return fmt.Errorf("has no port (an address such as %s; port 0 lets the system choose)", example)
+	}
 	if digits := strings.TrimPrefix(port, "-"); digits != "" && strings.Trim(digits, "0123456789") == "" {
 		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 			return fmt.Errorf("port %s is out of range (0 to %d)", port, math.MaxUint16)

@@ -338,9 +338,9 @@ func TestWordSettingsIgnoreSurroundingWhiteSpace(t *testing.T) {
 }
 
 // TestListenAddressesChecked: a listen address that can never work (a
-// port out of range, the proxy and the admin listener on one port) is
-// refused by the configuration check, without listening. Port 0 (the
-// system's choice) may be on both.
+// port out of range, the proxy and the admin listener on one port) or
+// has no port is refused by the configuration check, without listening.
+// Port 0 (the system's choice) may be on both.
 func TestListenAddressesChecked(t *testing.T) {
 	for _, tt := range []struct {
 		environ []string
@@ -360,6 +360,11 @@ func TestListenAddressesChecked(t *testing.T) {
 		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:7000", "HOOKPROXY_ADMIN_LISTEN=127.0.0.2:7000"}, ""},
 		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:7000", "HOOKPROXY_ADMIN_LISTEN=[::1]:7000"}, ""},
 		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:65535"}, ""},
+		// No port, as ":${PORT}" with PORT unset gives: the system would
+		// choose one, where the app never looks.
+		{[]string{"HOOKPROXY_LISTEN=127.0.0.1:"}, `HOOKPROXY_LISTEN="127.0.0.1:": has no port`},
+		{[]string{"HOOKPROXY_LISTEN=:"}, `HOOKPROXY_LISTEN=":": has no port`},
+		{[]string{"HOOKPROXY_ADMIN_LISTEN=0.0.0.0:"}, `HOOKPROXY_ADMIN_LISTEN="0.0.0.0:": has no port`},
 	} {
 		_, err := loadConfig(tt.environ)
 		switch {
