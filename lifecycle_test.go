@@ -140,6 +140,25 @@ func (p *process) signal(tb testing.TB, sig os.Signal) {
 	}
 }
 
+// signalUntilExit sends sig every tenth of a second until the process
+// exits.
+func (p *process) signalUntilExit(tb testing.TB, sig os.Signal) {
+	tb.Helper()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(waitLimit)
+	for {
+		select {
+		case <-p.exited:
+			return
+		case <-deadline:
+			tb.Fatalf("hookproxy did not exit at repeated %v\n%s", sig, p.logs.String())
+		case <-tick.C:
+			_ = p.cmd.Process.Signal(sig) // it may have exited meanwhile
+		}
+	}
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *process) wait(tb testing.TB) int {
 	tb.Helper()
@@ -233,6 +252,64 @@ func TestShutdownLetsAttemptsFinish(t *testing.T) {
 	}
 }
 
+// TestDoubledSignalDrains: a SIGTERM delivered twice at once (coreutils'
+// timeout signals the process and then its process group) is one
+// request to shut down: the drain runs and sends the pending batch.
+func TestDoubledSignalDrains(t *testing.T) {
+	rc := newReceiver(t, nil)
+	p := startProcess(t, map[string]string{"BATCH_SIZE": "100", "BATCH_TIME": "1h"})
+	checkAccepted(t, postWithPython(t, p.proxyURL, hookRequests(rc.srv.URL+"/a", 0, 3)))
+	p.signal(t, syscall.SIGTERM)
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code %d, want 0 (a drain)\n%s", code, p.logs.String())
+	}
+	if got := allPKs(t, rc.requests()); !slices.Equal(got, seq(0, 3)) {
+		t.Errorf("receiver got %v before exit, want 0..2", got)
+	}
+}
+
+// TestRepeatedSignalWindow: awaitSignals shuts down at the first signal,
+// takes one within repeatWindow of it for the same, and returns at one
+// after it.
+func TestRepeatedSignalWindow(t *testing.T) {
+	sigs := make(chan os.Signal)
+	times := make(chan time.Time) // what each call of now returns, in turn
+	shutdown := make(chan struct{})
+	returned := make(chan struct{})
+	go func() {
+		awaitSignals(sigs, func() { close(shutdown) }, func() time.Time { return <-times })
+		close(returned)
+	}()
+	signalAt := func(what string, at time.Time) {
+		t.Helper()
+		for _, step := range []func(){func() { sigs <- syscall.SIGTERM }, func() { times <- at }} {
+			done := make(chan struct{})
+			go func() { step(); close(done) }()
+			select {
+			case <-done:
+			case <-returned:
+				t.Fatalf("awaitSignals returned before %s", what)
+			}
+		}
+	}
+	t0 := time.Unix(1000, 0)
+	signalAt("the first signal", t0)
+	<-shutdown
+	signalAt("a signal within the window", t0.Add(repeatWindow-time.Millisecond))
+	select {
+	case sigs <- syscall.SIGTERM:
+	case <-returned:
+		t.Fatal("awaitSignals returned at a signal within repeatWindow of the first")
+	}
+	times <- t0.Add(repeatWindow)
+	select {
+	case <-returned:
+	case <-time.After(waitLimit):
+		t.Fatal("awaitSignals did not return at a signal repeatWindow after the first")
+	}
+}
+
 // TestSecondSignalExitsAtOnce: a drain stuck on a receiver that never
 // answers ends at a second signal, leaving the batch on disk.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
@@ -245,7 +322,9 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	checkAccepted(t, postWithPython(t, p.proxyURL, hookRequests(rc.srv.URL+"/stuck", 0, 1)))
 	p.signal(t, syscall.SIGTERM)
 	rc.waitFor(t, "the drain's attempt", func(g []received) bool { return len(g) == 1 })
-	p.signal(t, syscall.SIGTERM)
+	// A signal within repeatWindow of the first counts as the same one:
+	// signal until hookproxy exits.
+	p.signalUntilExit(t, syscall.SIGTERM)
 	if code := p.wait(t); code != 130 {
 		t.Fatalf("exit code %d, want 130\n%s", code, p.logs.String())
 	}
