@@ -311,7 +311,7 @@ func (s *Sender) pickLocked(drain bool) *dueHeap {
 	if len(s.queue) > 0 {
 		q = &s.queue
 	}
-	free := s.slowBusy < s.slowCap || (drain && q == nil && s.busy == s.slowBusy)
+	free := s.slowBusy+s.overtime < s.slowCap || (drain && q == nil && s.busy == s.slowBusy)
 	if len(s.slow) > 0 && free && (q == nil || s.slow[0].due.Before(s.queue[0].due)) {
 		q = &s.slow
 	}

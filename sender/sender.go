@@ -306,8 +306,13 @@ type Sender struct {
 	// worker.
 	slow     dueHeap
 	slowCap  int
-	busy     int       // batches being sent
-	slowBusy int       // of which to slow targets
+	busy     int // batches being sent, bounded by workers
+	slowBusy int // of which to slow targets
+	// overtime counts attempts at ordinary targets that have run half
+	// the send timeout: they no longer count in busy, so a receiver that
+	// starts to hang does not hold an ordinary worker until it times
+	// out. With slowBusy, at most slowCap (see startLocked).
+	overtime int
 	armed    time.Time // deadline of the loop's timer (zero: none)
 	held     []*target // set aside by the running Drain
 	epoch    uint64    // counts wake-ups asked for (tests settle on it)
@@ -324,7 +329,7 @@ type Sender struct {
 type loopState struct {
 	now   time.Time // the time of the iteration
 	epoch uint64    // wake-ups seen
-	busy  int       // batches being sent
+	busy  int       // batches being sent, overtime included
 	queue int       // targets scheduled
 	next  time.Time // the timer's deadline (zero: none)
 }
@@ -641,7 +646,7 @@ func (s *Sender) Run(ctx, attempts context.Context) error {
 			next = s.nextDueLocked()
 		}
 		s.armed = next
-		st := loopState{now: now, epoch: epoch, busy: s.busy, queue: len(s.queue) + len(s.slow), next: next}
+		st := loopState{now: now, epoch: epoch, busy: s.busy + s.overtime, queue: len(s.queue) + len(s.slow), next: next}
 		s.mu.Unlock()
 
 		if next.IsZero() {
@@ -708,7 +713,7 @@ func (s *Sender) Drain(ctx context.Context) error {
 			}
 			s.startLocked(ctx, closed, &wg, t, true)
 		}
-		done := s.busy == 0 && len(s.queue) == 0 && len(s.slow) == 0
+		done := s.busy == 0 && s.overtime == 0 && len(s.queue) == 0 && len(s.slow) == 0
 		held := len(s.held)
 		s.mu.Unlock()
 		if done && held > 0 {
@@ -741,7 +746,10 @@ func (s *Sender) load() error {
 
 // startLocked marks t busy and sends its batch in a goroutine that wg
 // tracks: ctx bounds the attempt and the gone webhook that may follow it,
-// whose waits between tries end when waits closes. Called with s.mu held.
+// whose waits between tries end when waits closes. An attempt at an
+// ordinary target that runs half the send timeout becomes overtime,
+// while fewer than slowCap slow and overtime attempts run: its worker
+// goes back to the other targets. Called with s.mu held.
 func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
@@ -749,16 +757,49 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 	if slow {
 		s.slowBusy++
 	}
+	var ended, over bool // guarded by s.mu
+	finished := make(chan struct{})
+	var timer Timer
+	if !slow {
+		timer = s.clock.NewTimer(s.timeout / 2)
+		wg.Go(func() {
+			select {
+			case <-finished:
+				return
+			case <-timer.C():
+			}
+			s.mu.Lock()
+			if ended || s.slowBusy+s.overtime >= s.slowCap {
+				s.mu.Unlock()
+				return
+			}
+			over = true
+			s.busy--
+			s.overtime++
+			s.epoch++
+			s.mu.Unlock()
+			s.signal()
+		})
+	}
 	version, gone, owed := t.version, t.gone, t.owed()
 	wg.Go(func() {
 		res := s.deliver(ctx, t.id, drain, gone, owed)
+		if timer != nil {
+			timer.Stop()
+		}
+		close(finished)
 		if res.gone != nil && s.goneWebhook != "" {
 			// In the background: the target's turn is over, and the
 			// webhook's retries must not hold a worker.
 			wg.Go(func() { s.notifyGone(ctx, waits, *res.gone) })
 		}
 		s.mu.Lock()
-		s.busy--
+		ended = true
+		if over {
+			s.overtime--
+		} else {
+			s.busy--
+		}
 		if slow {
 			s.slowBusy--
 		}

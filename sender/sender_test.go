@@ -596,6 +596,57 @@ func TestSlowTargetsLeaveWorkersFree(t *testing.T) {
 	}
 }
 
+// TestHangingAttemptFreesItsWorker: an attempt at an ordinary target
+// that has run half the send timeout gives its worker back to the other
+// targets (while fewer than half the workers' worth of such and slow
+// attempts run): receivers that start to hang do not hold every worker
+// until they time out, on their first attempt either.
+func TestHangingAttemptFreesItsWorker(t *testing.T) {
+	clk := newFakeClock(t0)
+	entered := make(chan string, 4)
+	done := make(chan struct{})
+	hang := func(name string) *receiver {
+		return newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+			entered <- name
+			select {
+			case <-done:
+			case <-r.Context().Done():
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+	}
+	a, b, c := hang("a"), hang("b"), hang("c")
+	fast, later := newReceiver(t, nil), newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+	t.Cleanup(func() { close(done) })
+
+	h.put(a.URL, `{"n":1}`, jsonHeader())
+	h.put(b.URL, `{"n":1}`, jsonHeader())
+	recv(t, entered, "the first attempt")
+	recv(t, entered, "the second attempt")
+	h.put(fast.URL, `{"n":1}`, jsonHeader())
+	if st := h.caughtUp(); st.busy != 2 || st.queue != 1 {
+		t.Fatalf("with both workers on hanging receivers: %d sending, %d waiting; want 2 and the third target", st.busy, st.queue)
+	}
+
+	// Half the timeout: one of the two (half of 2 workers) gives its
+	// worker back, and the third target is delivered while both hang.
+	clk.Advance(30 * time.Second)
+	waitArrival(t, fast)
+
+	// The other still holds its worker, and a third hanging receiver
+	// takes the one given back: with one overtime attempt already, it
+	// keeps it, so the next target waits.
+	h.put(c.URL, `{"n":1}`, jsonHeader())
+	recv(t, entered, "the third hanging attempt")
+	clk.Advance(30 * time.Second)
+	h.put(later.URL, `{"n":1}`, jsonHeader())
+	if st := h.caughtUp(); st.busy != 3 || st.queue != 1 {
+		t.Fatalf("with one overtime attempt and two hanging: %d sending, %d waiting; want 3 and the next target", st.busy, st.queue)
+	}
+}
+
 // TestDrainSendsSlowTargetsOnIdleWorkers: in a drain nothing new comes
 // in, so once no ordinary target is left, slow targets are not held to
 // half the workers: a slow target whose receiver answers again is
