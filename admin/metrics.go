@@ -186,7 +186,7 @@ func (m *Metrics) GivenUp(reason string, batchSize int) {
 	m.givenUp.WithLabelValues(reason).Inc()
 	m.givenUpHooks.WithLabelValues(reason).Add(float64(batchSize))
 	m.batchSize.Observe(float64(batchSize))
-	m.dead.invalidate()
+	m.dead.added()
 }
 
 // statusClass buckets an HTTP status for a label: "2xx".."5xx", "network"
@@ -205,18 +205,33 @@ func statusClass(status int) string {
 // deadCache keeps the dead-letter figures between changes. Every change
 // made through hookproxy (a give-up reported to Metrics.GivenUp, a
 // replay or purge through the API) invalidates it; deadMaxAge bounds how
-// stale it can be should a change come another way.
+// stale it can be should a change come another way. Give-ups come in
+// bursts while a receiver is down, and a recount reads every dead
+// letter: after one, the figures are recounted only once deadCountShare
+// of the time since the last count would pay for it, so scrapes during
+// an outage with many dead letters do not keep re-reading them all.
 type deadCache struct {
-	gen atomic.Uint64 // bumped by every change that may alter the figures
+	gen   atomic.Uint64 // bumped by every change that may alter the figures
+	gaves atomic.Uint64 // bumped by every give-up
 
-	mu      sync.Mutex
-	valid   bool
-	seen    uint64    // gen the figures were counted at
-	counted time.Time // when
-	stats   deadStats
+	// elapsed measures a count (nil: time.Since).
+	elapsed func(start time.Time) time.Duration
+
+	mu        sync.Mutex
+	valid     bool
+	seen      uint64        // gen the figures were counted at
+	seenGaves uint64        // gaves the figures were counted at
+	counted   time.Time     // when
+	took      time.Duration // how long the count took
+	stats     deadStats
 }
 
-const deadMaxAge = time.Minute
+const (
+	deadMaxAge = time.Minute
+	// deadCountShare: give-ups are counted again once the time since
+	// the last count is this many times what that count took.
+	deadCountShare = 20
+)
 
 type deadStats struct {
 	letters, hooks int
@@ -225,20 +240,29 @@ type deadStats struct {
 
 func (c *deadCache) invalidate() { c.gen.Add(1) }
 
+// added tells the cache of a give-up.
+func (c *deadCache) added() { c.gaves.Add(1) }
+
 // get returns the figures, recounting them with list when something
-// changed since the last count.
+// changed since the last count (a give-up: see deadCache).
 func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error)) (deadStats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// Read the generation before listing: a change during the listing
-	// bumps it again and forces a recount next time.
-	gen := c.gen.Load()
-	if c.valid && c.seen == gen && now.Sub(c.counted) < deadMaxAge && !now.Before(c.counted) {
+	// Read the generations before listing: a change during the listing
+	// bumps them again and forces a recount next time.
+	gen, gaves := c.gen.Load(), c.gaves.Load()
+	if c.valid && c.seen == gen && now.Sub(c.counted) < deadMaxAge && !now.Before(c.counted) &&
+		(c.seenGaves == gaves || now.Sub(c.counted) < deadCountShare*c.took) {
 		return c.stats, nil
 	}
+	start := time.Now()
 	ds, err := list()
 	if err != nil {
 		return deadStats{}, err
+	}
+	took := time.Since(start)
+	if c.elapsed != nil {
+		took = c.elapsed(start)
 	}
 	var st deadStats
 	for i := range ds {
@@ -246,7 +270,7 @@ func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error))
 		st.hooks += ds[i].Size
 		st.bytes += ds[i].Bytes
 	}
-	c.valid, c.seen, c.counted, c.stats = true, gen, now, st
+	c.valid, c.seen, c.seenGaves, c.counted, c.took, c.stats = true, gen, gaves, now, took, st
 	return st, nil
 }
 

@@ -224,3 +224,45 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Errorf("dashboard has %d queries; expected one panel per metric group", queries)
 	}
 }
+
+// TestDeadLetterRecountAfterGiveUps: a give-up makes the dead-letter
+// figures be counted again only once the time since the last count is
+// deadCountShare times what that count took (a recount reads every dead
+// letter, and give-ups come in bursts); a replay or purge through the
+// API makes them be counted again at once.
+func TestDeadLetterRecountAfterGiveUps(t *testing.T) {
+	letters := 1
+	lists := 0
+	list := func() ([]buffer.DeadLetter, error) {
+		lists++
+		return make([]buffer.DeadLetter, letters), nil
+	}
+	c := &deadCache{elapsed: func(time.Time) time.Duration { return time.Second }}
+	t0 := time.Unix(1000, 0)
+	get := func(at time.Duration, want, wantLists int) {
+		t.Helper()
+		st, err := c.get(t0.Add(at), list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.letters != want || lists != wantLists {
+			t.Fatalf("at %v: %d dead letters after %d counts, want %d after %d", at, st.letters, lists, want, wantLists)
+		}
+	}
+	get(0, 1, 1)
+	letters = 2
+	c.added()
+	get(5*time.Second, 1, 1) // the count took 1s: not again before 20s
+	get(deadCountShare*time.Second, 2, 2)
+	// A change through the API; this count is quick, and so is the wait
+	// after the next give-up.
+	letters = 3
+	c.invalidate()
+	c.elapsed = func(time.Time) time.Duration { return time.Millisecond }
+	at := deadCountShare*time.Second + time.Millisecond
+	get(at, 3, 3)
+	letters = 4
+	c.added()
+	get(at+time.Millisecond, 3, 3)
+	get(at+deadCountShare*time.Millisecond, 4, 4)
+}
