@@ -205,11 +205,12 @@ func statusClass(status int) string {
 // deadCache keeps the dead-letter figures between changes. Every change
 // made through hookproxy (a give-up reported to Metrics.GivenUp, a
 // replay or purge through the API) invalidates it; deadMaxAge bounds how
-// stale it can be should a change come another way. Give-ups come in
-// bursts while a receiver is down, and a recount reads every dead
-// letter: after one, the figures are recounted only once deadCountShare
-// of the time since the last count would pay for it, so scrapes during
-// an outage with many dead letters do not keep re-reading them all.
+// stale it can be should a change come another way. A count reads every
+// dead letter, and give-ups come in bursts while a receiver is down:
+// after one, and in any case, the figures are counted again only once
+// the time since the last count is deadCountShare times what it took,
+// so scrapes during an outage with many dead letters do not keep
+// re-reading them all.
 type deadCache struct {
 	gen   atomic.Uint64 // bumped by every change that may alter the figures
 	gaves atomic.Uint64 // bumped by every give-up
@@ -251,8 +252,8 @@ func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error))
 	// Read the generations before listing: a change during the listing
 	// bumps them again and forces a recount next time.
 	gen, gaves := c.gen.Load(), c.gaves.Load()
-	if c.valid && c.seen == gen && now.Sub(c.counted) < deadMaxAge && !now.Before(c.counted) &&
-		(c.seenGaves == gaves || now.Sub(c.counted) < deadCountShare*c.took) {
+	age, share := now.Sub(c.counted), deadCountShare*c.took
+	if c.valid && c.seen == gen && age >= 0 && age < max(deadMaxAge, share) && (c.seenGaves == gaves || age < share) {
 		return c.stats, nil
 	}
 	start := time.Now()

@@ -266,3 +266,33 @@ func TestDeadLetterRecountAfterGiveUps(t *testing.T) {
 	get(at+time.Millisecond, 3, 3)
 	get(at+deadCountShare*time.Millisecond, 4, 4)
 }
+
+// TestDeadLetterCountAge: with no change, the figures are counted again
+// after deadMaxAge, or after deadCountShare times what the last count
+// took when that is longer.
+func TestDeadLetterCountAge(t *testing.T) {
+	lists := 0
+	list := func() ([]buffer.DeadLetter, error) { lists++; return nil, nil }
+	took := time.Millisecond
+	c := &deadCache{elapsed: func(time.Time) time.Duration { return took }}
+	t0 := time.Unix(1000, 0)
+	for _, step := range []struct {
+		at        time.Duration
+		wantLists int
+	}{{0, 1}, {deadMaxAge - time.Millisecond, 1}, {deadMaxAge, 2}} {
+		if _, err := c.get(t0.Add(step.at), list); err != nil || lists != step.wantLists {
+			t.Fatalf("at %v: %d counts (%v), want %d", step.at, lists, err, step.wantLists)
+		}
+	}
+	took = 10 * time.Second // a count of a large store: not again for 200s
+	c = &deadCache{elapsed: func(time.Time) time.Duration { return took }}
+	lists = 0
+	for _, step := range []struct {
+		at        time.Duration
+		wantLists int
+	}{{0, 1}, {deadMaxAge, 1}, {deadCountShare * took, 2}} {
+		if _, err := c.get(t0.Add(step.at), list); err != nil || lists != step.wantLists {
+			t.Fatalf("a long count, at %v: %d counts (%v), want %d", step.at, lists, err, step.wantLists)
+		}
+	}
+}
