@@ -375,6 +375,21 @@ func deadLetters(tb testing.TB, st *buffer.Store) []buffer.DeadLetter {
 }
 
 // waitArrival waits for the next request of rc.
+// hangingReceiver is a receiver that reports each request's arrival on
+// entered with name, then answers 503 once answer gives it a turn (nil:
+// never), done closes or the request ends.
+func hangingReceiver(tb testing.TB, name string, entered chan<- string, answer, done <-chan struct{}) *receiver {
+	return newReceiver(tb, func(_ int, w http.ResponseWriter, r *http.Request) {
+		entered <- name
+		select {
+		case <-answer:
+		case <-done:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+}
+
 func waitArrival(tb testing.TB, rc *receiver) received {
 	tb.Helper()
 	select {

@@ -556,17 +556,7 @@ func TestSlowTargetsLeaveWorkersFree(t *testing.T) {
 	clk := newFakeClock(t0)
 	entered := make(chan string, 4)
 	answer, done := make(chan struct{}), make(chan struct{})
-	hang := func(name string) *receiver {
-		return newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
-			entered <- name
-			select {
-			case <-answer:
-			case <-done:
-			case <-r.Context().Done():
-			}
-			w.WriteHeader(http.StatusServiceUnavailable)
-		})
-	}
+	hang := func(name string) *receiver { return hangingReceiver(t, name, entered, answer, done) }
 	a, b, fast := hang("a"), hang("b"), newReceiver(t, nil)
 	st := openStore(t, t.TempDir(), clk)
 	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
@@ -605,16 +595,7 @@ func TestHangingAttemptFreesItsWorker(t *testing.T) {
 	clk := newFakeClock(t0)
 	entered := make(chan string, 4)
 	done := make(chan struct{})
-	hang := func(name string) *receiver {
-		return newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
-			entered <- name
-			select {
-			case <-done:
-			case <-r.Context().Done():
-			}
-			w.WriteHeader(http.StatusServiceUnavailable)
-		})
-	}
+	hang := func(name string) *receiver { return hangingReceiver(t, name, entered, nil, done) }
 	a, b, c := hang("a"), hang("b"), hang("c")
 	fast, later := newReceiver(t, nil), newReceiver(t, nil)
 	st := openStore(t, t.TempDir(), clk)
