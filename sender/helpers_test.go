@@ -390,6 +390,18 @@ func hangingReceiver(tb testing.TB, name string, entered chan<- string, answer, 
 	})
 }
 
+// waitFor polls cond until it holds, for at most guard.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(guard)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func waitArrival(tb testing.TB, rc *receiver) received {
 	tb.Helper()
 	select {

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -313,9 +314,10 @@ type Sender struct {
 	// starts to hang does not hold an ordinary worker until it times
 	// out. With slowBusy, at most slowCap (see startLocked).
 	overtime int
-	armed    time.Time // deadline of the loop's timer (zero: none)
-	held     []*target // set aside by the running Drain
-	epoch    uint64    // counts wake-ups asked for (tests settle on it)
+	ripe     []*attempt // attempts that have run half the send timeout and wait for such a slot
+	armed    time.Time  // deadline of the loop's timer (zero: none)
+	held     []*target  // set aside by the running Drain
+	epoch    uint64     // counts wake-ups asked for (tests settle on it)
 	// stuck holds the targets whose last turn ended in a store error,
 	// with when each was first due, for OldestDue.
 	stuck map[*target]time.Time
@@ -757,7 +759,7 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 	if slow {
 		s.slowBusy++
 	}
-	var ended, over bool // guarded by s.mu
+	a := new(attempt)
 	finished := make(chan struct{})
 	var timer Timer
 	if !slow {
@@ -769,14 +771,11 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 			case <-timer.C():
 			}
 			s.mu.Lock()
-			if ended || s.slowBusy+s.overtime >= s.slowCap {
-				s.mu.Unlock()
-				return
+			if !a.ended {
+				a.ripe = true
+				s.ripe = append(s.ripe, a)
+				s.overtimeLocked()
 			}
-			over = true
-			s.busy--
-			s.overtime++
-			s.epoch++
 			s.mu.Unlock()
 			s.signal()
 		})
@@ -794,8 +793,8 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 			wg.Go(func() { s.notifyGone(ctx, waits, *res.gone) })
 		}
 		s.mu.Lock()
-		ended = true
-		if over {
+		a.ended = true
+		if a.over {
 			s.overtime--
 		} else {
 			s.busy--
@@ -803,10 +802,36 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 		if slow {
 			s.slowBusy--
 		}
+		if a.ripe && !a.over {
+			s.ripe = slices.DeleteFunc(s.ripe, func(r *attempt) bool { return r == a })
+		}
+		s.overtimeLocked() // the slot given back may go to a waiting one
 		t.busy = false
 		s.settleLocked(t, res, version, drain)
 		s.epoch++
 		s.mu.Unlock()
 		s.signal()
 	})
+}
+
+// attempt is an attempt in progress at an ordinary target, for overtime.
+// Its fields are guarded by Sender.mu.
+type attempt struct {
+	ended bool // it has returned
+	ripe  bool // it has run half the send timeout
+	over  bool // it no longer holds a worker (counted in overtime)
+}
+
+// overtimeLocked moves ripe attempts out of busy, oldest first, while
+// fewer than slowCap slow and overtime attempts run. Called with s.mu
+// held.
+func (s *Sender) overtimeLocked() {
+	for len(s.ripe) > 0 && s.slowBusy+s.overtime < s.slowCap {
+		a := s.ripe[0]
+		s.ripe = s.ripe[1:]
+		a.over = true
+		s.busy--
+		s.overtime++
+		s.epoch++
+	}
 }

@@ -628,6 +628,51 @@ func TestHangingAttemptFreesItsWorker(t *testing.T) {
 	}
 }
 
+// TestOvertimeWaitsForASlot: an attempt that has run half the send
+// timeout while half the workers' worth of attempts were already in
+// overtime gives its worker back as soon as one of those ends, not only
+// when it first could have.
+func TestOvertimeWaitsForASlot(t *testing.T) {
+	clk := newFakeClock(t0)
+	entered := make(chan string, 4)
+	answerA, done := make(chan struct{}), make(chan struct{})
+	a := hangingReceiver(t, "a", entered, answerA, done)
+	b := hangingReceiver(t, "b", entered, nil, done)
+	c := hangingReceiver(t, "c", entered, nil, done)
+	fast, later := newReceiver(t, nil), newReceiver(t, nil)
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+	t.Cleanup(func() { close(done) })
+
+	// a starts 15s before b: a is in overtime at 30s (the one slot with
+	// 2 workers), which fast, sent on the worker a gave back, shows.
+	h.put(a.URL, `{"n":1}`, jsonHeader())
+	recv(t, entered, "a's attempt")
+	clk.Advance(15 * time.Second)
+	h.put(b.URL, `{"n":1}`, jsonHeader())
+	recv(t, entered, "b's attempt")
+	clk.Advance(15 * time.Second)
+	h.put(fast.URL, `{"n":1}`, jsonHeader())
+	waitArrival(t, fast)
+	// b has run half the timeout at 45s and finds the slot taken.
+	clk.Advance(15 * time.Second)
+	waitFor(t, "b waiting for an overtime slot", func() bool {
+		h.snd.mu.Lock()
+		defer h.snd.mu.Unlock()
+		return len(h.snd.ripe) == 1
+	})
+	// c takes the free worker; later waits.
+	h.put(c.URL, `{"n":1}`, jsonHeader())
+	recv(t, entered, "c's attempt")
+	h.put(later.URL, `{"n":1}`, jsonHeader())
+	if st := h.caughtUp(); st.busy != 3 || st.queue != 1 {
+		t.Fatalf("a in overtime, b and c on the workers: %d sending, %d waiting; want 3 and later", st.busy, st.queue)
+	}
+	// a ends: b takes its overtime slot and gives its worker to later.
+	answerA <- struct{}{}
+	waitArrival(t, later)
+}
+
 // TestDrainSendsSlowTargetsOnIdleWorkers: in a drain nothing new comes
 // in, so once no ordinary target is left, slow targets are not held to
 // half the workers: a slow target whose receiver answers again is
