@@ -401,8 +401,8 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 		return nil, resp
 	case err != nil:
 		p.log.Warn("hook refused: cannot read body", "target", host, "status", http.StatusBadRequest, "error", err)
-		// The body's framing may be broken: inside a tunnel, goproxy
-		// would read what follows as the next request.
+		// The body's framing may be broken: what follows it is no
+		// request to read.
 		return nil, closing(jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error()))
 	}
 	if msg := undeliverableURL(r); msg != "" {

@@ -27,21 +27,23 @@ func (p *Proxy) Serve(l net.Listener) error {
 }
 
 // Shutdown stops accepting connections, waits for requests in progress to
-// finish (as http.Server.Shutdown does, and inside intercepted tunnels
-// too), then closes every hijacked connection (CONNECT tunnels) and the
-// idle upstream connections of the default transport. When ctx ends first it closes every connection at
-// once and returns the context's error.
+// finish (as http.Server.Shutdown does, on the proxy connections and
+// inside intercepted tunnels), then closes every hijacked connection
+// (CONNECT tunnels) and the idle upstream connections of the default
+// transport. When ctx ends first it closes every connection at once and
+// returns the context's error.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	// From here on a response inside an intercepted tunnel ends its
-	// tunnel.
-	p.active.drain()
+	// From here on an answer inside an intercepted tunnel ends its tunnel
+	// (it says Connection: close), and idle tunnels close, while the
+	// proxy connections drain.
+	p.tunnels.SetKeepAlivesEnabled(false)
 	err := p.srv.Shutdown(ctx)
+	if err == nil {
+		err = p.tunnels.Shutdown(ctx)
+	}
 	if err != nil {
 		_ = p.srv.Close()
-	} else {
-		// http.Server does not see requests inside intercepted tunnels:
-		// they finish (their answers written) before the tunnels close.
-		err = p.active.wait(ctx)
+		_ = p.tunnels.Close()
 	}
 	p.conns.closeAll()
 	if p.ownTransport != nil {
@@ -101,266 +103,60 @@ func (l *listener) Accept() (net.Conn, error) {
 	return w, nil
 }
 
-// hijackable is a connection that can switch to hijacked mode.
+// hijackable is an accepted connection whose idle deadlines the proxy
+// manages once net/http no longer does.
 type hijackable interface {
+	// markHijacked arms the idle timeout in both directions: the
+	// connection is a relayed tunnel or an upgraded (websocket) one.
 	markHijacked()
+	// markIntercepted hands the connection to the server of intercepted
+	// tunnels, which manages read deadlines itself (header timeout, idle
+	// wait between requests, its background read); only writes keep the
+	// idle timeout, so an app that stops reading does not hold it.
+	markIntercepted()
 }
 
 // idleState is the part of a connection wrapper that handles the idle
-// timeout of a hijacked connection, and watches it for the app's close.
+// timeout of a hijacked or intercepted connection.
 type idleState struct {
-	hijacked atomic.Bool
-	idle     time.Duration
-	set      *connSet
-	watch    closeWatch
-	heads    headBudget
+	hijacked    atomic.Bool
+	intercepted atomic.Bool
+	idle        time.Duration
+	set         *connSet
 }
 
-// maxTunnelHead bounds what an app may send inside an intercepted tunnel
-// while no request is in progress: the head of the next request. It is
-// net/http's limit on the plain path (http.DefaultMaxHeaderBytes, plus
-// the 4 KiB it allows on top), with room for TLS records and what the
-// readers above read ahead of the head's end.
-const maxTunnelHead = http.DefaultMaxHeaderBytes + 64<<10
-
-// errTunnelHeadTooLarge ends an intercepted tunnel whose request head
-// passes maxTunnelHead.
-var errTunnelHeadTooLarge = fmt.Errorf("request head inside the tunnel is over %d bytes", maxTunnelHead)
-
-// headBudget counts the bytes an intercepted tunnel reads from the app
-// between requests. goproxy reads the requests inside a tunnel with
-// http.ReadRequest, which has no limit of its own (net/http's server
-// answers 431 on the plain path): a head that never ends would grow the
-// proxy's memory until it is killed. Bodies are not counted: a request
-// is in progress from its handler (requestStarted) to the end of
-// goproxy's work on it (requestEnded), its body's rest drained.
-type headBudget struct {
-	on   atomic.Bool  // an intercepted tunnel: the budget applies
-	head atomic.Bool  // between requests: reads are the next head
-	read atomic.Int64 // bytes read since the head began
-
-	mu  sync.Mutex
-	gen uint64 // requests started; requestEnded of an older one is stale
-}
-
-// limitHeads switches the budget on: the connection is an intercepted
-// tunnel, whose first head starts now.
-func (s *idleState) limitHeads() {
-	s.heads.read.Store(0)
-	s.heads.head.Store(true)
-	s.heads.on.Store(true)
-}
-
-// requestStarted marks a request's head as read; it returns the request's
-// number for requestEnded.
-func (s *idleState) requestStarted() uint64 {
-	s.heads.mu.Lock()
-	defer s.heads.mu.Unlock()
-	s.heads.gen++
-	s.heads.head.Store(false)
-	return s.heads.gen
-}
-
-// requestEnded starts the next head, unless a later request has started
-// meanwhile.
-func (s *idleState) requestEnded(gen uint64) {
-	s.heads.mu.Lock()
-	defer s.heads.mu.Unlock()
-	if s.heads.gen == gen {
-		s.heads.read.Store(0)
-		s.heads.head.Store(true)
+// touchRead pushes the deadlines of a hijacked connection idle into the
+// future, for reads and writes: a tunnel that only downloads stays open.
+func (s *idleState) touchRead(c net.Conn) {
+	if s.hijacked.Load() {
+		_ = c.SetDeadline(time.Now().Add(s.idle))
 	}
 }
 
-// overHead reports whether the head being read is over its budget.
-func (s *idleState) overHead() bool {
-	return s.heads.on.Load() && s.heads.head.Load() && s.heads.read.Load() > maxTunnelHead
-}
-
-// countHead counts n bytes read.
-func (s *idleState) countHead(n int) {
-	if n > 0 && s.heads.on.Load() && s.heads.head.Load() {
-		s.heads.read.Add(int64(n))
-	}
-}
-
-// touch pushes the deadlines of a hijacked connection idle into the
-// future, for reads and writes: a tunnel that only downloads stays open,
-// and a write to an app that stopped reading ends at the idle timeout.
-// While a close watch reads, its read deadline is the watch's own.
-func (s *idleState) touch(c net.Conn) {
-	if !s.hijacked.Load() {
-		return
-	}
-	if s.watch.reading.Load() {
-		_ = c.SetWriteDeadline(time.Now().Add(s.idle))
-		return
-	}
-	_ = c.SetDeadline(time.Now().Add(s.idle))
-}
-
-// watcher is an accepted connection that can watch for the app's close
-// while nothing else reads it.
-type watcher interface {
-	// watchClose starts a background read that calls gone when the app
-	// closes the connection (or it breaks); stop ends the watch. What
-	// the watch reads is returned by the next Reads. It does nothing
-	// while a watch runs or what the last one read is unclaimed.
-	watchClose(gone func()) (stop func())
-}
-
-// aLongTimeAgo is a read deadline that wakes a blocked read at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// maxWatchStash bounds what a close watch reads ahead: the start of a
-// request that follows at once, or the TLS close_notify alert that most
-// TLS clients (not python's ssl) send before they close.
-const maxWatchStash = 16 << 10
-
-// closeWatch is the background read of an app's connection inside an
-// intercepted tunnel while its request is upstream. goproxy reads nothing
-// from the app then, so an app that gives up (a timeout) and closes went
-// unnoticed: the upstream request, its connection and the app's socket
-// were held until the receiver answered, for ever if it never did.
-// net/http watches plain proxy connections the same way. It reads on
-// past a TLS alert (the close_notify most TLS clients send before they
-// close) to see the end, and, as net/http does, stops at anything else:
-// a pipelined request means the app is still there, also when it then
-// closes its sending side to wait for the answers.
-type closeWatch struct {
-	reading atomic.Bool // a watch read is blocked or running
-	claim   atomic.Bool // the last watch left bytes, an error or a deadline to undo
-
-	mu    sync.Mutex
-	done  chan struct{} // closed when the running watch ends; nil: none
-	stash []byte        // read by the watch, for the next Reads
-	err   error         // the watch read's error, returned after stash
-}
-
-// start begins a watch that reads with read (from the unwrapped
-// connection raw) and calls gone on an error other than a timeout.
-func (w *closeWatch) start(raw net.Conn, read func([]byte) (int, error), gone func()) (stop func()) {
-	w.mu.Lock()
-	if w.done != nil || len(w.stash) > 0 || w.err != nil {
-		w.mu.Unlock()
-		return func() {}
-	}
-	done := make(chan struct{})
-	w.done = done
-	w.reading.Store(true)
-	w.claim.Store(true)
-	// The request may be upstream for longer than the idle timeout. Set
-	// under mu, so that a stop's deadline always comes after it.
-	_ = raw.SetReadDeadline(time.Time{})
-	w.mu.Unlock()
-	go func() {
-		defer close(done)
-		defer w.reading.Store(false)
-		buf := make([]byte, 1024)
-		next := 0 // offset in stash of the next TLS record header
-		for {
-			n, err := read(buf)
-			var ne net.Error
-			closed := err != nil && !(errors.As(err, &ne) && ne.Timeout())
-			w.mu.Lock()
-			w.stash = append(w.stash, buf[:n]...)
-			var talking bool
-			next, talking = pastAlerts(w.stash, next)
-			if closed {
-				w.err = err
-			}
-			full := len(w.stash) >= maxWatchStash
-			w.mu.Unlock()
-			if talking {
-				// The app sent more than an alert (a pipelined request):
-				// it has not hung up, even if its end of the stream
-				// follows (it may still read the answers). net/http stops
-				// its own watch at the first such byte for that reason
-				// (Go issue 23921). What was read stays for the next
-				// Reads, its error too.
-				return
-			}
-			if closed {
-				gone()
-			}
-			if err != nil || full {
-				return
-			}
-		}
-	}()
-	return func() { w.stop(raw) }
-}
-
-// pastAlerts walks the TLS records in b from offset at, which starts a
-// record, over those that can only be alerts (close_notify): a record of
-// type alert (TLS 1.2), or an application data record no longer than an
-// encrypted alert (TLS 1.3: 2 bytes, the inner type and a 16-byte tag).
-// It returns the offset of the first record not yet whole, and talking
-// when a record (or a byte that starts none, in a tunnel without TLS)
-// carries more than an alert.
-func pastAlerts(b []byte, at int) (next int, talking bool) {
-	const (
-		alert         = 21
-		appData       = 23
-		maxTLS13Alert = 19
-	)
-	for at < len(b) {
-		if typ := b[at]; typ != alert && typ != appData {
-			return at, true
-		}
-		if len(b)-at < 5 {
-			return at, false
-		}
-		n := int(b[at+3])<<8 | int(b[at+4])
-		if b[at] == appData && n > maxTLS13Alert {
-			return at, true
-		}
-		at += 5 + n
-	}
-	return at, false
-}
-
-// stop wakes the running watch read, if any, and waits for it.
-func (w *closeWatch) stop(raw net.Conn) {
-	w.mu.Lock()
-	done := w.done
-	w.mu.Unlock()
-	if done == nil {
-		return
-	}
-	_ = raw.SetReadDeadline(aLongTimeAgo)
-	<-done
-	w.mu.Lock()
-	if w.done == done {
-		w.done = nil
-	}
-	w.mu.Unlock()
-}
-
-// take ends a watch and hands over what it read: ok reports that n and
-// err are the Read's result. Otherwise the read deadline the watch left
-// is undone (touch sets it again on a hijacked connection).
-func (w *closeWatch) take(raw net.Conn, b []byte) (n int, err error, ok bool) {
-	if !w.claim.Load() {
-		return 0, nil, false
-	}
-	w.stop(raw)
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// touchWrite is touchRead for a write, which also bounds the write of an
+// intercepted connection: a write to an app that stopped reading ends
+// at the idle timeout.
+func (s *idleState) touchWrite(c net.Conn) {
 	switch {
-	case len(w.stash) > 0:
-		n = copy(b, w.stash)
-		w.stash = w.stash[n:]
-		if len(w.stash) == 0 {
-			w.stash = nil
-		}
-		return n, nil, true
-	case w.err != nil:
-		return 0, w.err, true
+	case s.hijacked.Load():
+		_ = c.SetDeadline(time.Now().Add(s.idle))
+	case s.intercepted.Load():
+		_ = c.SetWriteDeadline(time.Now().Add(s.idle))
 	}
-	w.claim.Store(false)
-	_ = raw.SetReadDeadline(time.Time{})
-	return 0, nil, false
+}
+
+// tunnel reports whether the connection carries a tunnel.
+func (s *idleState) tunnel() bool { return s.hijacked.Load() || s.intercepted.Load() }
+
+func (s *idleState) markHijacked(c net.Conn) {
+	s.hijacked.Store(true)
+	s.touchRead(c)
+}
+
+func (s *idleState) markIntercepted(c net.Conn) {
+	s.hijacked.Store(false)
+	s.intercepted.Store(true)
+	_ = c.SetDeadline(time.Time{})
 }
 
 // tcpConn is an accepted TCP connection, or the receiver side of a
@@ -386,23 +182,8 @@ type tcpConn struct {
 	recheck atomic.Bool
 }
 
-func (c *tcpConn) markHijacked() {
-	c.hijacked.Store(true)
-	c.touch(c.TCPConn)
-}
-
-// watchClose implements watcher. The watch read arms TCP_QUICKACK as
-// Read does: it may be the read that gets the app's next request.
-func (c *tcpConn) watchClose(gone func()) (stop func()) {
-	return c.watch.start(c.TCPConn, func(b []byte) (int, error) {
-		c.quickack()
-		n, err := c.TCPConn.Read(b)
-		if n > 0 && c.raw != nil {
-			c.arm()
-		}
-		return n, err
-	}, gone)
-}
+func (c *tcpConn) markHijacked()    { c.idleState.markHijacked(c.TCPConn) }
+func (c *tcpConn) markIntercepted() { c.idleState.markIntercepted(c.TCPConn) }
 
 // Read re-arms TCP_QUICKACK, before and after reading, when something was
 // written since it was last armed. Without it, python requests (Nagle on,
@@ -415,28 +196,20 @@ func (c *tcpConn) watchClose(gone func()) (stop func()) {
 // only after a write keeps it to about one system call per request (two
 // in a tunnel) instead of two per read.
 func (c *tcpConn) Read(b []byte) (int, error) {
-	if c.overHead() {
-		return 0, errTunnelHeadTooLarge
-	}
-	if n, err, ok := c.watch.take(c.TCPConn, b); ok {
-		c.countHead(n)
-		return n, err
-	}
-	c.touch(c.TCPConn)
-	if c.quickack() && c.hijacked.Load() {
+	c.touchRead(c.TCPConn)
+	if c.quickack() && c.tunnel() {
 		c.recheck.Store(true)
 	}
 	n, err := c.TCPConn.Read(b)
 	if !c.quickack() && n > 0 && c.recheck.Swap(false) {
 		c.arm()
 	}
-	c.countHead(n)
 	return n, err
 }
 
 // Write implements net.Conn.
 func (c *tcpConn) Write(b []byte) (int, error) {
-	c.touch(c.TCPConn)
+	c.touchWrite(c.TCPConn)
 	if c.raw == nil {
 		return c.TCPConn.Write(b)
 	}
@@ -518,34 +291,18 @@ type otherConn struct {
 	idleState
 }
 
-func (c *otherConn) markHijacked() {
-	c.hijacked.Store(true)
-	c.touch(c.Conn)
-}
-
-// watchClose implements watcher.
-func (c *otherConn) watchClose(gone func()) (stop func()) {
-	return c.watch.start(c.Conn, c.Conn.Read, gone)
-}
+func (c *otherConn) markHijacked()    { c.idleState.markHijacked(c.Conn) }
+func (c *otherConn) markIntercepted() { c.idleState.markIntercepted(c.Conn) }
 
 // Read implements net.Conn.
 func (c *otherConn) Read(b []byte) (int, error) {
-	if c.overHead() {
-		return 0, errTunnelHeadTooLarge
-	}
-	if n, err, ok := c.watch.take(c.Conn, b); ok {
-		c.countHead(n)
-		return n, err
-	}
-	c.touch(c.Conn)
-	n, err := c.Conn.Read(b)
-	c.countHead(n)
-	return n, err
+	c.touchRead(c.Conn)
+	return c.Conn.Read(b)
 }
 
 // Write implements net.Conn.
 func (c *otherConn) Write(b []byte) (int, error) {
-	c.touch(c.Conn)
+	c.touchWrite(c.Conn)
 	return c.Conn.Write(b)
 }
 
@@ -596,59 +353,5 @@ func (s *connSet) closeAll() {
 	s.mu.Unlock()
 	for c := range conns {
 		_ = c.Close()
-	}
-}
-
-// activeSet counts the requests in progress inside intercepted tunnels.
-type activeSet struct {
-	draining atomic.Bool
-	mu       sync.Mutex
-	n        int
-	// idle is closed when n drops to zero while wait waits.
-	idle chan struct{}
-}
-
-// start counts a request in.
-func (s *activeSet) start() {
-	s.mu.Lock()
-	s.n++
-	s.mu.Unlock()
-}
-
-// isDraining reports whether Shutdown has begun.
-func (s *activeSet) isDraining() bool { return s.draining.Load() }
-
-// done counts a request out.
-func (s *activeSet) done() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.n--
-	if s.n == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
-	}
-}
-
-// drain marks the start of Shutdown.
-func (s *activeSet) drain() { s.draining.Store(true) }
-
-// wait returns once no request is in progress, or with ctx's error.
-func (s *activeSet) wait(ctx context.Context) error {
-	for {
-		s.mu.Lock()
-		if s.n == 0 {
-			s.mu.Unlock()
-			return nil
-		}
-		if s.idle == nil {
-			s.idle = make(chan struct{})
-		}
-		idle := s.idle
-		s.mu.Unlock()
-		select {
-		case <-idle:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
 }

@@ -20,12 +20,19 @@
 // TLS that the upstream transport verifies. Every other CONNECT is relayed
 // byte for byte.
 //
-// The proxy is built on github.com/elazarl/goproxy. Serve wraps the
-// listener so that client connections get TCP_QUICKACK re-armed around
-// every read (python requests otherwise stalls ~40 ms per POST on a reused
-// proxy connection), hijacked (CONNECT) connections get an idle timeout,
-// and Shutdown closes them. The TLS of an intercepted tunnel reads through
-// the same wrapper, so requests inside it get the re-armed flag too.
+// The proxy is built on github.com/elazarl/goproxy, which relays CONNECT
+// tunnels and handles every proxy request. An intercepted tunnel is served
+// by net/http's own server (one for all tunnels), not by goproxy's request
+// loop: each request inside it is parsed, bounded and timed as on the
+// proxy connection (400, 431, 505 for what cannot be read), made absolute
+// (https://host:port/...) and handed to goproxy as a plain proxy request.
+//
+// Serve wraps the listener so that client connections get TCP_QUICKACK
+// re-armed around every read (python requests otherwise stalls ~40 ms per
+// POST on a reused proxy connection), hijacked (CONNECT) connections get
+// an idle timeout, and Shutdown closes them. The TLS of an intercepted
+// tunnel reads through the same wrapper, so requests inside it get the
+// re-armed flag too.
 package proxy
 
 import (
@@ -44,12 +51,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
-	"golang.org/x/net/http/httpguts"
 
 	"hookproxy/buffer"
 )
@@ -71,6 +76,9 @@ const (
 	// DefaultIdleTimeout is the idle timeout of client connections when
 	// Options.IdleTimeout is zero.
 	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultReadHeaderTimeout bounds the read of a request head when
+	// Options.ReadHeaderTimeout is zero.
+	DefaultReadHeaderTimeout = 10 * time.Second
 )
 
 // Values of Options.OnStoreError.
@@ -86,11 +94,6 @@ const (
 
 // HookIDHeader is the response header that carries a captured hook's id.
 const HookIDHeader = "X-Hookproxy-Hook-Id"
-
-// readHeaderTimeout bounds how long a client may take to send request
-// headers. There is deliberately no Read/WriteTimeout: pass-through bodies
-// stream for as long as they need.
-const readHeaderTimeout = 10 * time.Second
 
 // Options configures a Proxy. Only Store is required; the zero value of
 // every other field is a documented default.
@@ -130,9 +133,19 @@ type Options struct {
 	// check destinations as deliveries do. Nil means Transport.
 	ForwardTransport http.RoundTripper
 	// IdleTimeout is how long a client connection may stay idle: between
-	// requests on a kept-alive connection, and in either direction of a
-	// CONNECT tunnel. Zero means DefaultIdleTimeout (2 minutes).
+	// requests on a kept-alive connection (also inside an intercepted
+	// tunnel), in either direction of a relayed CONNECT tunnel or an
+	// upgraded connection, while the app sends a request body inside an
+	// intercepted tunnel, and while a write to an app inside one waits.
+	// Zero means DefaultIdleTimeout (2 minutes).
 	IdleTimeout time.Duration
+	// ReadHeaderTimeout is how long a client may take to send a request
+	// head once it has begun, on a proxy connection and inside an
+	// intercepted tunnel, and how long an intercepted tunnel may wait for
+	// the app's TLS handshake. There is deliberately no timeout on a
+	// whole request: pass-through bodies stream for as long as they
+	// need. Zero means DefaultReadHeaderTimeout (10 seconds).
+	ReadHeaderTimeout time.Duration
 	// Logger receives one line per captured hook and every error. Nil
 	// discards.
 	Logger *slog.Logger
@@ -150,10 +163,11 @@ type Options struct {
 	// TLSConfig, when set, turns HTTPS interception on: it returns the
 	// server TLS configuration that answers the app inside a CONNECT
 	// tunnel to host (a host name or IP address, without port), holding
-	// a certificate for host that the app trusts. An error closes the
-	// tunnel (logged with status 502: the app, which already got its
-	// 200 to the CONNECT, sees its TLS handshake fail). Nil: every
-	// CONNECT is relayed byte for byte.
+	// a certificate for host that the app trusts. Its NextProtos is
+	// replaced: tunnels speak HTTP/1.1. An error closes the tunnel
+	// (logged with status 502: the app, which already got its 200 to the
+	// CONNECT, sees its TLS handshake fail). Nil: every CONNECT is
+	// relayed byte for byte.
 	TLSConfig func(host string) (*tls.Config, error)
 	// MITMHosts are the host patterns whose CONNECT tunnels are
 	// intercepted when TLSConfig is set, in the syntax of CaptureHosts,
@@ -189,26 +203,26 @@ type Proxy struct {
 	onCapture   func(*buffer.Hook, time.Duration)
 	onPass      func(*http.Request)
 
-	// mitm answers a CONNECT to a host of mitmHosts; nil when
+	// tlsConfig answers a CONNECT to a host of mitmHosts; nil when
 	// interception is off.
-	mitm      *goproxy.ConnectAction
 	tlsConfig func(string) (*tls.Config, error)
 	mitmHosts hostMatcher
 	// auth is the SHA-256 of "user:password"; nil: no authentication.
 	auth *[sha256.Size]byte
-	// active counts requests in progress inside intercepted tunnels,
-	// which http.Server.Shutdown does not wait for.
-	active activeSet
 
 	upstream goproxy.RoundTripper
 	// ownTransport is the transport New built, closed by Shutdown; nil
 	// when the caller supplied Options.Transport.
 	ownTransport *http.Transport
 
-	gp    *goproxy.ProxyHttpServer
-	srv   *http.Server
-	idle  time.Duration
-	conns connSet
+	gp  *goproxy.ProxyHttpServer
+	srv *http.Server
+	// tunnels serves the app's side of every intercepted tunnel, each
+	// on a listener of one connection (see intercept).
+	tunnels    *http.Server
+	idle       time.Duration
+	readHeader time.Duration
+	conns      connSet
 	// dial opens the receiver side of relayed CONNECT tunnels.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -263,6 +277,13 @@ func New(opts Options) (*Proxy, error) {
 	case idle == 0:
 		idle = DefaultIdleTimeout
 	}
+	readHeader := opts.ReadHeaderTimeout
+	switch {
+	case readHeader < 0:
+		return nil, fmt.Errorf("new proxy: ReadHeaderTimeout %v is negative", readHeader)
+	case readHeader == 0:
+		readHeader = DefaultReadHeaderTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -282,9 +303,7 @@ func New(opts Options) (*Proxy, error) {
 		mitmHosts:   mitmHosts,
 		auth:        auth,
 		idle:        idle,
-	}
-	if opts.TLSConfig != nil {
-		p.mitm = &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: p.mitmTLSConfig}
+		readHeader:  readHeader,
 	}
 
 	// goproxy dials CONNECT tunnels with Tr.DialContext, so it needs an
@@ -314,9 +333,6 @@ func New(opts Options) (*Proxy, error) {
 	gp.ConnectionErrHandler = connectError
 	gp.Verbose = false
 	gp.Logger = goproxyLogger{log: log}
-	// Intercepted tunnels speak HTTP/1.1 only (python requests offers
-	// nothing else): one request loop, whose requests p.active can follow.
-	gp.AllowHTTP2 = false
 	// Pass-through is transparent: the client's Accept-Encoding reaches
 	// the receiver and the response's encoding reaches the client.
 	gp.KeepAcceptEncoding = true
@@ -328,15 +344,29 @@ func New(opts Options) (*Proxy, error) {
 	gp.OnResponse().DoFunc(p.onResponse)
 	p.gp = gp
 
+	withConn := func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
 	p.srv = &http.Server{
 		Handler:           p,
-		ReadHeaderTimeout: readHeaderTimeout,
+		ReadHeaderTimeout: readHeader,
 		IdleTimeout:       idle,
 		ConnState:         p.connState,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c)
-		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext:       withConn,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	p.tunnels = &http.Server{
+		Handler:           http.HandlerFunc(p.serveInTunnel),
+		ReadHeaderTimeout: readHeader,
+		IdleTimeout:       idle,
+		ConnState:         tunnelConnState,
+		ConnContext:       withConn,
+		ErrorLog:          p.srv.ErrorLog,
+		// Not nil: no HTTP/2. Tunnels offer http/1.1 alone in ALPN, what
+		// python requests speaks.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		// "OPTIONS *" inside a tunnel is for the receiver, not for us.
+		DisableGeneralOptionsHandler: true,
 	}
 	return p, nil
 }
@@ -376,25 +406,12 @@ type reqStateKey struct{}
 
 // reqState follows one request from its handler to its response.
 type reqState struct {
-	// aborted is set when the upstream response body broke off; ServeHTTP
+	// aborted is set when the upstream response body broke off; forward
 	// reads it.
 	aborted atomic.Bool
 	// upgraded is set when the response switched protocols: goproxy has
 	// hijacked the app's connection and relayed until one side ended.
 	upgraded atomic.Bool
-	// active is set for a request inside an intercepted tunnel: it is
-	// counted there until finish, called once its response is written
-	// (goproxy closes the response body then).
-	active   *activeSet
-	finished atomic.Bool
-	// app is the app's connection of a request inside an intercepted
-	// tunnel, when it can be watched: from the end of the request's body
-	// to finish, its close cancels the request upstream (watchApp).
-	app watcher
-
-	mu        sync.Mutex
-	cancel    context.CancelFunc // of the upstream request's context
-	stopWatch func()             // nil: not watching
 }
 
 // stateOf returns r's *reqState, nil when it has none.
@@ -406,84 +423,10 @@ func stateOf(r *http.Request) *reqState {
 	return st
 }
 
-// lastInTunnel reports whether the response to a request inside an
-// intercepted tunnel should end the tunnel: Shutdown has begun.
-func (st *reqState) lastInTunnel() bool {
-	return st.active != nil && st.active.isDraining()
-}
-
-// finish ends the request's count in active and the watch of the app's
-// connection; later calls do nothing.
-func (st *reqState) finish() {
-	if st.active == nil || !st.finished.CompareAndSwap(false, true) {
-		return
-	}
-	st.mu.Lock()
-	stop, cancel := st.stopWatch, st.cancel
-	st.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	if cancel != nil {
-		cancel()
-	}
-	st.active.done()
-}
-
-// watchUpstream returns req made cancellable by the app's close: inside
-// an intercepted tunnel nothing reads the app's side while the request is
-// upstream, so it is watched, as net/http does on the plain path, from
-// the end of the request's body (the watch reads what comes next) until
-// finish. Outside a tunnel req is returned as it is.
-func (st *reqState) watchUpstream(req *http.Request) *http.Request {
-	if st.app == nil {
-		return req
-	}
-	ctx, cancel := context.WithCancel(req.Context())
-	req = req.WithContext(ctx)
-	st.mu.Lock()
-	st.cancel = cancel
-	st.mu.Unlock()
-	if req.Body == nil || req.Body == http.NoBody {
-		st.watchApp()
-	} else {
-		req.Body = &eofBody{ReadCloser: req.Body, onEOF: st.watchApp}
-	}
-	return req
-}
-
-// watchApp starts watching the app's connection, once the request has
-// been read whole (the watch reads what comes next), unless the request
-// is already finished.
-func (st *reqState) watchApp() {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.finished.Load() || st.stopWatch != nil || st.cancel == nil {
-		return
-	}
-	st.stopWatch = st.app.watchClose(st.cancel)
-}
-
-// eofBody is a request body that calls onEOF once it has been read to
-// its end.
-type eofBody struct {
-	io.ReadCloser
-	once  sync.Once
-	onEOF func()
-}
-
-// Read implements io.Reader.
-func (b *eofBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, io.EOF) {
-		b.once.Do(b.onEOF)
-	}
-	return n, err
-}
-
-// ServeHTTP handles one request: it captures it, forwards it, or opens a
-// CONNECT tunnel. Served by a plain http.Server instead of Serve, it
-// works, but tunnels get no idle timeout and outlive Shutdown.
+// ServeHTTP handles one request on a proxy connection: it captures it,
+// forwards it, intercepts a CONNECT tunnel or relays one. Served by a
+// plain http.Server instead of Serve, it works, but tunnels get no idle
+// timeout and outlive Shutdown.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Requests inside a tunnel never come here: they are covered by the
 	// CONNECT's credentials.
@@ -495,6 +438,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"proxy authentication required: use a proxy URL of the form http://user:password@host:port")
 		return
 	}
+	// The CONNECT names host:port; patterns hold host names only.
+	if r.Method == http.MethodConnect && p.tlsConfig != nil && p.mitmHosts.match(r.URL.Hostname()) {
+		p.intercept(w, r)
+		return
+	}
+	p.forward(w, r)
+}
+
+// forward hands r, a proxy request in absolute form or a CONNECT to
+// relay, to goproxy, and cleans up after what it leaves.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	st := new(reqState)
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
 	p.gp.ServeHTTP(w, r)
@@ -518,70 +472,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // onRequest is the only goproxy request handler: it captures what the
 // capture rule selects and prepares everything else for pass-through.
+// Requests inside intercepted tunnels come here as proxy requests too,
+// from serveInTunnel.
 func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-	start := time.Now()
 	// Every upstream round trip goes through p.upstream, which turns
-	// errors into a 502 instead of goproxy's 500 (or, in a MITM tunnel, a
-	// bare EOF).
+	// errors into a 502 instead of goproxy's 500.
 	ctx.RoundTripper = p.upstream
-	tun, _ := ctx.UserData.(*mitmTunnel)
-	if tun == nil {
-		return p.route(r, start)
-	}
-
-	// A request read inside an intercepted tunnel. Its head is read:
-	// what the app sends from here to the end of goproxy's work on it
-	// (which cancels the request's context) is its body, not counted
-	// against the next head's budget.
-	if tun.heads != nil {
-		gen := tun.heads.requestStarted()
-		context.AfterFunc(r.Context(), func() { tun.heads.requestEnded(gen) })
-	}
-	// Shutdown waits for it until its response is written; a response
-	// made once Shutdown has begun also ends the tunnel.
-	p.active.start()
-	st := &reqState{active: &p.active, app: tun.app}
-	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
-	var resp *http.Response
-	if r.Method == http.MethodOptions && r.RequestURI == "*" {
-		// goproxy glues the "*" of a request for the server as a whole
-		// onto the host ("https://host*"); route sends an empty path on
-		// as "OPTIONS *".
-		r.URL = &url.URL{Scheme: r.URL.Scheme, Host: r.Host}
-	}
-	switch {
-	case r.ProtoMajor != 1:
-		// net/http's server answers 505 on the plain path; goproxy would
-		// pass the request on as HTTP/1.1.
-		p.log.Warn("request refused: unsupported HTTP version", "tunnel", tun.host, "proto", r.Proto, "status", http.StatusHTTPVersionNotSupported)
-		resp = closing(jsonErrorResponse(r, http.StatusHTTPVersionNotSupported, "HTTP version "+r.Proto+" is not supported: use HTTP/1.1"))
-	case r.Method == http.MethodConnect:
-		// goproxy would send it upstream as "CONNECT //host:port"; what
-		// the app sends after it would be tunnel bytes, not requests.
-		p.log.Warn("request refused: CONNECT inside a tunnel", "tunnel", tun.host, "status", http.StatusBadRequest)
-		resp = closing(jsonErrorResponse(r, http.StatusBadRequest, "CONNECT inside a tunnel is not supported"))
-	case !httpguts.ValidHostHeader(r.Host):
-		// goproxy builds the URL of a request inside a tunnel from its
-		// Host header, which net/http's server checks on the plain path
-		// and goproxy does not: "host#" or "host/x?" would move the app's
-		// path into the fragment or the query of the recorded target.
-		p.log.Warn("request refused: malformed Host header", "tunnel", tun.host, "status", http.StatusBadRequest)
-		resp = jsonErrorResponse(r, http.StatusBadRequest, "malformed Host header")
-	case tun.carries(r.URL):
-		r, resp = p.route(r, start)
-	default:
-		// The certificate and MITMHosts were chosen for the CONNECT's
-		// host: a request for another host does not ride on them.
-		p.log.Warn("request refused: host differs from its tunnel's", "target", r.URL.Host,
-			"tunnel", tun.host, "status", http.StatusMisdirectedRequest)
-		resp = jsonErrorResponse(r, http.StatusMisdirectedRequest,
-			"request host "+r.URL.Host+" is not the host of its CONNECT tunnel")
-	}
-	if resp != nil {
-		resp.Body = &trackedBody{ReadCloser: resp.Body, st: st}
-		resp.Close = resp.Close || st.lastInTunnel()
-	}
-	return r, resp
+	return p.route(r, time.Now())
 }
 
 // route captures r or prepares it for pass-through.
@@ -662,22 +559,9 @@ func maxForwards(r *http.Request) (resp *http.Response) {
 // tunnel accepts a CONNECT and relays bytes unchanged.
 var tunnel = &goproxy.ConnectAction{Action: goproxy.ConnectAccept}
 
-// onConnect decides what to do with a CONNECT request: intercept it when
-// interception is on and MITMHosts selects its host, relay it otherwise.
+// onConnect relays a CONNECT request's tunnel byte for byte (an
+// intercepted one never reaches goproxy: see ServeHTTP).
 func (p *Proxy) onConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-	// Requests inside an intercepted tunnel inherit the CONNECT's
-	// RoundTripper and UserData; a relayed tunnel dials with dialTunnel.
-	ctx.RoundTripper = p.upstream
-	// The CONNECT names host:port; patterns hold host names only.
-	if p.mitm != nil && p.mitmHosts.match(ctx.Req.URL.Hostname()) {
-		tun := newMITMTunnel(ctx.Req.URL)
-		tun.app, _ = ctx.Req.Context().Value(connKey{}).(watcher)
-		if tun.heads, _ = ctx.Req.Context().Value(connKey{}).(headLimiter); tun.heads != nil {
-			tun.heads.limitHeads()
-		}
-		ctx.UserData = tun
-		return p.mitm, host
-	}
 	if p.onPass != nil {
 		p.onPass(ctx.Req)
 	}
@@ -708,56 +592,6 @@ func connectError(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
 		return
 	}
 	_ = closing(jsonErrorResponse(nil, http.StatusBadGateway, "upstream request failed: "+withoutURL(err).Error())).Write(w)
-}
-
-// mitmTLSConfig is the intercepting ConnectAction's TLSConfig: the
-// server configuration for the CONNECT's host.
-func (p *Proxy) mitmTLSConfig(host string, ctx *goproxy.ProxyCtx) (*tls.Config, error) {
-	cfg, err := p.tlsConfig(ctx.Req.URL.Hostname())
-	if err != nil {
-		p.log.Warn("intercept failed: no certificate", "target", host, "status", http.StatusBadGateway, "error", err)
-		return nil, err
-	}
-	return cfg, nil
-}
-
-// mitmTunnel is the ctx.UserData of an intercepted CONNECT, which every
-// request read inside the tunnel inherits.
-type mitmTunnel struct {
-	host  string      // normalized host name of the CONNECT
-	port  string      // its port; "443" when the CONNECT named none
-	app   watcher     // the app's connection; nil when Serve did not accept it
-	heads headLimiter // the same, bounding request heads; nil likewise
-}
-
-// headLimiter is an accepted connection that bounds the request heads
-// read from it once it is an intercepted tunnel (see headBudget).
-type headLimiter interface {
-	limitHeads()
-	requestStarted() uint64
-	requestEnded(gen uint64)
-}
-
-func newMITMTunnel(u *url.URL) *mitmTunnel {
-	t := &mitmTunnel{host: normalizeHost(u.Hostname()), port: u.Port()}
-	if t.port == "" {
-		t.port = "443"
-	}
-	return t
-}
-
-// carries reports whether a request for u belongs in the tunnel: same
-// host, same port (python requests leaves out the default port of the
-// scheme in Host).
-func (t *mitmTunnel) carries(u *url.URL) bool {
-	port := u.Port()
-	if port == "" {
-		port = "443"
-		if u.Scheme == "http" {
-			port = "80"
-		}
-	}
-	return normalizeHost(u.Hostname()) == t.host && port == t.port
 }
 
 // onResponse is goproxy's response handler, for every answer: from
@@ -805,9 +639,6 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 	if u.forward != nil && req.Context().Value(forwardedKey{}) != nil {
 		rt = u.forward
 	}
-	if st := stateOf(req); st != nil {
-		req = st.watchUpstream(req)
-	}
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		err = withoutURL(err)
@@ -817,9 +648,8 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 		resp = jsonErrorResponse(req, http.StatusBadGateway, "upstream request failed: "+err.Error())
 		if req.Body != nil && req.Body != http.NoBody && req.Context().Value(forwardedKey{}) == nil {
 			// The request body may be unread, or its framing broken
-			// (the failure may be that): inside a tunnel, goproxy would
-			// read what follows as the next request. A forwarded hook's
-			// body was read whole before.
+			// (the failure may be that): what follows it is no request
+			// to read. A forwarded hook's body was read whole before.
 			closing(resp)
 		}
 	} else if resp.StatusCode != http.StatusSwitchingProtocols {
@@ -836,15 +666,10 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 	if st == nil {
 		return resp, nil
 	}
-	if st.lastInTunnel() {
-		resp.Close = true
-	}
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil {
 		// A 101 body is the upgraded connection (an io.ReadWriter goproxy
-		// relies on): left unwrapped, and a tunnel of its own from here
-		// on, no longer a request in progress.
+		// relies on): left unwrapped.
 		st.upgraded.Store(resp.StatusCode == http.StatusSwitchingProtocols)
-		st.finish()
 		return resp, nil
 	}
 	resp.Body = &trackedBody{ReadCloser: resp.Body, st: st}
@@ -852,7 +677,7 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 }
 
 // trackedBody is a response body that records in st that it ended with
-// an error, and that finishes st's request when closed.
+// an error.
 type trackedBody struct {
 	io.ReadCloser
 	st *reqState
@@ -865,13 +690,6 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 		b.st.aborted.Store(true)
 	}
 	return n, err
-}
-
-// Close implements io.Closer.
-func (b *trackedBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.st.finish()
-	return err
 }
 
 // withoutURL drops the URL from a transport error: it may carry a query
@@ -887,21 +705,18 @@ func withoutURL(err error) error {
 // goproxyLogger sends goproxy's own messages to slog.
 type goproxyLogger struct{ log *slog.Logger }
 
-// goproxy's messages can hold a whole URL or request line, or a header
-// line that net/textproto quotes in its parse error ("malformed MIME
-// header line: %q", when a name or value holds a byte it refuses); what
-// may carry a secret is cut out of them (see redactSecrets).
+// goproxy's messages can hold a whole URL or request line; what may
+// carry a secret is cut out of them (see redactSecrets). (goproxy reads
+// no request itself, so it quotes no header line: net/http reads them
+// all, inside intercepted tunnels too, and logs none.)
 var (
-	queryPart      = regexp.MustCompile(`\?[^\s"'<>]*`)
-	userinfoPart   = regexp.MustCompile(`//[^/\s@"'<>]*@`)
-	headerLinePart = regexp.MustCompile(`(malformed MIME header[^"]*)"(?:[^"\\]|\\.)*"`)
+	queryPart    = regexp.MustCompile(`\?[^\s"'<>]*`)
+	userinfoPart = regexp.MustCompile(`//[^/\s@"'<>]*@`)
 )
 
 // redactSecrets replaces the query strings and user:password@ parts of the
-// URLs in msg, and the header lines quoted in it (an Authorization or
-// API key value), which must not reach a log line.
+// URLs in msg, which must not reach a log line.
 func redactSecrets(msg string) string {
-	msg = headerLinePart.ReplaceAllString(msg, `$1"[header]"`)
 	msg = queryPart.ReplaceAllString(msg, "?[query]")
 	return userinfoPart.ReplaceAllString(msg, "//[userinfo]@")
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,10 +16,10 @@ import (
 
 // TestMITMAppHangUpCancelsUpstream: an app that gives up on a request
 // inside an intercepted tunnel (python requests' timeout) and closes its
-// connection cancels the request upstream, as on the plain path. It was
-// left running: its goroutine, its upstream connection and the app's
-// socket held until the receiver answered (never, for a hung one), and
-// Shutdown waited for it.
+// connection cancels the request upstream, as on the plain path (net/http
+// watches both). Left running, its goroutine, its upstream connection and
+// the app's socket would be held until the receiver answered (never, for
+// a hung one), and Shutdown would wait for it.
 func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 	const get = "GET /slow HTTP/1.1\r\nHost: %s\r\n\r\n"
 	for _, tt := range []struct {
@@ -94,10 +95,11 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 }
 
 // TestMITMWatchKeepsKeepAlive: the watch of the app's connection while a
-// request is upstream hands the bytes it reads to the next request:
-// requests that follow each other at once on one tunnel all get their
-// answers, also two written together (the second one's bytes arrive
-// while the first is upstream, and the watch reads them).
+// request is upstream (net/http's background read) hands the bytes it
+// reads to the next request: requests that follow each other at once on
+// one tunnel all get their answers, also two written together (the
+// second one's bytes arrive while the first is upstream, and the watch
+// reads them).
 func TestMITMWatchKeepsKeepAlive(t *testing.T) {
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok "+r.URL.Path)
@@ -128,8 +130,7 @@ func TestMITMWatchKeepsKeepAlive(t *testing.T) {
 // still reads the answers), has not hung up on the first request:
 // net/http's own watch of a plain proxy connection stops at the first
 // byte of a pipelined request for that reason (Go 1.11, issue 23921) and
-// does not cancel it. The watch inside an intercepted tunnel reads on
-// past a TLS alert only, so it stops there too.
+// does not cancel it; inside an intercepted tunnel it is the same watch.
 func TestMITMPipelinedThenHalfClose(t *testing.T) {
 	for _, tt := range []struct {
 		name        string
@@ -152,7 +153,8 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 				_, _ = io.WriteString(w, "ok "+r.URL.Path)
 			}, true)
 			ca := newCA(t)
-			tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()})
+			reads := new(atomic.Int64)
+			tp := startProxyWrapping(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()}, countReads(reads))
 			t.Cleanup(rc.CloseClientConnections)
 			u, _ := url.Parse(rc.URL)
 			c, tcp := interceptedWith(t, tp, ca, u.Host, nil)
@@ -160,6 +162,7 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 				t.Fatal(err)
 			}
 			recv(t, entered, "the first request upstream")
+			before := reads.Load()
 			if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
@@ -172,9 +175,9 @@ func TestMITMPipelinedThenHalfClose(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Wait until the proxy's watch of the app's connection has
-			// ended (it stops at the pipelined request, or at the end of
-			// the stream), then let the receiver answer.
-			waitWatch(t, tp, func(w *closeWatch) bool { return len(w.stash) > 0 && !w.reading.Load() }, cancelled.Load)
+			// read the pipelined request (it stops there), then let the
+			// receiver answer.
+			waitReads(t, reads, before, cancelled.Load)
 			close(release)
 			// Only the first request is checked: the last one of a
 			// pipeline, followed by the end of the stream, is cancelled
@@ -201,16 +204,22 @@ func TestMITMWatchHandsOverAPipelinedRequest(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok "+r.URL.Path)
 	}, true)
-	tp, c, host := tunnelTo(t, rc, Options{})
+	ca := newCA(t)
+	reads := new(atomic.Int64)
+	tp := startProxyWrapping(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, UpstreamTLSConfig: rc.tlsConfig()}, countReads(reads))
+	u, _ := url.Parse(rc.URL)
+	host := u.Host
+	c := intercepted(t, tp, ca, host)
 	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	recv(t, entered, "the first request upstream")
+	before := reads.Load()
 	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the watch has read the pipelined request.
-	waitWatch(t, tp, func(w *closeWatch) bool { return len(w.stash) > 0 }, nil)
+	waitReads(t, reads, before, nil)
 	close(release)
 	for _, path := range []string{"/slow", "/next"} {
 		readOK(t, c.br, http.MethodGet, path)
@@ -232,27 +241,32 @@ func readOK(t *testing.T, br *bufio.Reader, method, path string) {
 	}
 }
 
-// waitWatch polls until the close watch of one of tp's connections is
-// as ok says (read under the watch's lock), or done (when not nil) says
-// there is nothing left to wait for.
-func waitWatch(t *testing.T, tp *testProxy, ok func(*closeWatch) bool, done func() bool) {
-	t.Helper()
-	seen := func() bool {
-		tp.conns.mu.Lock()
-		defer tp.conns.mu.Unlock()
-		for c := range tp.conns.conns {
-			if tc, isTCP := c.(*tcpConn); isTCP {
-				tc.watch.mu.Lock()
-				yes := ok(&tc.watch)
-				tc.watch.mu.Unlock()
-				if yes {
-					return true
-				}
-			}
-		}
-		return false
+// countReads is a startProxyWrapping wrapper that counts, in n, the reads
+// of accepted connections that return data.
+func countReads(n *atomic.Int64) func(net.Conn) net.Conn {
+	return func(c net.Conn) net.Conn { return readCounter{Conn: c, n: n} }
+}
+
+type readCounter struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c readCounter) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.n.Add(1)
 	}
-	for deadline := time.Now().Add(testTimeout); !seen() && (done == nil || !done()); time.Sleep(time.Millisecond) {
+	return n, err
+}
+
+// waitReads polls until the proxy has read data from the app since reads
+// stood at before (while a request is upstream, only the watch of the
+// app's connection reads), or done (when not nil) says there is nothing
+// left to wait for.
+func waitReads(t *testing.T, reads *atomic.Int64, before int64, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(testTimeout); reads.Load() == before && (done == nil || !done()); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the watch never read the pipelined request")
 		}
