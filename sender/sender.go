@@ -633,6 +633,11 @@ func (s *Sender) Run(ctx, attempts context.Context) error {
 	timer.Stop()
 	defer timer.Stop()
 	for {
+		// The select below may take a wake-up over ctx's end when both
+		// are ready: no attempt starts once ctx is done.
+		if ctx.Err() != nil {
+			return nil
+		}
 		s.mu.Lock()
 		now := s.clock.Now()
 		epoch := s.epoch

@@ -673,6 +673,33 @@ func TestOvertimeWaitsForASlot(t *testing.T) {
 	waitArrival(t, later)
 }
 
+// TestNoAttemptAfterRunEnds: once Run's context is done, no attempt
+// starts, also when a hook comes in at the same moment (Run's select may
+// take the wake-up over the context's end). Each round ends Run while a
+// due hook wakes it.
+func TestNoAttemptAfterRunEnds(t *testing.T) {
+	rc := newReceiver(t, nil)
+	for round := range 30 {
+		clk := newFakeClock(t0)
+		st := openStore(t, t.TempDir(), clk)
+		h := newHarness(t, clk, st, Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		var once sync.Once
+		h.snd.onIdle = func(loopState) {
+			once.Do(func() {
+				cancel()
+				putHook(t, st, rc.URL, `{"n":1}`, jsonHeader())
+			})
+		}
+		if err := h.snd.Run(ctx, context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(rc.got()); got != 0 {
+			t.Fatalf("round %d: the receiver got %d requests after Run's context ended", round, got)
+		}
+	}
+}
+
 // TestDrainSendsSlowTargetsOnIdleWorkers: in a drain nothing new comes
 // in, so once no ordinary target is left, slow targets are not held to
 // half the workers: a slow target whose receiver answers again is
