@@ -375,6 +375,13 @@ func deadLetters(tb testing.TB, st *buffer.Store) []buffer.DeadLetter {
 }
 
 // waitArrival waits for the next request of rc.
+// twoWorkers starts a sender with 2 workers (one of them for slow and
+// overtime attempts), a send timeout of 1m and 5 retries, on a new store.
+func twoWorkers(tb testing.TB, clk *fakeClock) *harness {
+	st := openStore(tb, tb.TempDir(), clk)
+	return newHarness(tb, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+}
+
 // hangingReceiver is a receiver that reports each request's arrival on
 // entered with name, then answers 503 once answer gives it a turn (nil:
 // never), done closes or the request ends.

@@ -558,8 +558,7 @@ func TestSlowTargetsLeaveWorkersFree(t *testing.T) {
 	answer, done := make(chan struct{}), make(chan struct{})
 	hang := func(name string) *receiver { return hangingReceiver(t, name, entered, answer, done) }
 	a, b, fast := hang("a"), hang("b"), newReceiver(t, nil)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+	h := twoWorkers(t, clk)
 	t.Cleanup(func() { close(done) })
 
 	// Both receivers take 40s of the 1m timeout to fail: each target is
@@ -598,8 +597,7 @@ func TestHangingAttemptFreesItsWorker(t *testing.T) {
 	hang := func(name string) *receiver { return hangingReceiver(t, name, entered, nil, done) }
 	a, b, c := hang("a"), hang("b"), hang("c")
 	fast, later := newReceiver(t, nil), newReceiver(t, nil)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+	h := twoWorkers(t, clk)
 	t.Cleanup(func() { close(done) })
 
 	h.put(a.URL, `{"n":1}`, jsonHeader())
@@ -640,8 +638,7 @@ func TestOvertimeWaitsForASlot(t *testing.T) {
 	b := hangingReceiver(t, "b", entered, nil, done)
 	c := hangingReceiver(t, "c", entered, nil, done)
 	fast, later := newReceiver(t, nil), newReceiver(t, nil)
-	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Minute, Retries: 5}).start()
+	h := twoWorkers(t, clk)
 	t.Cleanup(func() { close(done) })
 
 	// a starts 15s before b: a is in overtime at 30s (the one slot with
