@@ -140,11 +140,12 @@ type Options struct {
 	// Zero means DefaultIdleTimeout (2 minutes).
 	IdleTimeout time.Duration
 	// ReadHeaderTimeout is how long a client may take to send a request
-	// head once it has begun, on a proxy connection and inside an
-	// intercepted tunnel, and how long an intercepted tunnel may wait for
-	// the app's TLS handshake. There is deliberately no timeout on a
-	// whole request: pass-through bodies stream for as long as they
-	// need. Zero means DefaultReadHeaderTimeout (10 seconds).
+	// head once it has begun on a proxy connection. Inside an
+	// intercepted tunnel IdleTimeout bounds the TLS handshake and every
+	// head (net/http would count the first one from the tunnel's start).
+	// There is deliberately no timeout on a whole request: pass-through
+	// bodies stream for as long as they need. Zero means
+	// DefaultReadHeaderTimeout (10 seconds).
 	ReadHeaderTimeout time.Duration
 	// Logger receives one line per captured hook and every error. Nil
 	// discards.
@@ -219,10 +220,9 @@ type Proxy struct {
 	srv *http.Server
 	// tunnels serves the app's side of every intercepted tunnel, each
 	// on a listener of one connection (see intercept).
-	tunnels    *http.Server
-	idle       time.Duration
-	readHeader time.Duration
-	conns      connSet
+	tunnels *http.Server
+	idle    time.Duration
+	conns   connSet
 	// dial opens the receiver side of relayed CONNECT tunnels.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -303,7 +303,6 @@ func New(opts Options) (*Proxy, error) {
 		mitmHosts:   mitmHosts,
 		auth:        auth,
 		idle:        idle,
-		readHeader:  readHeader,
 	}
 
 	// goproxy dials CONNECT tunnels with Tr.DialContext, so it needs an
@@ -356,8 +355,12 @@ func New(opts Options) (*Proxy, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	p.tunnels = &http.Server{
-		Handler:           http.HandlerFunc(p.serveInTunnel),
-		ReadHeaderTimeout: readHeader,
+		Handler: http.HandlerFunc(p.serveInTunnel),
+		// net/http bounds a connection's first request head, and its TLS
+		// handshake, from the connection's start, not from the head's
+		// first byte: an app may open a tunnel and use it later, as it
+		// may leave a connection idle between requests.
+		ReadHeaderTimeout: idle,
 		IdleTimeout:       idle,
 		ConnState:         tunnelConnState,
 		ConnContext:       withConn,

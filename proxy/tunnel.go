@@ -48,7 +48,7 @@ func (p *Proxy) intercept(w http.ResponseWriter, r *http.Request) {
 		// The first bytes tell TLS from plain HTTP. An app that sends
 		// none is treated as one that sends no request head.
 		buf := make([]byte, 1024)
-		_ = c.SetReadDeadline(time.Now().Add(p.readHeader))
+		_ = c.SetReadDeadline(time.Now().Add(p.idle))
 		n, _ := c.Read(buf)
 		_ = c.SetReadDeadline(time.Time{})
 		if n == 0 {

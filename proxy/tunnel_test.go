@@ -145,14 +145,19 @@ func TestHeaderReadTimeout(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig,
-				ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute})
+			// On a proxy connection ReadHeaderTimeout bounds a head; inside
+			// a tunnel, the idle timeout.
+			opts := Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute}
+			if tt.name != "proxy connection" {
+				opts.ReadHeaderTimeout, opts.IdleTimeout = time.Minute, 100*time.Millisecond
+			}
+			tp := startProxy(t, opts)
 			c := tt.open(t, tp)
 			start := time.Now()
 			n, err := c.br.Read(make([]byte, 1))
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("a stalled request head held its connection for %v (ReadHeaderTimeout 100ms)", time.Since(start))
+				t.Fatalf("a stalled request head held its connection for %v (timeout 100ms)", time.Since(start))
 			}
 			if err == nil {
 				t.Fatalf("read %d bytes, want the connection's end", n)
@@ -310,5 +315,27 @@ func TestMITMSlowAnswerAfterABody(t *testing.T) {
 		"Content-Length: 2\r\n\r\n", "hi")
 	if resp.StatusCode != http.StatusOK || string(body) != "late" {
 		t.Fatalf("a POST whose receiver answers after the idle timeout: %d %q, want 200 \"late\"", resp.StatusCode, body)
+	}
+}
+
+// TestMITMFirstRequestAfterAPause: an app may open a tunnel and send its
+// first request later, up to the idle timeout, as it may between
+// requests: net/http's server counts the header timeout of a
+// connection's first request from the connection's start, which would
+// have closed such a tunnel without an answer.
+func TestMITMFirstRequestAfterAPause(t *testing.T) {
+	ca := newCA(t)
+	for _, tlsInside := range []bool{true, false} {
+		tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig,
+			ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute})
+		var c *rawConn
+		if tlsInside {
+			c = intercepted(t, tp, ca, "hooks.example:443")
+		} else {
+			c = connect(t, tp.Addr, "hooks.example:80")
+		}
+		time.Sleep(400 * time.Millisecond) // the app idles: longer than ReadHeaderTimeout, shorter than IdleTimeout
+		resp, body := c.send(t, http.MethodPost, post("hooks.example", "/t"))
+		assertAccepted(t, resp, body)
 	}
 }
