@@ -20,12 +20,14 @@ import (
 //	q/<tid><seq><recv><size>   -> hook record (the FIFO: seq is global and increasing)
 //	f/<tid>                    -> in-flight batch record
 //	d/<batch id>               -> dead letter
+//	r/<batch id>               -> how many of its hooks a replay put back (uvarint)
 const (
-	kindQueue  = 'q'
-	kindTarget = 't'
-	kindURL    = 'u'
-	kindFlight = 'f'
-	kindDead   = 'd'
+	kindQueue    = 'q'
+	kindTarget   = 't'
+	kindURL      = 'u'
+	kindFlight   = 'f'
+	kindDead     = 'd'
+	kindReplayed = 'r'
 )
 
 var (
@@ -57,6 +59,8 @@ func flightKey(id TargetID) []byte {
 func urlKey(url string) []byte { return append([]byte{kindURL}, url...) }
 
 func deadKey(id string) []byte { return append([]byte{kindDead}, id...) }
+
+func replayedKey(id string) []byte { return append([]byte{kindReplayed}, id...) }
 
 // queuePrefix is the prefix of every queue key of one target.
 func queuePrefix(id TargetID) []byte {

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,6 +89,11 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 		if err := item.Value(func(v []byte) error { return decodeDeadLetter(v, &d) }); err != nil {
 			return fmt.Errorf("decode dead letter %s: %w", item.Key()[1:], err)
 		}
+		n, err := replayedOf(txn, d.ID)
+		if err != nil {
+			return fmt.Errorf("read dead letter %s: %w", d.ID, err)
+		}
+		d.Hooks, d.replayed = d.Hooks[min(n, len(d.Hooks)):], n
 		d.Size = len(d.Hooks)
 		for i := range d.Hooks {
 			d.Bytes += d.Hooks[i].Size()
@@ -141,7 +147,7 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
 			ids = append(ids, d.ID)
-			keys = append(keys, deadKey(d.ID))
+			keys = append(keys, deadKey(d.ID), replayedKey(d.ID))
 			return nil
 		})
 	})
@@ -192,10 +198,31 @@ func (s *Store) lockDead() {
 }
 
 // replayChunk bounds how many hooks of a dead letter go back in one
-// transaction (fewer when they would not fit in one); the dead letter is
-// rewritten with what remains in the same transaction, so an interrupted
-// replay neither loses nor repeats hooks.
+// transaction (fewer when they would not fit in one); the same
+// transaction records how many have gone back (replayedKey), so an
+// interrupted replay neither loses nor repeats hooks. (Writing the rest
+// of the letter again instead made a replay quadratic in its size.)
 const replayChunk = 128
+
+// replayedOf returns how many hooks of dead letter id a replay put back.
+func replayedOf(txn *badger.Txn, id string) (int, error) {
+	item, err := txn.Get(replayedKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		var k int
+		if n, k = binary.Uvarint(v); k <= 0 {
+			return errors.New("malformed replay count")
+		}
+		return nil
+	})
+	return int(n), err
+}
 
 func (s *Store) replay(d *DeadLetter) (int, error) {
 	if err := s.enter(); err != nil {
@@ -218,23 +245,17 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 			req.size += h.Size()
 			end++
 		}
-		rest := *d
-		rest.Hooks = d.Hooks[end:]
-		// The rest of the dead letter is written again with the chunk:
-		// that takes disk space too, as much as the hooks left.
-		var v []byte
-		if len(rest.Hooks) > 0 {
-			var err error
-			if v, err = encodeDeadLetter(rest); err != nil {
-				return done, err
-			}
-		}
-		req.afterSize = int64(len(deadKey(d.ID)) + len(v))
+		last := end == len(d.Hooks)
+		count := binary.AppendUvarint(nil, uint64(d.replayed+end))
+		req.afterSize = int64(len(replayedKey(d.ID)) + len(count))
 		req.after = func(txn *badger.Txn) error {
-			if v == nil {
-				return txn.Delete(deadKey(d.ID))
+			if last {
+				if err := txn.Delete(deadKey(d.ID)); err != nil {
+					return err
+				}
+				return txn.Delete(replayedKey(d.ID))
 			}
-			return txn.Set(deadKey(d.ID), v)
+			return txn.Set(replayedKey(d.ID), count)
 		}
 		if err := s.submit(req); err != nil {
 			return done, err

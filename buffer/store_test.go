@@ -963,20 +963,27 @@ func TestFreeSpaceUnchecked(t *testing.T) {
 	}
 }
 
-// TestReplayCountsTheDeadLetterItRewrites: each chunk of a replay also
-// writes the rest of its dead letter again (in the same transaction, so
-// an interrupted replay neither loses nor repeats hooks), and that
-// rewrite takes disk space as the hooks do: a chunk whose hooks fit
-// above the reserve but whose rewrite does not is refused, and the dead
-// letter stays whole.
-func TestReplayCountsTheDeadLetterItRewrites(t *testing.T) {
+// TestReplayWritesOnlyTheHooks: each chunk of a replay records how many
+// hooks have gone back (in the same transaction, so an interrupted replay
+// neither loses nor repeats hooks) instead of writing the rest of the
+// dead letter again, which made a replay quadratic in the letter's size
+// and took disk space as large as the rest: with room for one chunk's
+// hooks above the reserve, a replay of more goes through. Interrupted by
+// a short disk after its first chunk, it leaves the rest as the dead
+// letter, and a second replay puts that back after the first chunk.
+func TestReplayWritesOnlyTheHooks(t *testing.T) {
 	const reserve = 1 << 20
-	var free atomic.Int64
+	var free, calls, shortAfter atomic.Int64
 	free.Store(1 << 30)
 	s := openStore(t, t.TempDir(), Options{
 		MinFreeBytes: reserve,
-		FreeBytes:    func(string) (int64, error) { return free.Load(), nil },
-		LSMBytes:     func() int64 { return 0 },
+		FreeBytes: func(string) (int64, error) {
+			if n := shortAfter.Load(); n > 0 && calls.Add(1) > n {
+				return reserve, nil
+			}
+			return free.Load(), nil
+		},
+		LSMBytes: func() int64 { return 0 },
 	})
 	const url, n = "http://a.test/", replayChunk + 72
 	id, letter := deadLetterOf(t, s, url, n, 1<<10)
@@ -984,25 +991,47 @@ func TestReplayCountsTheDeadLetterItRewrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Room for the first chunk's hook records and 1 KiB more: not for
-	// the 72 hooks (some 100 KB) written again as the rest of the letter.
 	var chunk int64
 	for i := range replayChunk {
 		chunk += int64(recordLen(&dl.Hooks[i]) + queueKeyLength)
 	}
 	free.Store(reserve + chunk + 1<<10)
+	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{letter}}); err != nil || got != n {
+		t.Fatalf("replay with room for one chunk's hooks: %d hooks back, %v; want %d", got, err, n)
+	}
+	if _, err := s.GetDeadLetter(letter); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("dead letter after its replay: %v, want ErrNotFound", err)
+	}
+	deliverAll(t, s, url)
+
+	// Interrupted: the disk is short from the second chunk on.
+	free.Store(1 << 30)
+	_, letter = deadLetterOf(t, s, url, n, 1<<10)
+	calls.Store(0)
+	shortAfter.Store(1)
 	_, got, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{letter}})
-	if !errors.Is(err, ErrDiskFull) {
-		t.Fatalf("replay with room for the first chunk's hooks only: %d hooks back, err = %v; want ErrDiskFull", got, err)
+	if !errors.Is(err, ErrDiskFull) || got != replayChunk {
+		t.Fatalf("replay on a disk short after one chunk: %d hooks back, %v; want %d and ErrDiskFull", got, err, replayChunk)
 	}
-	if got != 0 {
-		t.Errorf("%d hooks back, want 0", got)
+	left, err := s.GetDeadLetter(letter)
+	if err != nil || len(left.Hooks) != n-replayChunk {
+		t.Fatalf("dead letter after an interrupted replay: %d hooks, %v; want %d", len(left.Hooks), err, n-replayChunk)
 	}
-	if st, err := s.Target(id); err != nil || st.Pending != 0 {
-		t.Errorf("target after the refused replay: %+v, %v; want nothing pending", st, err)
+	shortAfter.Store(0)
+	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{letter}}); err != nil || got != n-replayChunk {
+		t.Fatalf("replay of the rest: %d hooks back, %v; want %d", got, err, n-replayChunk)
 	}
-	if left, err := s.GetDeadLetter(letter); err != nil || len(left.Hooks) != n {
-		t.Errorf("dead letter after the refused replay: %d hooks, %v; want %d", len(left.Hooks), err, n)
+	if st, err := s.Target(id); err != nil || st.Pending != n {
+		t.Fatalf("target after both replays: %+v, %v; want %d pending", st, err, n)
+	}
+	b, err := s.Claim(id, n, 0)
+	if err != nil || len(b.Hooks) != n {
+		t.Fatalf("claim: %v, %v", b, err)
+	}
+	for i, h := range b.Hooks {
+		if want := fmt.Sprintf(`"n":%d,`, i); !strings.Contains(string(h.Body), want) {
+			t.Fatalf("hook %d of the replayed letter: %.40s, want %s (original order)", i, h.Body, want)
+		}
 	}
 }
 

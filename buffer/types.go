@@ -119,6 +119,9 @@ type DeadLetter struct {
 	// when a listing leaves the hooks out).
 	Size  int   `json:"-"`
 	Bytes int64 `json:"-"`
+	// replayed is how many hooks of the stored letter an interrupted
+	// replay put back already: they are not in Hooks.
+	replayed int
 }
 
 // Failure describes how a delivery attempt failed, for RecordAttempt and
