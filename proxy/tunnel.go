@@ -70,7 +70,19 @@ func (p *Proxy) intercept(w http.ResponseWriter, r *http.Request) {
 		cfg = cfg.Clone()
 		cfg.NextProtos = []string{"http/1.1"}
 		tun.scheme = "https"
-		served = tls.Server(tc, cfg)
+		// The handshake here rather than in net/http's server, whose log
+		// line would not name the tunnel's host (a CA whose name
+		// constraints leave it out fails here).
+		tlsConn := tls.Server(tc, cfg)
+		_ = c.SetDeadline(time.Now().Add(p.idle))
+		err = tlsConn.Handshake()
+		_ = c.SetDeadline(time.Time{})
+		if err != nil {
+			p.log.Warn("intercept failed: TLS handshake with the app", "target", r.URL.Host, "error", err)
+			_ = c.Close()
+			return
+		}
+		served = tlsConn
 	}
 	// Serve returns at once: the listener holds one connection, which
 	// p.tunnels serves from its own goroutine.

@@ -339,3 +339,25 @@ func TestMITMFirstRequestAfterAPause(t *testing.T) {
 		assertAccepted(t, resp, body)
 	}
 }
+
+// TestMITMHandshakeFailureNamesTheHost: an app that refuses hookproxy's
+// certificate (it does not trust the CA, or the CA's name constraints
+// leave the host out) fails its TLS handshake, and the log line says
+// for which host.
+func TestMITMHandshakeFailureNamesTheHost(t *testing.T) {
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig})
+	raw := connect(t, tp.Addr, "hooks.example:443")
+	conn := tls.Client(raw.Conn, &tls.Config{ServerName: "hooks.example"}) // the system roots: not hookproxy's CA
+	if err := conn.Handshake(); err == nil {
+		t.Fatal("handshake with a certificate of an untrusted CA succeeded")
+	}
+	_ = conn.Close()
+	deadline := time.Now().Add(testTimeout)
+	for !strings.Contains(tp.logs.String(), `"msg":"intercept failed: TLS handshake with the app","target":"hooks.example:443"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line naming the tunnel's host:\n%s", tp.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
