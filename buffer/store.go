@@ -699,7 +699,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 	// count against the reserve: a group that fits only by eating into
 	// it would leave the room the reserve is for taken.
 	spare := s.spareSpace()
-	room := spare.free - spare.reserve
+	var used int64 // of the space above the reserve, by the requests admitted
 	max := s.opts.MaxPendingBytes
 	s.mu.Lock()
 	total := s.pendingBytes
@@ -707,7 +707,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 	admitted := group[:0:0]
 	for _, r := range group {
 		disk := r.diskSize()
-		if spare.checked && disk > room {
+		if !spare.fits(used + disk) {
 			err := spare.err(s.opts.Dir)
 			s.mu.Lock()
 			s.commitErr = err
@@ -720,7 +720,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 			r.done <- ErrQuota
 			continue
 		}
-		room -= disk
+		used += disk
 		total += r.size
 		admitted = append(admitted, r)
 	}
@@ -770,8 +770,12 @@ type spareSpace struct {
 	free, reserve int64
 }
 
+// fits reports whether n bytes can be written without taking the free
+// space below the reserve (always, when not checked).
+func (sp spareSpace) fits(n int64) bool { return !sp.checked || n <= sp.free-sp.reserve }
+
 // short reports whether the free space is below the reserve.
-func (sp spareSpace) short() bool { return sp.checked && sp.free < sp.reserve }
+func (sp spareSpace) short() bool { return !sp.fits(0) }
 
 // err is the answer to a write the space above the reserve cannot take.
 func (sp spareSpace) err(dir string) error {
@@ -1368,7 +1372,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		for _, p := range parts {
 			size += int64(len(deadKey(p.id)) + len(p.value))
 		}
-		if sp := s.spareSpace(); sp.checked && size > sp.free-sp.reserve {
+		if sp := s.spareSpace(); !sp.fits(size) {
 			s.maybeReclaim()
 			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, sp.err(s.opts.Dir))
 		}
