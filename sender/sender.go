@@ -434,7 +434,6 @@ func New(opts Options) (*Sender, error) {
 		discard:     opts.OnGiveUp == GiveUpDiscard,
 		timeout:     orDefault(opts.SendTimeout, DefaultSendTimeout),
 		workers:     orDefault(opts.Concurrency, DefaultConcurrency),
-		slowCap:     max(1, orDefault(opts.Concurrency, DefaultConcurrency)/2),
 		client:      opts.Client,
 		userAgent:   orDefault(opts.UserAgent, DefaultUserAgent),
 		log:         opts.Logger,
@@ -450,6 +449,7 @@ func New(opts Options) (*Sender, error) {
 		targets:     make(map[buffer.TargetID]*target),
 		stuck:       make(map[*target]time.Time),
 	}
+	s.slowCap = max(1, s.workers/2)
 	s.goneSlots = make(chan struct{}, s.workers)
 	if len(keys) > 0 {
 		s.signer = &signer{keys: keys}
