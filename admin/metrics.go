@@ -261,10 +261,11 @@ func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error))
 	if err != nil {
 		return deadStats{}, err
 	}
-	took := time.Since(start)
-	if c.elapsed != nil {
-		took = c.elapsed(start)
+	elapsed := c.elapsed
+	if elapsed == nil {
+		elapsed = time.Since
 	}
+	took := elapsed(start)
 	var st deadStats
 	for i := range ds {
 		st.letters++
