@@ -18,9 +18,10 @@ const recordTypeHandshake = 22
 
 // intercept takes over the app's connection after a CONNECT to a host
 // that is intercepted, answers 200 and serves the requests inside the
-// tunnel with p.tunnels: net/http's server reads them (400, 431, 505 for
-// what it cannot read, as on a proxy connection, under the same header
-// timeout) and serveInTunnel passes each on as a proxy request. The app
+// tunnel with p.tunnels: net/http's server reads them (400, 431, 501,
+// 505 for what it cannot read, as on a proxy connection; the idle
+// timeout bounds each head) and serveInTunnel passes each on as a proxy
+// request. The app
 // speaks TLS inside, answered with a certificate for the host, or plain
 // HTTP when its first byte does not start a TLS handshake.
 //
