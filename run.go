@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"hookproxy/admin"
 	"hookproxy/buffer"
+	"hookproxy/egress"
 	"hookproxy/proxy"
 	"hookproxy/sender"
 )
@@ -163,6 +165,31 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	cfg.logDeliveryPolicy(log.With("component", "sender"))
 
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s (HOOKPROXY_LISTEN): %w", cfg.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("listen %s (HOOKPROXY_ADMIN_LISTEN): %w", cfg.AdminListen, err)
+	}
+	// Serve closes each listener once it serves; until then, a failed
+	// start closes them here.
+	serving := false
+	defer func() {
+		if !serving {
+			_ = ln.Close()
+			_ = adminLn.Close()
+		}
+	}()
+	// Neither deliveries nor requests passed through may connect to
+	// hookproxy's own listeners: through the proxy, anyone who may use it
+	// would reach an admin API bound to loopback.
+	self := ownListeners(log, ln.Addr(), adminLn.Addr())
+	guard := cfg.egressGuard()
+	guard.Self = self
+
 	snd, err := sender.New(sender.Options{
 		Store:         store,
 		BatchSize:     cfg.BatchSize,
@@ -181,8 +208,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Concurrency:      cfg.SendConcurrency,
 		UserAgent:        "hookproxy/" + versionString(),
 		// Every delivery dial, redirect hops included, goes through the
-		// egress guard (delivery.go); pass-through traffic does not.
-		Guard:           cfg.egressGuard(),
+		// egress guard (delivery.go); pass-through traffic only through
+		// its refusal of hookproxy's own listeners.
+		Guard:           guard,
 		TLSConfig:       hs.upstreamTLS,
 		FollowRedirects: cfg.FollowRedirects,
 		SigningSecrets:  cfg.SigningSecret,
@@ -197,7 +225,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	store.SetNotify(snd.Notify)
 
-	forward := sender.NewTransport(cfg.SendConcurrency, hs.upstreamTLS, cfg.egressGuard())
+	forward := sender.NewTransport(cfg.SendConcurrency, hs.upstreamTLS, guard)
 	defer forward.CloseIdleConnections()
 	px, err := proxy.New(proxy.Options{
 		Store:            store,
@@ -218,13 +246,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MITMHosts:         cfg.MITMHosts,
 		UpstreamTLSConfig: hs.upstreamTLS,
 		ProxyAuth:         cfg.ProxyAuth,
+		DialControl:       self.Control,
 	})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s (HOOKPROXY_LISTEN): %w", cfg.Listen, err)
 	}
 
 	// The admin listener serves until everything else has stopped, so
@@ -245,13 +270,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		CACert:          hs.ca.CertPEM(),
 	})
 	if err != nil {
-		_ = ln.Close()
 		return fmt.Errorf("admin: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("listen %s (HOOKPROXY_ADMIN_LISTEN): %w", cfg.AdminListen, err)
 	}
 	adminServed := make(chan error, 1)
 	go func() { adminServed <- adm.Serve(adminLn) }()
@@ -287,6 +306,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	})
 	served := make(chan error, 1)
 	go func() { served <- px.Serve(ln) }()
+	serving = true
 
 	var runErr error
 	select {
@@ -336,6 +356,25 @@ func warnExposed(log *slog.Logger, cfg Config, proxyAddr, adminAddr net.Addr) {
 	if cfg.AdminToken == "" && !isLoopback(adminAddr) {
 		log.Warn("admin API open to the network without a token: set HOOKPROXY_ADMIN_TOKEN", "admin_addr", adminAddr.String())
 	}
+}
+
+// ownListeners is the egress.Self of hookproxy's listeners, with the
+// host's interface addresses, through which a listener on a wildcard
+// address is reached too.
+func ownListeners(log *slog.Logger, listeners ...net.Addr) *egress.Self {
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("list interface addresses: own listeners on a wildcard address are known by loopback only", "error", err)
+	}
+	var local []netip.Addr
+	for _, a := range ifAddrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				local = append(local, ip)
+			}
+		}
+	}
+	return egress.NewSelf(listeners, local)
 }
 
 // isLoopback reports whether a listener's address is a loopback one.

@@ -105,6 +105,7 @@ var metadataAddrs = map[netip.Addr]struct{}{
 	netip.MustParseAddr("169.254.169.253"): {}, // AWS VPC DNS resolver
 	netip.MustParseAddr("169.254.170.2"):   {}, // AWS ECS task metadata and credentials
 	netip.MustParseAddr("169.254.170.23"):  {}, // AWS EKS Pod Identity agent (credentials)
+	netip.MustParseAddr("169.254.0.23"):    {}, // Tencent Cloud metadata (metadata.tencentyun.com)
 	netip.MustParseAddr("100.100.100.200"): {}, // Alibaba Cloud metadata
 	netip.MustParseAddr("192.0.0.192"):     {}, // Oracle Cloud metadata
 	netip.MustParseAddr("168.63.129.16"):   {}, // Azure WireServer (host agent), public address space

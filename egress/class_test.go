@@ -60,6 +60,7 @@ var classCases = []struct {
 	{"169.254.169.253", Metadata, false, false, false},
 	{"169.254.170.2", Metadata, false, false, false},
 	{"169.254.170.23", Metadata, false, false, false},
+	{"169.254.0.23", Metadata, false, false, false},
 	{"100.100.100.200", Metadata, false, false, false},
 	{"192.0.0.192", Metadata, false, false, false},
 	{"168.63.129.16", Metadata, false, false, false},

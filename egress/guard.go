@@ -9,8 +9,9 @@
 // name that resolves to a public address when looked at and to a private
 // one when connected to (DNS rebinding) cannot slip through.
 //
-// The package is used only by the delivery client; pass-through traffic
-// does not go through it.
+// The Guard is used only by the delivery client; pass-through traffic
+// does not go through it. Self, which keeps both away from hookproxy's own
+// listeners (its admin API above all), is used by both.
 package egress
 
 import (
@@ -68,6 +69,9 @@ type Guard struct {
 	// address (::ffff:a.b.c.d) also matches an IPv4 prefix. Build it with
 	// ParseCIDRs.
 	Allow []netip.Prefix
+	// Self, when set, are hookproxy's own listeners, which Control refuses
+	// whatever AllowPrivate and Allow say.
+	Self *Self
 }
 
 // Check returns nil when delivery may connect to ip, and otherwise a
@@ -108,13 +112,19 @@ func (g *Guard) allowed(ip netip.Addr) bool {
 // the signature of net.Dialer.Control. address is "ip:port" as the dialer
 // passes it, after name resolution; anything else (a Unix socket path, a
 // host name) is refused with an error that is not ErrBlocked, since it
-// means the guard is wired up wrongly. The socket has been created but
+// means the guard is wired up wrongly. An address of g.Self is refused
+// whatever its class and g's allowances. The socket has been created but
 // not connected when Control runs, so a refused address is never sent a
 // packet.
 func (g *Guard) Control(network, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return fmt.Errorf("check %s destination %q: %w", network, address, err)
+	}
+	if g != nil {
+		if err := g.Self.Check(ap); err != nil {
+			return err
+		}
 	}
 	return g.Check(ap.Addr())
 }
@@ -136,7 +146,7 @@ func (g *Guard) Dialer(base *net.Dialer) *net.Dialer {
 	}
 	guard := &Guard{}
 	if g != nil {
-		guard = &Guard{AllowPrivate: g.AllowPrivate, Allow: slices.Clone(g.Allow)}
+		guard = &Guard{AllowPrivate: g.AllowPrivate, Allow: slices.Clone(g.Allow), Self: g.Self}
 	}
 	nextCtx, next := d.ControlContext, d.Control
 	// net.Dialer ignores Control when ControlContext is set, so the check

@@ -52,6 +52,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -128,6 +129,15 @@ type Options struct {
 	// is an *http.Transport that has one, and with a plain net.Dialer
 	// otherwise.
 	Transport http.RoundTripper
+	// DialControl, when set, is the net.Dialer Control of every
+	// connection the proxy dials itself: with the default Transport
+	// (requests passed through, also inside intercepted tunnels) and for
+	// relayed CONNECT tunnels unless Transport has a DialContext. An error
+	// refuses the connection before a packet is sent: the app gets 502
+	// with it. hookproxy refuses its own listeners with it (a request
+	// through the proxy to 127.0.0.1 would otherwise reach an admin API
+	// bound to loopback). Nil: no check.
+	DialControl func(network, address string, c syscall.RawConn) error
 	// ForwardTransport sends the hooks forwarded because the store failed
 	// (OnStoreErrorForward). They go to subscriber URLs, so it should
 	// check destinations as deliveries do. Nil means Transport.
@@ -310,15 +320,15 @@ func New(opts Options) (*Proxy, error) {
 	rt := opts.Transport
 	dialTr, _ := rt.(*http.Transport)
 	if rt == nil {
-		p.ownTransport = newTransport(opts.UpstreamTLSConfig)
+		p.ownTransport = newTransport(opts.UpstreamTLSConfig, opts.DialControl)
 		rt, dialTr = p.ownTransport, p.ownTransport
 	} else if dialTr == nil {
-		dialTr = &http.Transport{Proxy: nil, DialContext: newDialer().DialContext}
+		dialTr = &http.Transport{Proxy: nil, DialContext: newDialer(opts.DialControl).DialContext}
 	}
 	p.upstream = &upstream{rt: rt, forward: opts.ForwardTransport, log: log}
 	p.dial = dialTr.DialContext
 	if p.dial == nil {
-		p.dial = newDialer().DialContext
+		p.dial = newDialer(opts.DialControl).DialContext
 	}
 
 	// NewProxyHttpServer derives Tr (http.ProxyFromEnvironment) and
@@ -374,22 +384,24 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// newDialer is the dialer of the default transport and of CONNECT tunnels.
-func newDialer() *net.Dialer {
-	return &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+// newDialer is the dialer of the default transport and of CONNECT
+// tunnels; control is Options.DialControl.
+func newDialer(control func(network, address string, c syscall.RawConn) error) *net.Dialer {
+	return &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: control}
 }
 
 // newTransport is the upstream transport used when Options.Transport is
 // nil. Proxy is nil on purpose: the process's HTTP_PROXY points at us.
-// tlsConfig nil means Go's defaults (system roots, verified).
-func newTransport(tlsConfig *tls.Config) *http.Transport {
+// tlsConfig nil means Go's defaults (system roots, verified); control is
+// Options.DialControl.
+func newTransport(tlsConfig *tls.Config, control func(network, address string, c syscall.RawConn) error) *http.Transport {
 	if tlsConfig != nil {
 		tlsConfig = tlsConfig.Clone()
 	}
 	return &http.Transport{
 		TLSClientConfig:       tlsConfig,
 		Proxy:                 nil,
-		DialContext:           newDialer().DialContext,
+		DialContext:           newDialer(control).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   16,

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -360,4 +361,45 @@ func TestMITMHandshakeFailureNamesTheHost(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestDialControlRefuses: Options.DialControl vets every connection the
+// proxy opens itself (a request passed through, a relayed tunnel, a
+// request inside an intercepted one); a refused one gets 502 and reaches
+// nothing.
+func TestDialControlRefuses(t *testing.T) {
+	rc := newReceiver(t, nil, false)
+	refused := rc.Listener.Addr().String()
+	control := func(_, address string, _ syscall.RawConn) error {
+		if address == refused {
+			return errors.New("refused by the test")
+		}
+		return nil
+	}
+	ca := newCA(t)
+	relay := startProxy(t, Options{Store: &fakeStore{}, DialControl: control})
+	mitm := startProxy(t, Options{Store: &fakeStore{}, DialControl: control, TLSConfig: ca.TLSConfig})
+
+	resp, err := relay.client(t).Get(rc.URL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "refused by the test") {
+		t.Errorf("pass-through: %d %s, want 502 with the refusal", resp.StatusCode, body)
+	}
+
+	c := dialRaw(t, relay.Addr)
+	resp, body = c.send(t, http.MethodConnect, "CONNECT "+refused+" HTTP/1.0\r\n\r\n")
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "refused by the test") {
+		t.Errorf("relayed CONNECT: %d %s, want 502 with the refusal", resp.StatusCode, body)
+	}
+
+	c = connect(t, mitm.Addr, refused)
+	resp, body = c.send(t, http.MethodGet, "GET /x HTTP/1.1\r\nHost: "+refused+"\r\n\r\n")
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "refused by the test") {
+		t.Errorf("request in an intercepted tunnel: %d %s, want 502 with the refusal", resp.StatusCode, body)
+	}
+	rc.assertUntouched(t)
 }
