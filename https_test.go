@@ -162,6 +162,39 @@ func TestHTTPSHookThroughPythonRequests(t *testing.T) {
 	}
 }
 
+// TestHTTPSHookToIPv6ThroughPythonRequests: Debian's python (3.11.2)
+// writes the Host of a request inside a tunnel to an IPv6 literal with
+// its brackets doubled (CPython gh-100985: CONNECT [::1]:PORT, then
+// Host: [[::1]]:PORT). The hooks still go to https://[::1]:PORT, not to
+// the dead letters as an invalid URL.
+func TestHTTPSHookToIPv6ThroughPythonRequests(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	rc := newTLSReceiver(t, nil)
+	rc.srv.Close()
+	rc.srv = httptest.NewUnstartedServer(rc.srv.Config.Handler)
+	rc.srv.Listener = ln
+	rc.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	rc.srv.StartTLS() // httptest's certificate holds ::1
+	t.Cleanup(rc.srv.Close)
+	hp := startHookproxy(t, map[string]string{
+		"BATCH_SIZE":       "2",
+		"UPSTREAM_CA_FILE": writeCertPEM(t, rc.srv.Certificate()),
+	})
+	bundle := hp.logs.field("HTTPS interception ready", "bundle")
+	target := rc.srv.URL + "/hooks/v6" // https://[::1]:PORT/hooks/v6
+	checkAccepted(t, postWithPython(t, hp.proxyURL, hookRequests(target, 0, 2), "REQUESTS_CA_BUNDLE="+bundle))
+	got := rc.waitHooks(t, 2)
+	if len(got) != 1 || got[0].Path != "/hooks/v6" {
+		t.Fatalf("receiver got %+v, want one batch on /hooks/v6", got)
+	}
+	if p := pks(t, got[0].hooks(t)); len(p) != 2 || p[0] != 0 || p[1] != 1 {
+		t.Errorf("batch holds %v, want [0 1]", p)
+	}
+}
+
 // TestHTTPSOutsideMITMHostsIsTunnelled: a host that HOOKPROXY_MITM_HOSTS
 // does not select is relayed byte for byte: the app meets the receiver's
 // own certificate and its hook goes straight to the receiver.

@@ -415,6 +415,8 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 		return nil, jsonErrorResponse(r, http.StatusRequestURITooLong,
 			fmt.Sprintf("the hook's URL is %d bytes, over the %d-byte limit", n, MaxTargetURL))
 	}
+	// A body that is not UTF-8 passes (json.Valid lets any byte through
+	// inside a string): batches carry it re-encoded from ISO-8859-1.
 	if p.requireJSON && !json.Valid(body) {
 		p.log.Warn("hook refused: body is not valid JSON", "target", host, "status", http.StatusBadRequest)
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, "request body is not valid JSON")

@@ -549,3 +549,44 @@ func TestMITMOptionsAsterisk(t *testing.T) {
 		t.Errorf("upstream got host %q, request target %q; want hooks.example and *", s.host, s.uri)
 	}
 }
+
+// TestMITMPythonIPv6HostHeader: python's http.client before 3.11.9
+// (CPython gh-100985, Debian bookworm's 3.11.2 among them) doubles the
+// brackets of an IPv6 literal in the Host of a request inside a tunnel
+// (CONNECT [::1]:8443, then Host: [[::1]]:8443). The hook is still
+// stored for https://[::1]:8443/..., a URL the sender can deliver to,
+// and a request passed on goes to that address too.
+func TestMITMPythonIPv6HostHeader(t *testing.T) {
+	ca := newCA(t)
+	upstream := &recordingTransport{}
+	store := openStore(t)
+	tp := startProxy(t, Options{Store: store, TLSConfig: ca.TLSConfig, Transport: upstream})
+	for _, tc := range []struct{ connect, host, want string }{
+		{"[::1]:8443", "[[::1]]:8443", "https://[::1]:8443"},
+		{"[::1]:443", "[[::1]]", "https://[::1]"},
+	} {
+		c := intercepted(t, tp, ca, tc.connect)
+		resp, body := c.send(t, http.MethodPost, "POST /hooks/v6?a=1 HTTP/1.1\r\nHost: "+tc.host+
+			"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+		assertAccepted(t, resp, body)
+		resp, _ = c.send(t, http.MethodGet, "GET /get HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
+		if resp.StatusCode != statusPassedThrough {
+			t.Errorf("Host %s: GET answered %d, want it passed on", tc.host, resp.StatusCode)
+		}
+	}
+	var targets []string // two targets: their order in the store is not defined
+	for _, h := range storedHooks(t, store) {
+		targets = append(targets, h.Target)
+	}
+	slices.Sort(targets)
+	if want := []string{"https://[::1]/hooks/v6?a=1", "https://[::1]:8443/hooks/v6?a=1"}; !slices.Equal(targets, want) {
+		t.Errorf("stored targets %q, want %q", targets, want)
+	}
+	upstream.mu.Lock()
+	defer upstream.mu.Unlock()
+	for i, want := range []string{"https://[::1]:8443/get", "https://[::1]/get"} {
+		if i >= len(upstream.reqs) || upstream.reqs[i].URI != want {
+			t.Errorf("passed-on request %d: %+v, want %s", i, upstream.reqs, want)
+		}
+	}
+}

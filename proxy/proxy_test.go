@@ -591,7 +591,11 @@ func TestRequireValidJSON(t *testing.T) {
 		{"valid", true, hookBody, http.StatusAccepted},
 		{"invalid", true, `{"hook": `, http.StatusBadRequest},
 		{"empty", true, "", http.StatusBadRequest},
+		// JSON in ISO-8859-1 (python's str body): batches re-encode it.
+		{"latin-1", true, "{\"t\": \"caf\xe9\"}", http.StatusAccepted},
+		{"utf-8", true, "{\"t\": \"caf\u00e9 \u2603\"}", http.StatusAccepted},
 		{"invalid not required", false, `{"hook": `, http.StatusAccepted},
+		{"latin-1 not required", false, "{\"t\": \"caf\xe9\"}", http.StatusAccepted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -192,6 +193,16 @@ func (t *mitmTunnel) url(r *http.Request) *url.URL {
 	u.Host = r.Host
 	if u.Host == "" {
 		u.Host = t.authority
+	}
+	// python's http.client before 3.11.9 (CPython gh-100985) doubles the
+	// brackets of an IPv6 literal in the Host of a tunnelled request:
+	// "[[::1]]:8443". Kept so, the target would be no URL to deliver to.
+	if h := u.Hostname(); strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		port := u.Port()
+		u.Host = "[" + strings.Trim(h, "[]") + "]"
+		if port != "" {
+			u.Host += ":" + port
+		}
 	}
 	if r.RequestURI == "*" {
 		// "OPTIONS *", a request for the server as a whole: route sends

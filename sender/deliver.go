@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"hookproxy/buffer"
 )
@@ -328,7 +329,11 @@ func (s *Sender) newRequest(ctx context.Context, b *buffer.Batch, now time.Time)
 // The bodies are JSON already and are copied byte for byte, not
 // re-encoded. So that one bad hook cannot make the whole batch unreadable,
 // an empty body becomes null and a body that is not valid JSON becomes a
-// JSON string.
+// JSON string. A body that is not UTF-8 is read as ISO-8859-1, the
+// encoding python's http.client gives a str body (requests'
+// data=json.dumps(..., ensure_ascii=False)), and copied in UTF-8: a batch
+// is one JSON text, which must be UTF-8 (RFC 8259 8.1), and receivers
+// refuse the whole batch otherwise.
 func buildBatch(hooks []buffer.Hook) []byte {
 	n := 2 + len(hooks)
 	for i := range hooks {
@@ -341,6 +346,9 @@ func buildBatch(hooks []buffer.Hook) []byte {
 			out = append(out, ',')
 		}
 		body := hooks[i].Body
+		if !utf8.Valid(body) {
+			body = latin1ToUTF8(body)
+		}
 		switch {
 		case len(bytes.TrimSpace(body)) == 0:
 			out = append(out, "null"...)
@@ -352,6 +360,17 @@ func buildBatch(hooks []buffer.Hook) []byte {
 		}
 	}
 	return append(out, ']')
+}
+
+// latin1ToUTF8 returns b, read as ISO-8859-1 (each byte one code point),
+// in UTF-8. Every byte sequence is ISO-8859-1 text; JSON stays JSON, as
+// bytes above 0x7f can only stand inside its strings.
+func latin1ToUTF8(b []byte) []byte {
+	out := make([]byte, 0, len(b)+len(b)/2)
+	for _, c := range b {
+		out = utf8.AppendRune(out, rune(c))
+	}
+	return out
 }
 
 // targetHost is the part of a target URL that may appear in logs: never

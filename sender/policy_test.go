@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"hookproxy/buffer"
 	"hookproxy/egress"
@@ -302,11 +304,17 @@ func TestBuildBatch(t *testing.T) {
 		{Body: []byte(" [1, 2]\n")},
 		{Body: nil},
 		{Body: []byte(`{"broken": `)},
+		{Body: []byte("{\"t\": \"caf\xe9\"}")}, // ISO-8859-1, as python sends a str body
+		{Body: []byte("{\"t\": \"caf\u00e9\"}")},
+		{Body: []byte("caf\xe9 \xa0")},
 	}
 	got := string(buildBatch(hooks))
-	want := `[{"a": 1}, [1, 2]` + "\n" + `,null,"{\"broken\": "]`
+	want := `[{"a": 1}, [1, 2]` + "\n" + `,null,"{\"broken\": ",{"t": "café"},{"t": "café"},"café ` + "\u00a0" + `"]`
 	if got != want {
 		t.Errorf("buildBatch = %s, want %s", got, want)
+	}
+	if !utf8.ValidString(got) || !json.Valid([]byte(got)) {
+		t.Errorf("buildBatch = %q: not a UTF-8 JSON text", got)
 	}
 }
 
