@@ -60,3 +60,23 @@ func removeOrphanTables(dir string, bopts badger.Options) (n int, freed int64, e
 	}
 	return n, freed, nil
 }
+
+// errNoManifest is returned by Open for a directory that holds tables
+// but no MANIFEST.
+var errNoManifest = errors.New("table files (*.sst) but no MANIFEST: Badger would open it as a new store and delete them, with the hooks and dead letters they hold; restore the MANIFEST with the tables it came with, or move the directory aside to start with an empty store")
+
+// checkManifest refuses a directory with table files and no MANIFEST.
+// A crash does not leave one (Badger writes the MANIFEST before its first
+// table, and rewrites it by renaming a complete copy over it): a file
+// lost to a damaged file system or a partial copy or restore does.
+func checkManifest(dir string) error {
+	_, err := os.Stat(filepath.Join(dir, badger.ManifestFilename))
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil // there, or Badger says what is wrong with it
+	}
+	tables, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil || len(tables) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d %w", len(tables), errNoManifest)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -104,5 +105,42 @@ func TestMemtableCleanupWaitsForTheLock(t *testing.T) {
 	}
 	if _, err := os.Stat(creating); err != nil {
 		t.Fatalf("the running store's memtable was removed by a second Open: %v", err)
+	}
+}
+
+// TestOpenRefusesTablesWithoutManifest: table files without a MANIFEST
+// are not a crash's leftovers (Badger writes the MANIFEST before any
+// table) but a damaged or partly copied directory. Badger would open it
+// as a new store and delete every table, with the hooks and dead letters
+// in them; Open refuses, names the directory, and deletes nothing.
+func TestOpenRefusesTablesWithoutManifest(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "http://a.test/", `{"n":1}`)
+	if err := s.Close(); err != nil { // flushes the memtable to a table
+		t.Fatal(err)
+	}
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table after close")
+	}
+	if err := os.Remove(filepath.Join(dir, "MANIFEST")); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(Options{Dir: dir})
+	if err == nil {
+		_ = s.Close()
+		t.Fatalf("open without a MANIFEST: nil error, want a refusal (pending hooks were %d)", s.Stats().PendingHooks)
+	}
+	if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, "MANIFEST") {
+		t.Fatalf("open without a MANIFEST: %q, want the directory and MANIFEST named", msg)
+	}
+	for _, tb := range tables {
+		if _, err := os.Stat(tb); err != nil {
+			t.Fatalf("table removed: %v", err)
+		}
 	}
 }

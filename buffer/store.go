@@ -94,7 +94,7 @@ type Store struct {
 	// milliseconds (see idTime).
 	lastIDMillis atomic.Int64
 
-	hookSeq, batchSeq, targetSeq *badger.Sequence
+	hookSeq, batchSeq, targetSeq *sequence
 
 	// closeMu is held shared by every operation and exclusively by Close,
 	// so Close waits for operations in progress.
@@ -274,6 +274,9 @@ func Open(opts Options) (*Store, error) {
 		bopts.Dir, bopts.ValueDir = "", ""
 	}
 	if !opts.InMemory {
+		if err := checkManifest(opts.Dir); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+		}
 		if err := cleanUp(opts.Dir, bopts, log); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 		}
@@ -404,10 +407,10 @@ func (s *Store) init() error {
 	}
 	for _, q := range []struct {
 		key *[]byte
-		seq **badger.Sequence
+		seq **sequence
 		bw  uint64
-	}{{&keySeqHook, &s.hookSeq, 1000}, {&keySeqBatch, &s.batchSeq, 100}, {&keySeqTarget, &s.targetSeq, 100}} {
-		seq, err := s.db.GetSequence(*q.key, q.bw)
+	}{{&keySeqHook, &s.hookSeq, hookSeqBandwidth}, {&keySeqBatch, &s.batchSeq, 100}, {&keySeqTarget, &s.targetSeq, 100}} {
+		seq, err := newSequence(s.db, *q.key, q.bw)
 		if err != nil {
 			return fmt.Errorf("get sequence %s: %w", *q.key, err)
 		}
@@ -539,6 +542,15 @@ func (s *Store) forgetIdle() {
 	s.log.Info("forgot targets with nothing pending", "count", len(idle))
 }
 
+// commitTxn commits the transactions of captures and of a batch's end;
+// a variable so that tests can make it fail as a failed sync does, after
+// Badger has applied the writes.
+var commitTxn = (*badger.Txn).Commit
+
+// hookSeqBandwidth is how many hook sequences one lease takes; a
+// variable so that tests can reach the next lease quickly.
+var hookSeqBandwidth uint64 = 1000
+
 // forgetKeys deletes the records of forgotten targets; a variable so that
 // tests can make it fail part way.
 var forgetKeys = (*Store).deleteKeys
@@ -570,7 +582,7 @@ func (s *Store) gcLoop(ctx context.Context, interval time.Duration) {
 }
 
 func (s *Store) releaseSequences() {
-	for _, seq := range []*badger.Sequence{s.hookSeq, s.batchSeq, s.targetSeq} {
+	for _, seq := range []*sequence{s.hookSeq, s.batchSeq, s.targetSeq} {
 		if seq != nil {
 			_ = seq.Release()
 		}
@@ -728,7 +740,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 		return
 	}
 	s.flushing.RLock()
-	touched, err := s.writeGroup(admitted)
+	touched, kept, err := s.writeGroup(admitted)
 	s.flushing.RUnlock()
 	if errors.Is(err, badger.ErrTxnTooBig) && len(admitted) > 1 {
 		// The bounds above should prevent it; should they not, the
@@ -739,12 +751,6 @@ func (s *Store) commitGroup(group []*putRequest) {
 		s.commitGroup(admitted[half:])
 		return
 	}
-	if err != nil {
-		for _, r := range admitted {
-			r.done <- err
-		}
-		return
-	}
 	s.mu.Lock()
 	statuses := make([]TargetStatus, 0, len(touched))
 	for _, t := range touched {
@@ -753,7 +759,11 @@ func (s *Store) commitGroup(group []*putRequest) {
 	notify := s.notify
 	s.mu.Unlock()
 	for _, r := range admitted {
-		r.done <- nil
+		if err != nil && !kept[r] {
+			r.done <- err
+		} else {
+			r.done <- nil
+		}
 	}
 	if notify != nil {
 		for _, st := range statuses {
@@ -904,13 +914,20 @@ func (s *Store) checkFree() error {
 	return nil
 }
 
+// placed is a hook written by writeGroup: its request, its target and
+// its queue key.
+type placed struct {
+	req  *putRequest
+	hook *Hook
+	id   TargetID
+	key  []byte
+}
+
 // writeGroup commits the requests' hooks and, once committed, counts them
-// in the in-memory index; it returns the targets it touched.
-func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
-	type placed struct {
-		hook *Hook
-		id   TargetID
-	}
+// in the in-memory index; it returns the targets it touched. When the
+// commit fails, it also returns the replays whose writes stay all the
+// same, which succeeded (see salvage); what stays is counted.
+func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRequest]bool, error) {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	fresh := make(map[string]TargetID)
@@ -919,7 +936,7 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
 		for _, h := range r.hooks {
 			seq, err := s.hookSeq.Next()
 			if err != nil {
-				return nil, fmt.Errorf("next hook sequence: %w", err)
+				return nil, nil, fmt.Errorf("next hook sequence: %w", err)
 			}
 			if !r.keepIDs || h.ID == "" {
 				h.ID = newID(s.idTime(h.Received), s.node, seq)
@@ -933,38 +950,45 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
 			} else if id = fresh[h.Target]; id == 0 {
 				n, err := s.targetSeq.Next()
 				if err != nil {
-					return nil, fmt.Errorf("next target sequence: %w", err)
+					return nil, nil, fmt.Errorf("next target sequence: %w", err)
 				}
 				id = TargetID(n + 1) // a sequence starts at 0, which is not a valid id
 				fresh[h.Target] = id
 				rec, _ := json.Marshal(targetRecord{URL: h.Target})
 				if err := txn.Set(targetKey(id), rec); err != nil {
-					return nil, fmt.Errorf("put target: %w", err)
+					return nil, nil, fmt.Errorf("put target: %w", err)
 				}
 			}
-			key := queueKey{target: id, seq: seq, received: h.Received, size: h.Size()}
-			if err := txn.Set(key.bytes(), encodeHook(h)); err != nil {
-				return nil, fmt.Errorf("put hook: %w", err)
+			key := queueKey{target: id, seq: seq, received: h.Received, size: h.Size()}.bytes()
+			if err := txn.Set(key, encodeHook(h)); err != nil {
+				return nil, nil, fmt.Errorf("put hook: %w", err)
 			}
-			places = append(places, placed{hook: h, id: id})
+			places = append(places, placed{req: r, hook: h, id: id, key: key})
 		}
 		if r.after != nil {
 			if err := r.after(txn); err != nil {
-				return nil, fmt.Errorf("put hooks: %w", err)
+				return nil, nil, fmt.Errorf("put hooks: %w", err)
 			}
 		}
 	}
-	if err := txn.Commit(); err != nil {
+	var kept map[*putRequest]bool
+	err := commitTxn(txn)
+	if err != nil {
 		s.mu.Lock()
 		s.commitErr = err
 		s.mu.Unlock()
-		return nil, fmt.Errorf("commit hooks: %w", err)
+		err = fmt.Errorf("commit hooks: %w", err)
+		if places, kept = s.salvage(places, fresh); len(places) == 0 {
+			return nil, nil, err
+		}
 	}
 
 	touched := make(map[TargetID]*target)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.commitErr = nil
+	if err == nil {
+		s.commitErr = nil
+	}
 	for _, p := range places {
 		t := s.targets[p.id]
 		if t == nil {
@@ -981,7 +1005,76 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, error) {
 		s.pendingBytes += p.hook.Size()
 		touched[t.id] = t
 	}
-	return touched, nil
+	return touched, kept, err
+}
+
+// salvage deals with what a failed commit wrote all the same. Badger
+// applies a transaction before it syncs it: when the sync fails, the
+// writes are visible, are delivered, and come back from the write-ahead
+// log after a restart, though the commit failed. A capture's hook is
+// deleted again: the app is told it was not kept (and with
+// ON_STORE_ERROR=forward it goes to the receiver directly), and left
+// uncounted it put the target's count off by one, so that the target's
+// last hook waited for the next capture. A replay's chunk, which records
+// in the same transaction how much of its dead letter went back, stays
+// whole. salvage returns the hooks that stay, to count, and the replays
+// all of whose hooks stay, which succeeded. A capture stays only when its
+// deletion failed too: it is counted, as it will be delivered, but the
+// app is still told it failed (a 202 is owed only to a synced write).
+func (s *Store) salvage(places []placed, fresh map[string]TargetID) ([]placed, map[*putRequest]bool) {
+	visible := func(key []byte) bool {
+		err := s.db.View(func(txn *badger.Txn) error {
+			_, err := txn.Get(key)
+			return err
+		})
+		return err == nil
+	}
+	var (
+		stay, undone []placed
+		undo         [][]byte
+		keepTarget   = make(map[TargetID]bool)
+	)
+	for _, p := range places {
+		switch {
+		case !visible(p.key):
+		case p.req.keepIDs:
+			stay = append(stay, p)
+			keepTarget[p.id] = true
+		default:
+			undone = append(undone, p)
+			undo = append(undo, p.key)
+		}
+	}
+	if len(undo) > 0 {
+		for _, id := range fresh {
+			if !keepTarget[id] {
+				undo = append(undo, targetKey(id))
+			}
+		}
+		if err := s.deleteKeys(undo); err != nil {
+			s.log.Error("delete the hooks of a failed commit", "count", len(undone), "error", err)
+		}
+		for _, p := range undone {
+			if visible(p.key) {
+				s.log.Error("hook of a failed commit kept: it will be delivered", "hook_id", p.hook.ID)
+				stay = append(stay, p)
+			}
+		}
+	}
+	n := make(map[*putRequest]int)
+	for _, p := range stay {
+		n[p.req]++
+	}
+	kept := make(map[*putRequest]bool)
+	for r, c := range n {
+		if r.keepIDs && c == len(r.hooks) {
+			kept[r] = true
+		}
+	}
+	if len(stay) > 0 {
+		s.log.Warn("a failed commit was applied all the same: its hooks are kept", "hooks", len(stay))
+	}
+	return stay, kept
 }
 
 // status snapshots t; called with s.mu held.
@@ -1391,8 +1484,20 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		}
 		rest = rest[1:]
 	}
-	if err := txn.Commit(); err != nil {
-		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
+	if err := commitTxn(txn); err != nil {
+		if !s.ended(id, batchID) {
+			return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
+		}
+		// Applied all the same (a failed sync: see salvage): the
+		// batch's hooks are gone from the store, so the in-memory
+		// index follows, or every claim of the target would fail on
+		// them until a restart. Should the write not reach the disk,
+		// the batch comes back after a restart under its own id: a
+		// repeat receivers drop. The next batch claimed with it is not
+		// taken up: it was not known to be on disk, and sent, then
+		// lost, it would be sent again under another id.
+		s.log.Warn("ending a batch failed after it was applied: the batch is taken as ended", "batch_id", batchID, "error", err)
+		nextFr, oldest = nil, time.Time{}
 	}
 	if len(rest) > 0 {
 		if err := s.deleteKeys(rest); err != nil {
@@ -1419,6 +1524,23 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		t.oldest = oldest
 	}
 	return t.status(), nil
+}
+
+// ended reports whether the target's in-flight batch in the store is no
+// longer batchID: a write that ended it was applied.
+func (s *Store) ended(id TargetID, batchID string) bool {
+	var fr flightRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(flightKey(id))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &fr) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return true
+	}
+	return err == nil && fr.ID != batchID
 }
 
 // claimAfter builds the flight record of the target's next batch, from
