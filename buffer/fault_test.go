@@ -3,6 +3,10 @@ package buffer
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -321,5 +325,66 @@ func TestSequenceAfterFailedLease(t *testing.T) {
 	}
 	if err := q.Release(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestValueLogSyncFailureFailsTheCapture: Badger syncs the value log,
+// which holds the bodies of valueThreshold and more, after writing it and
+// only logs a failure; the commit succeeds if the write-ahead log's sync
+// does. Such a capture is not known to be on disk: it fails like a
+// commit whose sync failed, and is not kept.
+func TestValueLogSyncFailureFailsTheCapture(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	const url = "http://r.example/big"
+	put(t, s, url, `{"n":0}`)
+
+	orig := commitTxn
+	t.Cleanup(func() { commitTxn = orig })
+	commitTxn = func(txn *badger.Txn) error {
+		err := orig(txn)
+		// What value.go's valueLog.write logs when its sync fails, with
+		// the format it uses.
+		s.db.Opts().Logger.Errorf("Error while curlf sync: %v\n", errors.New("input/output error"))
+		return err
+	}
+	big := &Hook{Target: url, Method: "POST", Body: []byte(`{"pad":"` + strings.Repeat("x", valueThreshold) + `"}`)}
+	if err := s.Put(t.Context(), big); !errors.Is(err, errValueLogSync) {
+		t.Fatalf("put with a failed value log sync: %v, want %v", err, errValueLogSync)
+	}
+	if err := s.Check(); !errors.Is(err, errValueLogSync) {
+		t.Fatalf("Check after it: %v, want %v", err, errValueLogSync)
+	}
+	commitTxn = orig
+	put(t, s, url, `{"n":2}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir, Options{})
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bodies(b); len(got) != 2 || got[0] != `{"n":0}` || got[1] != `{"n":2}` {
+		t.Fatalf("pending after a restart: %.40q, want {\"n\":0} and {\"n\":2}", got)
+	}
+}
+
+// TestBadgerLogsValueLogSyncFailures: the message badgerLogger counts is
+// the one the Badger in go.mod logs; a Badger that changed it would leave
+// value log sync failures uncounted.
+func TestBadgerLogsValueLogSyncFailures(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/dgraph-io/badger/v4").Output()
+	if err != nil {
+		t.Fatalf("go list the badger module: %v", err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "value.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `vlog.opt.Errorf("` + vlogSyncFailed; !strings.Contains(string(src), want) {
+		t.Fatalf("badger's value.go has no %s", want)
 	}
 }

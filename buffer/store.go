@@ -96,6 +96,10 @@ type Store struct {
 
 	hookSeq, batchSeq, targetSeq *sequence
 
+	// vlogSyncFailures counts the failed syncs of the value log, which
+	// Badger only logs (see badgerLogger).
+	vlogSyncFailures *atomic.Uint64
+
 	// closeMu is held shared by every operation and exclusively by Close,
 	// so Close waits for operations in progress.
 	closeMu sync.RWMutex
@@ -246,10 +250,11 @@ func Open(opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
+	vlogSyncFailures := new(atomic.Uint64)
 	bopts := badger.DefaultOptions(opts.Dir).
 		WithInMemory(opts.InMemory).
 		WithSyncWrites(true).
-		WithLogger(badgerLogger{log}).
+		WithLogger(badgerLogger{l: log, vlogSyncFailures: vlogSyncFailures}).
 		// Sized for a sidecar: small memtables and caches keep the idle
 		// footprint low; see the README's "Storage and memory" section.
 		WithMemTableSize(8 << 20).
@@ -292,6 +297,8 @@ func Open(opts Options) (*Store, error) {
 		now:     now,
 		targets: make(map[TargetID]*target),
 		byURL:   make(map[string]*target),
+
+		vlogSyncFailures: vlogSyncFailures,
 	}
 	if err := s.init(); err != nil {
 		s.releaseSequences()
@@ -972,7 +979,14 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRe
 		}
 	}
 	var kept map[*putRequest]bool
+	syncFailures := s.vlogSyncFailures.Load()
 	err := commitTxn(txn)
+	if err == nil && s.vlogSyncFailures.Load() != syncFailures {
+		// Badger logged a failed sync of the value log, which holds the
+		// bodies of valueThreshold and more, and committed all the same:
+		// such a hook is not known to be on disk.
+		err = errValueLogSync
+	}
 	if err != nil {
 		s.mu.Lock()
 		s.commitErr = err
@@ -1641,10 +1655,27 @@ func (s *Store) headArrival(id TargetID, seq uint64) (time.Time, error) {
 
 // badgerLogger sends Badger's messages to slog; its info messages are
 // routine, so they go out at debug level, and its debug messages not at all.
-type badgerLogger struct{ l *slog.Logger }
+// It counts the failed syncs of the value log in vlogSyncFailures: Badger
+// logs them and lets the write's commit succeed (value.go, valueLog.write).
+type badgerLogger struct {
+	l                *slog.Logger
+	vlogSyncFailures *atomic.Uint64
+}
+
+// vlogSyncFailed starts Badger's message for a failed sync of the value
+// log.
+const vlogSyncFailed = "Error while curlf sync"
+
+// errValueLogSync is the error of a commit during which a sync of the
+// value log failed.
+var errValueLogSync = errors.New("the value log's sync failed (see Badger's error before this)")
 
 func (b badgerLogger) Errorf(f string, a ...any) {
-	b.l.Error(trim(fmt.Sprintf(f, a...)), "component", "badger")
+	msg := trim(fmt.Sprintf(f, a...))
+	if strings.HasPrefix(msg, vlogSyncFailed) {
+		b.vlogSyncFailures.Add(1)
+	}
+	b.l.Error(msg, "component", "badger")
 }
 func (b badgerLogger) Warningf(f string, a ...any) {
 	msg := trim(fmt.Sprintf(f, a...))

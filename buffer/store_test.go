@@ -1529,7 +1529,7 @@ func TestOpenAfterCrashDuringMemtableCreation(t *testing.T) {
 // goes out at debug level; its other warnings stay warnings.
 func TestBadgerCacheAdviceIsDebug(t *testing.T) {
 	var buf bytes.Buffer
-	l := badgerLogger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	l := badgerLogger{l: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), vlogSyncFailures: new(atomic.Uint64)}
 	l.Warningf("%s might be too small. Metrics: %s\n", "Block cache", "hit: 7 miss: 16628")
 	l.Warningf("Cache life expectancy (in seconds): %+v\n", "histogram")
 	l.Warningf("Value log GC: %v\n", "something odd")
