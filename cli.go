@@ -126,7 +126,9 @@ func runCLI(ctx context.Context, cmd string, args []string, environ []string, st
 	c.fs.SetOutput(io.Discard)
 	c.fs.StringVar(&c.adminURL, "admin-url", cfg.AdminURL, "")
 	c.fs.StringVar(&c.token, "token", cfg.AdminToken, "")
-	c.fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "")
+	// Written as the duration settings are: "30s" or a number of seconds.
+	c.timeout = 30 * time.Second
+	c.fs.Var((*Duration)(&c.timeout), "timeout", "")
 	c.fs.BoolVar(&c.json, "json", false, "")
 	if c.adminURL == "" {
 		c.adminURL = listenURL(cfg.AdminListen)

@@ -419,6 +419,22 @@ func TestTimeoutIsChecked(t *testing.T) {
 	}
 }
 
+// TestTimeoutTakesSeconds: --timeout is written as the duration settings
+// are, a Go duration or a plain number of seconds.
+func TestTimeoutTakesSeconds(t *testing.T) {
+	hp := startHookproxy(t, nil)
+	adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
+	for _, d := range []string{"5", "1.5", "5s"} {
+		if _, stderr, err := cliRun(t, adminURL, "health", "--timeout", d); err != nil {
+			t.Errorf("health --timeout %s: %v, exit %d (%s); want exit 0", d, err, exitCode(err), stderr)
+		}
+	}
+	_, _, err := cliRun(t, adminURL, "health", "--timeout", "5sec")
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "neither a duration") {
+		t.Errorf("health --timeout 5sec: %v, exit %d; want a usage error naming the accepted forms", err, exitCode(err))
+	}
+}
+
 // oneDeadLetter opens a store that holds one dead letter, a batch of one
 // hook to http://a.test/h that got a 400, and returns the store, the
 // dead letter's id and its target's id.

@@ -498,6 +498,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
+// Set makes *Duration a flag.Value: a flag takes the forms a setting does.
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
+
 // ByteSize is a number of bytes written as "1048576", "512KiB", "1MiB",
 // "2GiB" (or KB/MB/GB, taken as powers of 1000).
 type ByteSize int64

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hookproxy/buffer"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -408,6 +410,30 @@ func TestSettingFilesChecked(t *testing.T) {
 		}
 		if _, err := loadConfig([]string{"HOOKPROXY_UPSTREAM_CA_FILE=" + unreadable}); err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("an unreadable UPSTREAM_CA_FILE: err = %v, want permission denied", err)
+		}
+	}
+}
+
+// TestDataDirErrorNamesTheVariable: a data directory the store cannot
+// open (a file, or one another hookproxy holds) stops the start with an
+// error that names HOOKPROXY_DATA_DIR, as the README promises of every
+// bad setting.
+func TestDataDirErrorNamesTheVariable(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held := t.TempDir()
+	store, err := buffer.Open(buffer.Options{Dir: held, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, dir := range []string{file, held} {
+		environ := []string{"HOOKPROXY_DATA_DIR=" + dir, "HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0"}
+		err := run(t.Context(), nil, environ, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_DATA_DIR") || !strings.Contains(err.Error(), dir) {
+			t.Errorf("data dir %s: run = %v, want an error naming HOOKPROXY_DATA_DIR and the directory", dir, err)
 		}
 	}
 }

@@ -148,7 +148,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Logger:          log.With("component", "buffer"),
 	})
 	if err != nil {
-		return err
+		// A directory that is not one, that cannot be made, or that
+		// another hookproxy holds: named as every bad setting is.
+		return fmt.Errorf("HOOKPROXY_DATA_DIR: %w", err)
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
