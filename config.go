@@ -538,6 +538,11 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	if v*float64(factor) >= math.MaxInt64 {
 		return fmt.Errorf("%q is out of range (at most 8388607TiB)", string(text))
 	}
+	// A fraction of a byte would be taken as 0, which for a limit means
+	// none at all: "0.5B" must not turn the limit off.
+	if v > 0 && v*float64(factor) < 1 {
+		return fmt.Errorf("%q is less than one byte but not 0", string(text))
+	}
 	*b = ByteSize(v * float64(factor))
 	return nil
 }

@@ -76,12 +76,20 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"HOOKPROXY_STALL_AFTER=-1s", "HOOKPROXY_STALL_AFTER=-1s"},
 		{"HOOKPROXY_MEMORY_LIMIT=1MiB", "HOOKPROXY_MEMORY_LIMIT=1MiB:"},
 		{"HOOKPROXY_MEMORY_LIMIT=much", `HOOKPROXY_MEMORY_LIMIT="much"`},
+		// A fraction of a byte is not 0, which means no limit.
+		{"HOOKPROXY_MEMORY_LIMIT=0.9", `HOOKPROXY_MEMORY_LIMIT="0.9": "0.9" is less than one byte`},
+		{"HOOKPROXY_MAX_PENDING_BYTES=0.5B", `HOOKPROXY_MAX_PENDING_BYTES="0.5B": "0.5B" is less than one byte`},
 		{"HOOKPROXY_CAPTURE_METHODS=POST,CONNECT", `HOOKPROXY_CAPTURE_METHODS="POST,CONNECT": capture method CONNECT`},
 		{"HOOKPROXY_CAPTURE_METHODS=PO ST", `HOOKPROXY_CAPTURE_METHODS="PO ST"`},
 		{"HOOKPROXY_CAPTURE_HOSTS=https://hooks.example.com/", `HOOKPROXY_CAPTURE_HOSTS="https://hooks.example.com/": pattern`},
 		{"HOOKPROXY_CAPTURE_HOSTS=a.example.com,", `HOOKPROXY_CAPTURE_HOSTS="a.example.com,": pattern "" is empty`},
 		{"HOOKPROXY_MITM_HOSTS=*.*.example.com", `HOOKPROXY_MITM_HOSTS="*.*.example.com": pattern`},
+		{"HOOKPROXY_ALLOW_CIDRS=10.0.0.0/8,", `HOOKPROXY_ALLOW_CIDRS="10.0.0.0/8,": parse allowed CIDR "": empty entry`},
+		{"HOOKPROXY_ALLOW_CIDRS=,", `HOOKPROXY_ALLOW_CIDRS=",": parse allowed CIDR "": empty entry`},
 		{"HOOKPROXY_ADMIN_TOKEN= \t", `HOOKPROXY_ADMIN_TOKEN=" \t": is only white space`},
+		// An empty password ("app:$PASS" with PASS unset) or user.
+		{"HOOKPROXY_PROXY_AUTH=app:", "HOOKPROXY_PROXY_AUTH=(hidden): must be user:password"},
+		{"HOOKPROXY_PROXY_AUTH=:pw", "HOOKPROXY_PROXY_AUTH=(hidden): must be user:password"},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig([]string{tt.env})
@@ -171,6 +179,10 @@ func TestOutOfRangeNumbersAreRefused(t *testing.T) {
 		if err := b.UnmarshalText([]byte(v)); err == nil {
 			t.Errorf("ByteSize %q accepted as %d, want an error", v, int64(b))
 		}
+	}
+	// 0 written as a decimal is still 0 (no limit).
+	if b := ByteSize(1); b.UnmarshalText([]byte("0.0KiB")) != nil || b != 0 {
+		t.Errorf("ByteSize %q = %d, want 0", "0.0KiB", int64(b))
 	}
 	// Plain integers are exact byte counts.
 	for _, tt := range []struct {

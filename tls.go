@@ -135,9 +135,11 @@ func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
 		bad("MITM_HOSTS", strings.Join(c.MITMHosts, ","), err.Error())
 	}
 	if c.ProxyAuth != "" {
-		if user, _, ok := strings.Cut(c.ProxyAuth, ":"); !ok || user == "" {
+		// An empty password is a slip (a variable left unset in
+		// "user:$PASS"), not credentials.
+		if user, pass, ok := strings.Cut(c.ProxyAuth, ":"); !ok || user == "" || pass == "" {
 			// The value is a secret: not repeated in the error.
-			bad("PROXY_AUTH", hidden, "must be user:password")
+			bad("PROXY_AUTH", hidden, "must be user:password, neither empty")
 		}
 	}
 	// Files that are read at start are checked before the data

@@ -181,10 +181,8 @@ var selectorParams = []string{"all", "target", "target_id", "id", "reason"}
 // the replay or purge would reach more than was asked for.
 func selectorFromQuery(q url.Values) (Selector, error) {
 	var sel Selector
-	for name := range q {
-		if !slices.Contains(selectorParams, name) {
-			return sel, fmt.Errorf("unknown parameter %q (a selector takes %s)", name, strings.Join(selectorParams, ", "))
-		}
+	if err := knownParams(q, "a selector", selectorParams); err != nil {
+		return sel, err
 	}
 	if v := q.Get("all"); v != "" {
 		all, err := strconv.ParseBool(v)
@@ -208,6 +206,17 @@ func selectorFromQuery(q url.Values) (Selector, error) {
 	}
 	sel.Reason = q.Get("reason")
 	return sel, nil
+}
+
+// knownParams refuses a query parameter that is not one of known, which
+// what (such as "a selector") takes.
+func knownParams(q url.Values, what string, known []string) error {
+	for name := range q {
+		if !slices.Contains(known, name) {
+			return fmt.Errorf("unknown parameter %q (%s takes %s)", name, what, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 func (sel Selector) kind() string {
@@ -392,8 +401,21 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// targetListParams and deadLetterListParams are the query parameters of
+// the lists. Another is refused, as by a replay or purge: a misspelt
+// filter (reasn=, or DELETE's id=) would otherwise be dropped and the
+// whole list answered as if it were the selection.
+var (
+	targetListParams     = []string{"sort", "order", "limit", "offset"}
+	deadLetterListParams = []string{"target", "target_id", "reason", "limit", "offset"}
+)
+
 func (s *Server) listTargets(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if err := knownParams(q, "the list", targetListParams); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	limit, offset, err := paging(q)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -501,6 +523,10 @@ func deadLetter(d *buffer.DeadLetter) DeadLetter {
 
 func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if err := knownParams(q, "the list", deadLetterListParams); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	limit, offset, err := paging(q)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())

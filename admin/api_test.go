@@ -771,6 +771,53 @@ func TestSelectorQueryParameters(t *testing.T) {
 	}
 }
 
+// TestListQueryParameters: a parameter the lists do not take (DELETE's
+// id=, a misspelt reason=) is refused with 400, not dropped for the whole
+// list; every parameter the Client sends (the command line's status and
+// dead list) is taken, and selects what it names.
+func TestListQueryParameters(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	a, b := "http://a.test/", "http://b.test/"
+	put(t, st, a, `{"n":1}`)
+	put(t, st, b, `{"n":2}`)
+	aID := targetOf(t, st, a)
+	deadA := kill(t, st, clk, a, 0, "status", 400)
+	kill(t, st, clk, b, 0, "retries-exhausted", 503)
+	_, url := serve(t, Options{Store: st})
+	for _, q := range []string{
+		"/api/dead-letters?id=" + deadA,
+		"/api/dead-letters?reasn=status",
+		"/api/dead-letters?target=" + escape(a) + "&all=true",
+		"/api/targets?id=1",
+		"/api/targets?sort=id&limt=1",
+	} {
+		var eb ErrorBody
+		if code := admintest.Call(t, "GET", url+q, "", nil, &eb); code != 400 || !strings.Contains(eb.Message, "unknown parameter") {
+			t.Errorf("GET %s = %d %+v, want 400 with unknown parameter", q, code, eb)
+		}
+	}
+
+	c, err := NewClient(url, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	dl, err := c.DeadLetters(ctx, DeadLetterQuery{Target: a, TargetID: uint64(aID), Reason: "status", Limit: 1})
+	if err != nil || !slices.Equal(ids(dl.DeadLetters), []string{deadA}) || dl.Total != 1 {
+		t.Errorf("DeadLetters with every filter = %+v, %v, want %s alone", dl, err, deadA)
+	}
+	if dl, err := c.DeadLetters(ctx, DeadLetterQuery{Limit: 1, Offset: 1}); err != nil || dl.Total != 2 || len(dl.DeadLetters) != 1 {
+		t.Errorf("DeadLetters page 2 = %+v, %v", dl, err)
+	}
+	put(t, st, a, `{"n":3}`)
+	put(t, st, b, `{"n":4}`)
+	if tl, err := c.Targets(ctx, TargetQuery{Sort: "id", Order: "desc", Limit: 1, Offset: 1}); err != nil || tl.Total != 2 || len(tl.Targets) != 1 {
+		t.Errorf("Targets with every parameter = %+v, %v", tl, err)
+	}
+}
+
 // TestClientNoRouteIsNotNotFound: a Client whose URL has a wrong path gets
 // the 404 of a path that is no route for every call; IsNotFound, which
 // says the dead letter or target asked for is not there, is false for it.

@@ -172,8 +172,10 @@ func TestMetricsOnOneServer(t *testing.T) {
 	}
 }
 
-// TestGrafanaDashboard: the dashboard is valid JSON, and every metric its
-// queries name is one hookproxy exports.
+// TestGrafanaDashboard: the dashboard is valid JSON, every metric its
+// queries name is one hookproxy exports, and every hookproxy_ metric but
+// the build info is on it (the README has operators alert on free space
+// against the reserve).
 func TestGrafanaDashboard(t *testing.T) {
 	raw, err := os.ReadFile("../deploy/grafana/hookproxy.json")
 	if err != nil {
@@ -192,36 +194,44 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	m := NewMetrics("x")
 	if _, err := New(Options{Store: openStore(t, newClock()), Metrics: m, Progress: &progress{},
-		DiskUsage: func() (int64, int64) { return 0, 0 }}); err != nil {
+		DiskUsage: func() (int64, int64) { return 0, 0 },
+		Space:     func() (int64, int64, bool) { return 1 << 30, 64 << 20, true }}); err != nil {
 		t.Fatal(err)
 	}
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	exported := map[string]bool{}
+	exported := map[string]string{} // series name: its family's
 	for _, f := range fams {
-		exported[f.GetName()] = true
+		exported[f.GetName()] = f.GetName()
 		if f.GetType() == dto.MetricType_HISTOGRAM {
 			for _, s := range []string{"_bucket", "_sum", "_count"} {
-				exported[f.GetName()+s] = true
+				exported[f.GetName()+s] = f.GetName()
 			}
 		}
 	}
 	name := regexp.MustCompile(`\b(hookproxy|go|process)_[a-z_]+\b`)
 	queries := 0
+	queried := map[string]bool{}
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
 			queries++
 			for _, n := range name.FindAllString(tg.Expr, -1) {
-				if !exported[n] {
+				if exported[n] == "" {
 					t.Errorf("panel %q queries %s, which hookproxy does not export", p.Title, n)
 				}
+				queried[exported[n]] = true
 			}
 		}
 	}
 	if queries < 20 {
 		t.Errorf("dashboard has %d queries; expected one panel per metric group", queries)
+	}
+	for _, f := range fams {
+		if n := f.GetName(); strings.HasPrefix(n, "hookproxy_") && n != "hookproxy_build_info" && !queried[n] {
+			t.Errorf("no panel queries %s", n)
+		}
 	}
 }
 

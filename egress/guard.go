@@ -220,16 +220,17 @@ func (p *passedAddrs) list() []string {
 // ParseCIDRs parses the allow list as an operator writes it
 // (HOOKPROXY_ALLOW_CIDRS): CIDR prefixes such as "10.0.0.0/8" or
 // "fd00::/8", and single addresses such as "192.0.2.7", which stand for
-// themselves alone. Spaces around an entry are ignored, and so are empty
-// entries. A prefix with bits set beyond its length ("10.0.0.1/8") is an
-// error rather than silently widened, and so is a zoned address. The
-// error names the first bad entry.
+// themselves alone. Spaces around an entry are ignored. An empty entry
+// (",,", a trailing comma) is an error, as in the other lists, and so is
+// a prefix with bits set beyond its length ("10.0.0.1/8"), rather than
+// silently widened, and a zoned address. The error names the first bad
+// entry.
 func ParseCIDRs(entries []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, e := range entries {
 		s := strings.TrimSpace(e)
 		if s == "" {
-			continue
+			return nil, fmt.Errorf("parse allowed CIDR %q: empty entry", s)
 		}
 		p, err := parseCIDR(s)
 		if err != nil {

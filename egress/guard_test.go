@@ -21,7 +21,7 @@ func prefixes(tb testing.TB, s ...string) []netip.Prefix {
 }
 
 func TestParseCIDRs(t *testing.T) {
-	got, err := ParseCIDRs([]string{"10.0.0.0/8", " fd00::/8 ", "192.0.2.7", "", "2001:db8::1", "::ffff:10.0.0.0/104"})
+	got, err := ParseCIDRs([]string{"10.0.0.0/8", " fd00::/8 ", "192.0.2.7", "2001:db8::1", "::ffff:10.0.0.0/104"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +53,7 @@ func TestParseCIDRsErrorsNameTheEntry(t *testing.T) {
 		{"fe80::1%eth0", "zoned"},
 		{"fe80::%eth0/64", "fe80::%eth0/64"},
 		{"10.0.0.0/", "10.0.0.0/"},
+		{"", "empty"}, // ",," or a trailing comma
 	} {
 		t.Run(tc.bad, func(t *testing.T) {
 			_, err := ParseCIDRs([]string{"192.168.0.0/16", tc.bad, "127.0.0.1"})

@@ -387,7 +387,7 @@ func TestProxyAuth(t *testing.T) {
 }
 
 func TestProxyAuthValidation(t *testing.T) {
-	for _, v := range []string{"nocolon", ":pw"} {
+	for _, v := range []string{"nocolon", ":pw", "app:"} {
 		if _, err := New(Options{Store: &fakeStore{}, ProxyAuth: v}); err == nil || strings.Contains(err.Error(), v) {
 			t.Errorf("ProxyAuth %q: err = %v, want a refusal that does not repeat the value", v, err)
 		}

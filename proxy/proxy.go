@@ -191,12 +191,12 @@ type Options struct {
 	// defaults: the system roots, and verification always on.
 	UpstreamTLSConfig *tls.Config
 
-	// ProxyAuth, when set to "user:password", makes the proxy require
-	// those credentials in Proxy-Authorization (Basic) on every proxy
-	// request and every CONNECT, answering 407 Proxy Authentication
-	// Required otherwise. Requests inside a tunnel are covered by their
-	// CONNECT's credentials (clients send them on the CONNECT only).
-	// Empty: no authentication.
+	// ProxyAuth, when set to "user:password" (neither empty), makes the
+	// proxy require those credentials in Proxy-Authorization (Basic) on
+	// every proxy request and every CONNECT, answering 407 Proxy
+	// Authentication Required otherwise. Requests inside a tunnel are
+	// covered by their CONNECT's credentials (clients send them on the
+	// CONNECT only). Empty: no authentication.
 	ProxyAuth string
 }
 
@@ -256,8 +256,8 @@ func New(opts Options) (*Proxy, error) {
 	}
 	var auth *[sha256.Size]byte
 	if opts.ProxyAuth != "" {
-		user, _, ok := strings.Cut(opts.ProxyAuth, ":")
-		if !ok || user == "" {
+		user, pass, ok := strings.Cut(opts.ProxyAuth, ":")
+		if !ok || user == "" || pass == "" {
 			// The value is a secret: it is not repeated here.
 			return nil, errors.New("new proxy: ProxyAuth is not of the form user:password")
 		}
