@@ -586,8 +586,13 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 
 func (c *cliRunner) replay(ctx context.Context, args []string, all bool) error {
 	return deadLetterAction(ctx, c, "replay", args, all, (*admin.Client).Replay, func(res admin.ReplayResult) (string, []string) {
-		return fmt.Sprintf("replayed %s (%s): back in their targets' queues",
-			plural(res.DeadLetters, "dead letter"), plural(res.Hooks, "hook")), res.NotFound
+		line := fmt.Sprintf("replayed %s (%s): back in their targets' queues",
+			plural(res.DeadLetters, "dead letter"), plural(res.Hooks, "hook"))
+		if len(res.Unreadable) > 0 {
+			line += fmt.Sprintf("; not replayed, their hooks could not be read (reason unreadable, purge them): %s",
+				strings.Join(res.Unreadable, ", "))
+		}
+		return line, res.NotFound
 	})
 }
 

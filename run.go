@@ -141,11 +141,13 @@ const storeReserve = 64 << 20
 // pending batch within the drain timeout, close the store. What is not
 // delivered by then stays on disk for the next start.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	metrics := admin.NewMetrics(versionString())
 	store, err := buffer.Open(buffer.Options{
 		Dir:             cfg.DataDir,
 		MaxPendingBytes: int64(cfg.MaxPendingBytes),
 		MinFreeBytes:    storeReserve,
 		Logger:          log.With("component", "buffer"),
+		OnGivenUp:       metrics.StoreGivenUp,
 	})
 	if err != nil {
 		// A directory that is not one, that cannot be made, or that
@@ -157,7 +159,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Error("close store", "error", err)
 		}
 	}()
-	metrics := admin.NewMetrics(versionString())
 
 	// HTTPS: the interception CA, the app's bundle, the roots that verify
 	// receivers (tls.go).

@@ -110,7 +110,9 @@ type Store interface {
 	// wrapping buffer.ErrNotFound.
 	GetDeadLetter(id string) (buffer.DeadLetter, error)
 	// ReplayDeadLetters puts the selected dead letters' hooks back in
-	// their targets' queues, in order, and returns how many hooks went.
+	// their targets' queues, in order, and returns how many hooks went;
+	// it skips (and leaves out of replayed) those with reason
+	// buffer.ReasonUnreadable, which have no bodies.
 	ReplayDeadLetters(f buffer.DeadLetterFilter) (replayed []string, hooks int, err error)
 	// PurgeDeadLetters deletes the selected dead letters and returns the
 	// ids of those it deleted.

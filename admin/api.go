@@ -243,6 +243,10 @@ type ReplayResult struct {
 	// those selected that were gone by the replay's turn (purged or
 	// replayed meanwhile).
 	NotFound []string `json:"not_found,omitempty"`
+	// Unreadable lists the dead letters selected that cannot be replayed:
+	// reason unreadable, their hooks' bodies are lost. They stay until
+	// purged; the others selected with them are replayed all the same.
+	Unreadable []string `json:"unreadable,omitempty"`
 }
 
 // PurgeResult says what a purge did.
@@ -652,14 +656,18 @@ func selector(r *http.Request) (Selector, error) {
 // resolve returns the ids of the dead letters sel selects, oldest first
 // (the order their hooks arrived in), and the ids asked for that are not
 // dead letters.
-func (s *Server) resolve(sel Selector) (ids, notFound []string, err error) {
+func (s *Server) resolve(sel Selector) (ids, notFound []string, unreadable map[string]bool, err error) {
 	ds, err := s.store.ListDeadLetters(buffer.DeadLetterFilter{IDs: sel.IDs, Target: sel.Target, Reason: sel.Reason}, false)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	unreadable = make(map[string]bool)
 	for i := range ds {
 		if sel.TargetID == 0 || uint64(ds[i].TargetID) == sel.TargetID {
 			ids = append(ids, ds[i].ID)
+			if ds[i].Reason == buffer.ReasonUnreadable {
+				unreadable[ds[i].ID] = true
+			}
 		}
 	}
 	// Ids are sortable by creation time; a list asked for by id comes in
@@ -671,7 +679,7 @@ func (s *Server) resolve(sel Selector) (ids, notFound []string, err error) {
 			notFound = append(notFound, id)
 		}
 	}
-	return ids, notFound, nil
+	return ids, notFound, unreadable, nil
 }
 
 func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
@@ -697,7 +705,7 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ids, notFound, err := s.resolve(sel)
+	ids, notFound, unreadable, err := s.resolve(sel)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -705,6 +713,22 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 	if len(sel.IDs) > 0 && len(ids) == 0 {
 		writeError(w, http.StatusNotFound, "no such dead letters: "+strings.Join(notFound, ", "))
 		return
+	}
+	// A dead letter whose hooks could not be read has no bodies to send
+	// (the store would skip it too): it is refused, the others go.
+	var refused []string
+	if op == "replay" && len(unreadable) > 0 {
+		ids = slices.DeleteFunc(ids, func(id string) bool {
+			if unreadable[id] {
+				refused = append(refused, id)
+			}
+			return unreadable[id]
+		})
+		if len(sel.IDs) > 0 && len(ids) == 0 {
+			writeError(w, http.StatusConflict, "cannot replay "+strings.Join(refused, ", ")+
+				": reason unreadable, the hooks' records could not be read and their bodies are lost; purge them")
+			return
+		}
 	}
 	if ids == nil {
 		ids = []string{}
@@ -751,7 +775,10 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 	}
 	if op == "replay" {
 		s.log.Info("dead letters replayed", "selector", sel.kind(), "dead_letters", len(done), "hooks", hooks)
-		writeJSON(w, http.StatusOK, ReplayResult{DeadLetters: len(done), Hooks: hooks, IDs: done, NotFound: notFound})
+		if len(refused) > 0 {
+			s.log.Warn("dead letters not replayed: their hooks could not be read", "selector", sel.kind(), "dead_letters", len(refused))
+		}
+		writeJSON(w, http.StatusOK, ReplayResult{DeadLetters: len(done), Hooks: hooks, IDs: done, NotFound: notFound, Unreadable: refused})
 		return
 	}
 	s.log.Info("dead letters purged", "selector", sel.kind(), "dead_letters", len(done))

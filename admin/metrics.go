@@ -23,7 +23,7 @@ var (
 		"retryable": {"4xx", "5xx", "network"}, // 408, 425, 429, 5xx, no answer
 		"permanent": {"3xx", "4xx", "network"}, // network: blocked or invalid target
 	}
-	knownReasons = []string{"retries-exhausted", "max-age", "status", "gone", "blocked", "invalid-request"}
+	knownReasons = []string{"retries-exhausted", "max-age", "status", "gone", "blocked", "invalid-request", buffer.ReasonUnreadable}
 )
 
 // Metrics holds hookproxy's Prometheus metrics on a registry of its own.
@@ -186,6 +186,16 @@ func (m *Metrics) GivenUp(reason string, batchSize int) {
 	m.givenUp.WithLabelValues(reason).Inc()
 	m.givenUpHooks.WithLabelValues(reason).Add(float64(batchSize))
 	m.batchSize.Observe(float64(batchSize))
+	m.dead.added()
+}
+
+// StoreGivenUp counts hooks the store itself moved to the dead-letter
+// store (buffer.ReasonUnreadable: their records could not be read); it
+// is the store's OnGivenUp. They were in no batch sent, so the batch
+// size histogram leaves them out.
+func (m *Metrics) StoreGivenUp(reason string, hooks int) {
+	m.givenUp.WithLabelValues(reason).Inc()
+	m.givenUpHooks.WithLabelValues(reason).Add(float64(hooks))
 	m.dead.added()
 }
 

@@ -12,6 +12,7 @@ import (
 // Keys. Every key starts with one byte naming its kind; ids are big-endian
 // so that Badger's order is numeric order.
 //
+//	m/format                   the store's format (uvarint, storeFormat)
 //	m/node                     random node id of this store (4 bytes)
 //	m/flush                    written and dropped at once, to flush the memtable
 //	s/hook, s/batch, s/target  Badger sequences
@@ -31,6 +32,7 @@ const (
 )
 
 var (
+	keyFormat      = []byte("m/format")
 	keyNode        = []byte("m/node")
 	keyFlush       = []byte("m/flush") // written and dropped to flush the memtable
 	keySeqHook     = []byte("s/hook")
@@ -110,6 +112,15 @@ func parseQueueKey(k []byte) (queueKey, error) {
 }
 
 var errCorrupt = errors.New("corrupt record")
+
+// storeFormat is the format of the records this version writes and
+// reads. A version that changes how a record is written raises it, so
+// that an older hookproxy started on its store refuses it (errNewerStore)
+// rather than take its records for damage (see unreadable).
+const storeFormat = 1
+
+// errNewerStore is a store written by a later hookproxy version.
+var errNewerStore = errors.New("the data directory was written by a newer hookproxy version")
 
 // idLength is the length of an id made by newID.
 const idLength = 26

@@ -86,8 +86,22 @@ func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
 func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*DeadLetter) error) error {
 	visit := func(item *badger.Item) error {
 		var d DeadLetter
-		if err := item.Value(func(v []byte) error { return decodeDeadLetter(v, &d) }); err != nil {
-			return fmt.Errorf("decode dead letter %s: %w", item.Key()[1:], err)
+		err := readValue(item, func(v []byte) error {
+			if err := valueLost(item, v); err != nil {
+				return err
+			}
+			if err := decodeDeadLetter(v, &d); err != nil {
+				return fmt.Errorf("decode dead letter: %w: %v", errCorrupt, err)
+			}
+			return nil
+		})
+		if unreadable(err) {
+			// Damaged for good: listed by its id alone, so that it can
+			// be purged, and every other dead letter still be listed,
+			// replayed and purged.
+			d = DeadLetter{ID: string(item.Key()[1:]), Reason: ReasonUnreadable, Detail: err.Error()}
+		} else if err != nil {
+			return fmt.Errorf("read dead letter %s: %w", item.Key()[1:], err)
 		}
 		n, err := replayedOf(txn, d.ID)
 		if err != nil {
@@ -167,6 +181,8 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 // Each dead letter moves in chunks of replayChunk hooks, one transaction
 // each. Replays and purges run one at a time: a dead letter replayed or
 // purged before this one took its turn is not replayed (nor counted).
+// A dead letter with reason ReasonUnreadable has no bodies to send: it
+// is never replayed (nor returned), and stays.
 func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (replayed []string, hooks int, err error) {
 	s.lockDead()
 	defer s.deadMu.Unlock()
@@ -175,6 +191,9 @@ func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (replayed []string, hooks 
 		return nil, 0, err
 	}
 	for i := range dead {
+		if dead[i].Reason == ReasonUnreadable {
+			continue
+		}
 		// One dead letter's hooks in memory at a time.
 		d, err := s.GetDeadLetter(dead[i].ID)
 		if err != nil {

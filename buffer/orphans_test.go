@@ -2,11 +2,15 @@ package buffer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // TestOpenRemovesOrphanTables: a crash in a compaction leaves the tables
@@ -142,5 +146,52 @@ func TestOpenRefusesTablesWithoutManifest(t *testing.T) {
 		if _, err := os.Stat(tb); err != nil {
 			t.Fatalf("table removed: %v", err)
 		}
+	}
+}
+
+// TestOpenRefusesANewerStore: a store that a later version wrote (its
+// format mark above storeFormat) is refused at Open, naming why, rather
+// than its records taken for damage and dead-lettered without bodies. A
+// store without the mark, as earlier versions left it, gets one.
+func TestOpenRefusesANewerStore(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	put(t, s, "http://r.example/a", `{"n":1}`)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyFormat) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir, Options{}) // unmarked: marked now
+	if err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyFormat)
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if f, _ := binary.Uvarint(v); f != storeFormat {
+				return fmt.Errorf("format mark %d, want %d", f, storeFormat)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(keyFormat, binary.AppendUvarint(nil, storeFormat+1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if s, err := Open(Options{Dir: dir}); !errors.Is(err, errNewerStore) {
+		if err == nil {
+			_ = s.Close()
+		}
+		t.Fatalf("open a store of format %d: %v, want %v", storeFormat+1, err, errNewerStore)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,12 @@ type Options struct {
 	// grows by (compactions need that much room while they run); for
 	// tests, nil means Badger's own figure.
 	LSMBytes func() int64
+	// OnGivenUp, when set, is called after the store itself moved hooks
+	// to the dead-letter store, with the reason (ReasonUnreadable) and
+	// how many hooks the dead letter holds (one); it must not block. It
+	// has the signature of the sender's hook of that name. Nil: not
+	// reported.
+	OnGivenUp func(reason string, hooks int)
 }
 
 // Group commit bounds: one Badger transaction holds at most this many
@@ -267,6 +274,10 @@ func Open(opts Options) (*Store, error) {
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithValueThreshold(valueThreshold).
+		// A damaged body in the value log fails its read (and its hook
+		// goes to the dead-letter store, see unreadable) instead of
+		// being delivered as it reads; one CRC per body of 64 KiB and more.
+		WithVerifyValueChecksum(true).
 		WithValueLogFileSize(64 << 20).
 		WithMetricsEnabled(false).
 		// Writes of hooks are serialised by the group commit and target
@@ -388,6 +399,9 @@ func removeEmptyMemtables(dir string) (int, error) {
 }
 
 func (s *Store) init() error {
+	if err := s.checkFormat(); err != nil {
+		return err
+	}
 	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyNode)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -424,6 +438,31 @@ func (s *Store) init() error {
 		*q.seq = seq
 	}
 	return s.rebuild()
+}
+
+// checkFormat refuses a store of a later format than storeFormat, and
+// marks one without a mark (new, or of a version before the mark) as of
+// storeFormat.
+func (s *Store) checkFormat() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyFormat)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return txn.Set(keyFormat, binary.AppendUvarint(nil, storeFormat))
+		}
+		if err != nil {
+			return fmt.Errorf("read store format: %w", err)
+		}
+		return item.Value(func(v []byte) error {
+			f, n := binary.Uvarint(v)
+			if n <= 0 {
+				return fmt.Errorf("store format: %w", errCorrupt)
+			}
+			if f > storeFormat {
+				return fmt.Errorf("%w (format %d; this one reads format %d): run that version, or one as new", errNewerStore, f, storeFormat)
+			}
+			return nil
+		})
+	})
 }
 
 // rebuild loads every target record, its in-flight batch, and the counts
@@ -1195,30 +1234,62 @@ func (s *Store) Stats() Stats {
 // the body bytes would pass maxBytes (maxBytes <= 0: no limit). The claim
 // is durable before Claim returns, so the batch keeps its id across
 // restarts. It returns ErrNoHooks when nothing is pending.
+//
+// A hook whose record cannot be read for good (see unreadable) does not
+// stop the claim: it leaves the queue, and the batch in flight, for a
+// dead letter of its own (see dropUnreadable), and the claim goes on
+// with the hooks after it. Any other error reading a hook fails the
+// claim, and the next one reads it again.
 func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.closeMu.RUnlock()
+	for {
+		b, again, err := s.claim(id, maxHooks, maxBytes)
+		if !again || err != nil {
+			return b, err
+		}
+	}
+}
+
+// maxUnreadable bounds the unreadable hooks one claim dead-letters (in
+// one transaction); a variable so that tests can reach it.
+var maxUnreadable = 256
+
+// errEnoughUnreadable stops a claim's scan at maxUnreadable.
+var errEnoughUnreadable = errors.New("enough unreadable hooks for one claim")
+
+// claim is Claim, but when it dropped unreadable hooks and has no batch
+// to return for them (the batch in flight held them, or a scan stopped
+// at maxUnreadable found no hook to send yet) it returns again, and no
+// batch, for Claim to start over. The caller holds the shared close lock.
+func (s *Store) claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, bool, error) {
 	s.mu.Lock()
 	t := s.targets[id]
 	if t == nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("claim target %d: %w", id, ErrNotFound)
+		return nil, false, fmt.Errorf("claim target %d: %w", id, ErrNotFound)
 	}
 	if fr := t.inflight; fr != nil {
 		b := fr.batch(t)
 		s.mu.Unlock()
-		hooks, err := s.loadHooks(fr.Keys)
+		hooks, bad, err := s.loadHooks(fr.Keys)
+		if err == nil && len(bad) > 0 {
+			err = s.dropUnreadable(t, fr, bad)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("claim target %d: %w", id, err)
+			return nil, false, fmt.Errorf("claim target %d: %w", id, err)
+		}
+		if len(bad) > 0 {
+			return nil, true, nil // what is left of the batch, or a new one
 		}
 		b.Hooks = hooks
-		return &b, nil
+		return &b, false, nil
 	}
 	if t.count == 0 {
 		s.mu.Unlock()
-		return nil, ErrNoHooks
+		return nil, false, ErrNoHooks
 	}
 	head, url := t.head, t.url
 	s.mu.Unlock()
@@ -1226,32 +1297,51 @@ func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error)
 	var (
 		keys  [][]byte
 		hooks []Hook
+		bad   []unreadableHook
 		total int64
 		cut   bool
 	)
 	err := s.db.View(func(txn *badger.Txn) (err error) {
-		keys, total, _, cut, err = batchKeys(txn, id, head, maxHooks, maxBytes, func(item *badger.Item) error {
-			var h Hook
-			if err := item.Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
-				return err
+		keys, total, _, cut, err = batchKeys(txn, id, head, maxHooks, maxBytes, func(item *badger.Item) (bool, error) {
+			if len(bad) == maxUnreadable {
+				return false, errEnoughUnreadable
+			}
+			h, err := readHook(item)
+			if unreadable(err) {
+				bad = append(bad, unreadableHook{key: item.KeyCopy(nil), err: err})
+				return false, nil
+			}
+			if err != nil {
+				return false, err
 			}
 			hooks = append(hooks, h)
-			return nil
+			return true, nil
 		})
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim target %d: read hooks: %w", id, err)
+		return nil, false, fmt.Errorf("claim target %d: read hooks: %w", id, err)
+	}
+	// Out of the queue before the batch after them is claimed: once that
+	// batch ends, the head passes them, and a key below the head is
+	// deleted as delivered.
+	if len(bad) > 0 {
+		if err := s.dropUnreadable(t, nil, bad); err != nil {
+			return nil, false, fmt.Errorf("claim target %d: %w", id, err)
+		}
 	}
 	if len(keys) == 0 {
-		return nil, ErrNoHooks
+		if len(bad) == maxUnreadable {
+			return nil, true, nil // there may be more behind them
+		}
+		return nil, false, ErrNoHooks
 	}
 	fr, err := s.newFlight(keys, total, cut)
 	if err != nil {
-		return nil, fmt.Errorf("claim target %d: %w", id, err)
+		return nil, false, fmt.Errorf("claim target %d: %w", id, err)
 	}
 	if err := s.putFlight(id, fr); err != nil {
-		return nil, fmt.Errorf("claim target %d: %w", id, err)
+		return nil, false, fmt.Errorf("claim target %d: %w", id, err)
 	}
 	s.mu.Lock()
 	t.inflight = fr
@@ -1260,7 +1350,7 @@ func (s *Store) Claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, error)
 	s.mu.Unlock()
 	b.Target = url
 	b.Hooks = hooks
-	return &b, nil
+	return &b, false, nil
 }
 
 func (s *Store) putFlight(id TargetID, fr *flightRecord) error {
@@ -1274,23 +1364,253 @@ func (s *Store) putFlight(id TargetID, fr *flightRecord) error {
 	return nil
 }
 
-func (s *Store) loadHooks(keys [][]byte) ([]Hook, error) {
-	hooks := make([]Hook, 0, len(keys))
-	err := s.db.View(func(txn *badger.Txn) error {
+// loadHooks reads the hooks of keys, in order; those it cannot read for
+// good (see unreadable) it leaves out and returns in bad.
+func (s *Store) loadHooks(keys [][]byte) (hooks []Hook, bad []unreadableHook, err error) {
+	hooks = make([]Hook, 0, len(keys))
+	err = s.db.View(func(txn *badger.Txn) error {
 		for _, k := range keys {
 			item, err := txn.Get(k)
 			if err != nil {
 				return fmt.Errorf("read hook %x: %w", k, err)
 			}
-			var h Hook
-			if err := item.Value(func(v []byte) (err error) { h, err = decodeHook(v); return err }); err != nil {
+			h, err := readHook(item)
+			if unreadable(err) {
+				bad = append(bad, unreadableHook{key: k, err: err})
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			hooks = append(hooks, h)
 		}
 		return nil
 	})
-	return hooks, err
+	return hooks, bad, err
+}
+
+// readValue reads an item's value; a variable so that tests can make
+// reads fail.
+var readValue = (*badger.Item).Value
+
+// readHook reads and decodes the hook record of a queue item.
+//
+// Badger (v4.9.6, Item.yieldItemValue) does not return the error of a
+// failed read from the value log, where records of 64 KiB and more are:
+// a pointer past the end of its file (y.ErrEOF: the file was cut short),
+// a value that fails its checksum, a missing file. It logs it ("Unable to
+// read: Key: ...") and gives an empty value. A hook record is never
+// empty, so an empty value where the item says there is one is that.
+func readHook(item *badger.Item) (h Hook, err error) {
+	err = readValue(item, func(v []byte) (err error) {
+		if err := valueLost(item, v); err != nil {
+			return err
+		}
+		h, err = decodeHook(v)
+		return err
+	})
+	return h, err
+}
+
+// valueLost returns an error wrapping errCorrupt when v, the value read
+// for item, is empty though the item has one (see readHook).
+func valueLost(item *badger.Item, v []byte) error {
+	if len(v) > 0 || item.ValueSize() <= 0 {
+		return nil
+	}
+	return fmt.Errorf("value log entry of %d bytes unreadable (Badger logs why, \"Unable to read\"): %w",
+		item.ValueSize(), errCorrupt)
+}
+
+// unreadable reports whether err, from reading a hook's record, says the
+// record is damaged for good: it does not decode, or its value-log entry
+// cannot be read (see readHook). Anything else (an I/O error, a closed
+// store) may pass: the claim fails, and the next one reads it again.
+func unreadable(err error) bool { return errors.Is(err, errCorrupt) }
+
+// unreadableHook is a queued hook whose record cannot be read: its queue
+// key and the error.
+type unreadableHook struct {
+	key []byte
+	err error
+}
+
+// dropUnreadable moves each hook of bad, all of target t, out of its
+// queue to a dead letter of its own, with reason ReasonUnreadable: the
+// hook as its queue key knows it (the id it was given at capture, the
+// target, the arrival), with no body. fr, when not nil, is the target's
+// batch in flight, which holds them: they leave it in the same
+// transaction, and it goes when nothing is left of it (a batch that was
+// sent keeps its id for the hooks it still holds; receivers drop it as a
+// repeat). The dead letters need no room in the disk's reserve: they
+// hold no bodies, and the hooks' records go with them.
+func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook) error {
+	if err := s.recheck(bad); err != nil {
+		return err
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	letters, size, err := s.putUnreadable(txn, t, bad)
+	if err != nil {
+		return err
+	}
+	drop := make(map[string]bool, len(bad))
+	for _, b := range bad {
+		if err := txn.Delete(b.key); err != nil {
+			return fmt.Errorf("dead-letter unreadable hook: %w", err)
+		}
+		drop[string(b.key)] = true
+	}
+	var next *flightRecord
+	if fr != nil {
+		nf := *fr
+		nf.Keys, nf.Bytes = nil, 0
+		for _, k := range fr.Keys {
+			if !drop[string(k)] {
+				q, _ := parseQueueKey(k)
+				nf.Keys = append(nf.Keys, k)
+				nf.Bytes += q.size
+			}
+		}
+		var err error
+		if len(nf.Keys) > 0 {
+			next = &nf
+			var v []byte
+			if v, err = json.Marshal(next); err == nil {
+				err = txn.Set(flightKey(t.id), v)
+			}
+		} else {
+			err = txn.Delete(flightKey(t.id))
+		}
+		if err != nil {
+			return fmt.Errorf("dead-letter unreadable hook: %w", err)
+		}
+	}
+	if err := commitTxn(txn); err != nil && !s.visible(deadKey(letters[0])) {
+		return fmt.Errorf("dead-letter unreadable hook: %w", err)
+	}
+	s.mu.Lock()
+	t.count -= len(bad)
+	t.bytes -= size
+	s.pendingBytes -= size
+	if fr != nil {
+		t.inflight = next
+	}
+	t.version++
+	count, head := t.count, t.head
+	s.mu.Unlock()
+	if count > 0 {
+		// The hooks dropped may have been the oldest.
+		if oldest, err := s.headArrival(t.id, head); err == nil {
+			s.mu.Lock()
+			t.oldest = oldest
+			s.mu.Unlock()
+		}
+	}
+	s.reportUnreadable(t, bad, letters)
+	return nil
+}
+
+// errReadBack: a hook that could not be read read back on a second try.
+var errReadBack = errors.New("a hook that could not be read read back on a second try: try again")
+
+// recheck reads the hooks of bad again, in a transaction of its own, and
+// returns nil when every one is still unreadable. A value-log GC that
+// moves a hook deletes its old file at once when no iterator is open, and
+// a transaction that began before the move still holds the old pointer:
+// to it the hook reads as lost (see readHook; txn.Get keeps no file from
+// deletion). A transaction begun after that failed read sees where the GC
+// moved it. Otherwise errReadBack, or the error of the read, which may
+// pass.
+func (s *Store) recheck(bad []unreadableHook) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		for _, b := range bad {
+			item, err := txn.Get(b.key)
+			if err != nil {
+				return fmt.Errorf("read hook %x again: %w", b.key, err)
+			}
+			if _, err := readHook(item); err == nil {
+				return errReadBack
+			} else if !unreadable(err) {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// putUnreadable writes the dead letter of each hook of bad, all of
+// target t, in txn, and returns their ids and the hooks' body bytes.
+func (s *Store) putUnreadable(txn *badger.Txn, t *target, bad []unreadableHook) (letters []string, size int64, err error) {
+	for _, b := range bad {
+		k, err := parseQueueKey(b.key)
+		if err != nil {
+			return nil, 0, err
+		}
+		dl, err := s.unreadableLetter(t, k, b.err)
+		if err != nil {
+			return nil, 0, err
+		}
+		v, err := encodeDeadLetter(dl)
+		if err == nil {
+			err = txn.Set(deadKey(dl.ID), v)
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("dead-letter unreadable hook: %w", err)
+		}
+		letters = append(letters, dl.ID)
+		size += k.size
+	}
+	return letters, size, nil
+}
+
+// reportUnreadable logs each hook of bad, moved to dead letter
+// letters[i], and tells OnGivenUp.
+func (s *Store) reportUnreadable(t *target, bad []unreadableHook, letters []string) {
+	for i, b := range bad {
+		k, _ := parseQueueKey(b.key)
+		s.log.Error("hook record unreadable: moved to the dead letters without its body",
+			"hook_id", newID(k.received, s.node, k.seq), "target", hostOf(t.url), "target_id", uint64(t.id),
+			"dead_letter", letters[i], "error", b.err)
+		if s.opts.OnGivenUp != nil {
+			s.opts.OnGivenUp(ReasonUnreadable, 1)
+		}
+	}
+}
+
+// hostOf is the part of a target URL that may appear in logs: never its
+// path, query or credentials.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "invalid"
+	}
+	return u.Host
+}
+
+// unreadableLetter makes the dead letter of hook k of target t, which
+// cannot be read for err.
+func (s *Store) unreadableLetter(t *target, k queueKey, err error) (DeadLetter, error) {
+	seq, serr := s.batchSeq.Next()
+	if serr != nil {
+		return DeadLetter{}, fmt.Errorf("next batch sequence: %w", serr)
+	}
+	now := s.now()
+	return DeadLetter{
+		ID: newID(s.idTime(now), s.node, seq|batchSeqBit), TargetID: t.id, Target: t.url,
+		Hooks:  []Hook{{ID: newID(k.received, s.node, k.seq), Target: t.url, Received: k.received}},
+		Reason: ReasonUnreadable, Detail: err.Error(), Created: k.received, GivenUp: now,
+	}, nil
+}
+
+// visible reports whether key reads back: a write that failed to commit
+// was applied all the same (see salvage).
+func (s *Store) visible(key []byte) bool {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(key)
+		return err
+	})
+	return err == nil
 }
 
 // inflight returns the target and its in-flight batch when batchID is it.
@@ -1449,9 +1769,22 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 	if err != nil {
 		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
 	}
+	var (
+		bad     []unreadableHook // hooks of a batch given up that cannot be read
+		letters []string         // and their dead letters
+	)
 	if dead != nil && !dead.discard {
-		hooks, err := s.loadHooks(fr.Keys)
+		var hooks []Hook
+		hooks, bad, err = s.loadHooks(fr.Keys)
+		if err == nil && len(bad) > 0 {
+			err = s.recheck(bad)
+		}
 		if err != nil {
+			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
+		}
+		// Each in a dead letter of its own, as a claim does (Claim read
+		// them all; a value log damaged since then).
+		if letters, _, err = s.putUnreadable(txn, t, bad); err != nil {
 			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
 		}
 		first := fr.FirstAttempt
@@ -1471,6 +1804,9 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		parts, err := deadLetterParts(dl)
 		if err != nil {
 			return TargetStatus{}, fmt.Errorf("encode dead letter %s: %w", batchID, err)
+		}
+		if len(hooks) == 0 {
+			parts = nil // none could be read: their own dead letters are all there is
 		}
 		// A dead letter is written anew (the hooks' records only go at
 		// a compaction): on a disk short of its reserve it waits, its
@@ -1513,6 +1849,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		s.log.Warn("ending a batch failed after it was applied: the batch is taken as ended", "batch_id", batchID, "error", err)
 		nextFr, oldest = nil, time.Time{}
 	}
+	s.reportUnreadable(t, bad, letters)
 	if len(rest) > 0 {
 		if err := s.deleteKeys(rest); err != nil {
 			s.log.Warn("delete delivered hooks; they are deleted at the next start", "batch_id", batchID, "error", err)
@@ -1575,9 +1912,11 @@ func (s *Store) claimAfter(txn *badger.Txn, id TargetID, head uint64, next NextC
 // before the body bytes would pass maxBytes (maxBytes <= 0: no limit),
 // with their body bytes and the arrival of the first; cut reports that
 // maxBytes stopped it with hooks behind it. each, when not nil, is called
-// with every item taken, to read its value.
+// with every item before it is taken, to read its value; an item it
+// answers false for is left out, and the batch goes on after it, unless
+// it also returns errEnoughUnreadable, which ends the batch there.
 func batchKeys(txn *badger.Txn, id TargetID, head uint64, maxHooks int, maxBytes int64,
-	each func(*badger.Item) error) (keys [][]byte, total int64, first time.Time, cut bool, err error) {
+	each func(*badger.Item) (bool, error)) (keys [][]byte, total int64, first time.Time, cut bool, err error) {
 	prefix := queuePrefix(id)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
@@ -1595,8 +1934,16 @@ func batchKeys(txn *badger.Txn, id TargetID, head uint64, maxHooks int, maxBytes
 			break
 		}
 		if each != nil {
-			if err := each(item); err != nil {
+			take, err := each(item)
+			if errors.Is(err, errEnoughUnreadable) {
+				cut = len(keys) > 0 // a full batch: what it left behind is due
+				break
+			}
+			if err != nil {
 				return nil, 0, time.Time{}, false, err
+			}
+			if !take {
+				continue
 			}
 		}
 		if len(keys) == 0 {

@@ -104,7 +104,8 @@ type DeadLetter struct {
 	Target   string
 	Hooks    []Hook
 	// Reason is a short machine-readable cause: "retries-exhausted",
-	// "max-age", "status", "gone", "blocked", "invalid-request".
+	// "max-age", "status", "gone", "blocked", "invalid-request", or
+	// ReasonUnreadable.
 	Reason string
 	// Detail is a readable explanation (the last status or error).
 	Detail       string
@@ -123,6 +124,15 @@ type DeadLetter struct {
 	// replay put back already: they are not in Hooks.
 	replayed int
 }
+
+// ReasonUnreadable is the reason of a dead letter made by the store
+// itself: a queued hook whose record could not be read (a damaged value
+// log, say). It holds that hook alone, as its queue key knows it (id,
+// target, arrival), without a body or headers; Detail says what the read
+// returned. Such a dead letter can be listed and purged, never replayed.
+// A dead letter whose own record cannot be read is listed with this
+// reason too, with its id alone.
+const ReasonUnreadable = "unreadable"
 
 // Failure describes how a delivery attempt failed, for RecordAttempt and
 // DeadLetter.
