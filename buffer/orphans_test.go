@@ -20,23 +20,12 @@ import (
 // every table the MANIFEST names.
 func TestOpenRemovesOrphanTables(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	put(t, s, "http://a.test/", `{"n":1}`)
-	if err := s.Close(); err != nil { // flushes the memtable to a table
-		t.Fatal(err)
-	}
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if len(tables) == 0 {
-		t.Fatal("no table after close")
-	}
+	tables := storeWithATable(t, dir)
 	orphan := filepath.Join(dir, "999999.sst")
 	if err := os.WriteFile(orphan, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s = openStore(t, dir, Options{})
+	s := openStore(t, dir, Options{})
 	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
 		t.Fatalf("orphan table still there: %v", err)
 	}
@@ -119,25 +108,15 @@ func TestMemtableCleanupWaitsForTheLock(t *testing.T) {
 // in them; Open refuses, names the directory, and deletes nothing.
 func TestOpenRefusesTablesWithoutManifest(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	put(t, s, "http://a.test/", `{"n":1}`)
-	if err := s.Close(); err != nil { // flushes the memtable to a table
-		t.Fatal(err)
-	}
-	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if len(tables) == 0 {
-		t.Fatal("no table after close")
-	}
+	tables := storeWithATable(t, dir)
 	if err := os.Remove(filepath.Join(dir, "MANIFEST")); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(Options{Dir: dir})
+	s, err := Open(Options{Dir: dir})
 	if err == nil {
+		pending := s.Stats().PendingHooks
 		_ = s.Close()
-		t.Fatalf("open without a MANIFEST: nil error, want a refusal (pending hooks were %d)", s.Stats().PendingHooks)
+		t.Fatalf("open without a MANIFEST: nil error, want a refusal (pending hooks were %d)", pending)
 	}
 	if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, "MANIFEST") {
 		t.Fatalf("open without a MANIFEST: %q, want the directory and MANIFEST named", msg)
@@ -194,4 +173,23 @@ func TestOpenRefusesANewerStore(t *testing.T) {
 		}
 		t.Fatalf("open a store of format %d: %v, want %v", storeFormat+1, err, errNewerStore)
 	}
+}
+
+// storeWithATable makes a store in dir holding one hook, closed, and
+// returns its table files (Close flushes the memtable to one).
+func storeWithATable(t *testing.T, dir string) []string {
+	t.Helper()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "http://a.test/", `{"n":1}`)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table after close")
+	}
+	return tables
 }
