@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -135,6 +136,24 @@ func newID(t time.Time, node uint32, seq uint64) string {
 	binary.BigEndian.PutUint32(b[6:], node)
 	b[10], b[11], b[12], b[13], b[14], b[15] = byte(seq>>40), byte(seq>>32), byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq)
 	return encodeBase32(b)
+}
+
+// idTimeMillis returns the time part of an id made by newID, in Unix
+// milliseconds; false when id is not of that form.
+func idTimeMillis(id string) (int64, bool) {
+	if len(id) < idLength {
+		return 0, false
+	}
+	// The first 10 characters carry 3 + 9*5 = 48 bits: the milliseconds.
+	var ms int64
+	for i := range 10 {
+		v := strings.IndexByte(crockford, id[i])
+		if v < 0 {
+			return 0, false
+		}
+		ms = ms<<5 | int64(v)
+	}
+	return ms, true
 }
 
 // batchSeqBit, the top bit of an id's 48-bit sequence part, is set in

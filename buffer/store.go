@@ -471,6 +471,12 @@ func (s *Store) checkFormat() error {
 // its clean-up left behind.
 func (s *Store) rebuild() error {
 	var garbage [][]byte
+	now := s.now()
+	// The newest id time on disk, so that ids made from now on sort
+	// after the stored ones even when the wall clock stepped back while
+	// hookproxy was stopped (see idTime).
+	var lastID int64
+	seen := func(ms int64) { lastID = max(lastID, ms) }
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixTarget, PrefetchValues: true, PrefetchSize: 100})
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -506,7 +512,21 @@ func (s *Store) rebuild() error {
 				it.Close()
 				return fmt.Errorf("decode in-flight batch of target %d: %w", id, err)
 			}
+			if ms, ok := idTimeMillis(fr.ID); ok {
+				seen(ms)
+			}
+			fr.onClock(now)
 			t.inflight = &fr
+		}
+		it.Close()
+
+		// Dead letters are listed and replayed in id order: the last
+		// one's id is the newest.
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, Reverse: true})
+		if it.Seek([]byte{kindDead, 0xff}); it.Valid() {
+			if ms, ok := idTimeMillis(string(it.Item().Key()[1:])); ok {
+				seen(ms)
+			}
 		}
 		it.Close()
 
@@ -518,6 +538,7 @@ func (s *Store) rebuild() error {
 			if err != nil {
 				return err
 			}
+			seen(k.received.UnixMilli())
 			if t == nil || t.id != k.target {
 				if t = s.targets[k.target]; t == nil {
 					continue // no target record: never counted, as before
@@ -528,7 +549,7 @@ func (s *Store) rebuild() error {
 				continue
 			}
 			if t.count == 0 {
-				t.oldest = k.received
+				t.oldest = onClock(k.received, now)
 			}
 			t.count++
 			t.bytes += k.size
@@ -539,6 +560,7 @@ func (s *Store) rebuild() error {
 	if err != nil {
 		return err
 	}
+	s.lastIDMillis.Store(lastID)
 	if len(garbage) > 0 {
 		if err := s.deleteKeys(garbage); err != nil {
 			return fmt.Errorf("delete acknowledged keys: %w", err)
@@ -1037,6 +1059,7 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRe
 	}
 
 	touched := make(map[TargetID]*target)
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err == nil {
@@ -1051,6 +1074,10 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRe
 		}
 		if t.count == 0 {
 			t.oldest = p.hook.Received
+			if p.req.keepIDs {
+				// A replayed hook's arrival was read from disk.
+				t.oldest = onClock(t.oldest, now)
+			}
 		}
 		t.count++
 		t.bytes += p.hook.Size()
@@ -1503,7 +1530,7 @@ func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook
 		// The hooks dropped may have been the oldest.
 		if oldest, err := s.headArrival(t.id, head); err == nil {
 			s.mu.Lock()
-			t.oldest = oldest
+			t.oldest = onClock(oldest, s.now())
 			s.mu.Unlock()
 		}
 	}
@@ -1865,15 +1892,14 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 	s.pendingBytes -= fr.Bytes
 	t.inflight = nextFr
 	t.version++
-	t.oldest = oldest
 	if t.count > 0 && nextFr == nil {
-		oldest, err := s.headArrival(id, t.head)
+		oldest, err = s.headArrival(id, t.head)
 		if err != nil {
 			s.log.Warn("read oldest pending hook", "target_id", id, "error", err)
 			oldest = s.now()
 		}
-		t.oldest = oldest
 	}
+	t.oldest = onClock(oldest, s.now())
 	return t.status(), nil
 }
 
@@ -1965,10 +1991,46 @@ func (s *Store) newFlight(keys [][]byte, total int64, cut bool) (*flightRecord, 
 	return &flightRecord{ID: newID(s.idTime(now), s.node, seq|batchSeqBit), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
 }
 
+// onClock returns t, a time read from disk, as a time of this process's
+// clock at now: with now's monotonic reading, so that a later step of the
+// wall clock (NTP, a VM resumed from suspend) does not move it, and never
+// after now. A stored time after now means the wall clock stepped back
+// since it was written; the event then counts as having happened now.
+// Without this, a batch due a window after its oldest hook's arrival
+// waited out the whole step (an hour for a step of an hour), and its
+// age read as zero meanwhile. A step forward across a restart cannot be
+// told from time that passed: stored times then read that much older.
+func onClock(t, now time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return now.Add(-max(now.Sub(t), 0))
+}
+
+// onClock puts the times of a flight record read from disk on this
+// process's clock (see onClock). The next attempt keeps its distance from
+// the last one: after a step back it comes at most that wait from now,
+// not the step later.
+func (f *flightRecord) onClock(now time.Time) {
+	if !f.NextAttempt.IsZero() {
+		if base := f.LastAttempt; !base.IsZero() {
+			f.NextAttempt = onClock(base, now).Add(f.NextAttempt.Sub(base))
+		} else {
+			f.NextAttempt = now.Add(f.NextAttempt.Sub(now))
+		}
+	}
+	f.Created = onClock(f.Created, now)
+	f.FirstAttempt = onClock(f.FirstAttempt, now)
+	f.LastAttempt = onClock(f.LastAttempt, now)
+}
+
 // idTime is the time an id made at t carries: t, or the newest id's time
 // when the wall clock has stepped back since, so that ids sort in the
 // order they were made (dead letters are listed and replayed in id
-// order). A step back across a restart is not covered.
+// order). Across a restart the newest time is taken from the stored
+// batch ids, dead letters and hook arrivals (rebuild); a pending hook
+// whose id got a time past its arrival (captured after a step back) may
+// still sort after ids made after the restart.
 func (s *Store) idTime(t time.Time) time.Time {
 	ms := t.UnixMilli()
 	for {

@@ -24,6 +24,18 @@ type leafEntry struct {
 	err     error
 }
 
+// fresh reports whether a cached leaf may still be served at now: before
+// its renewal, and within its validity by the wall clock, which is what
+// the app checks it by. renewAt is on the monotonic clock, which a step
+// of the wall clock does not move: after a step back of more than
+// backdate (NTP correcting a clock that ran ahead) a cached leaf was not
+// yet valid for the app, whose handshakes failed, and hooks were lost,
+// until the leaf was renewed weeks later.
+func (e *leafEntry) fresh(now time.Time) bool {
+	l := e.cert.Leaf
+	return now.Before(e.renewAt) && !now.Before(l.NotBefore) && now.Before(l.NotAfter)
+}
+
 // Leaf returns a certificate for host (a DNS name or an IP address,
 // without a port), signed by the CA and followed by the CA's chain. An IP
 // address gets an IP address SAN, a name a DNS SAN. Leaves are ECDSA
@@ -43,7 +55,7 @@ func (a *Authority) Leaf(host string) (*tls.Certificate, error) {
 	if e, ok := a.cache[host]; ok {
 		select {
 		case <-e.ready:
-			if e.err == nil && a.now().Before(e.renewAt) {
+			if e.err == nil && e.fresh(a.now()) {
 				a.mu.Unlock()
 				return e.cert, nil
 			}

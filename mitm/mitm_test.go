@@ -365,6 +365,33 @@ func TestLeafCacheAndRenewal(t *testing.T) {
 	verifyLeaf(t, renewed, a.Certificate(), "a.example", clk.Now())
 }
 
+// A leaf cached before the wall clock stepped back by more than its
+// backdating is not yet valid for the app, which checks it by the same
+// clock: a new one is signed rather than fail every handshake (and lose
+// the hooks inside) until the old one's renewal. The same for a step
+// forward past its expiry.
+func TestLeafAfterClockStep(t *testing.T) {
+	for _, step := range []time.Duration{-2 * time.Hour, 11 * 24 * time.Hour} {
+		clk := newClock()
+		a := open(t, Options{Dir: filepath.Join(t.TempDir(), "ca"), Now: clk.Now, LeafValidity: 10 * 24 * time.Hour, CAValidity: 365 * 24 * time.Hour})
+		clk.advance(24 * time.Hour) // the CA made a day ago stays valid through the step
+		first, err := a.Leaf("a.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.advance(step)
+		got, err := a.Leaf("a.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == first {
+			t.Errorf("step %v: the cached leaf, valid %v to %v, is served at %v", step, first.Leaf.NotBefore, first.Leaf.NotAfter, clk.Now())
+			continue
+		}
+		verifyLeaf(t, got, a.Certificate(), "a.example", clk.Now())
+	}
+}
+
 // TestLeafNoStampede: many handshakes for a host that is not cached yet
 // share one signing. The signing waits until every other caller is
 // waiting for it (or a deadline, when they sign their own).
