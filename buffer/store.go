@@ -123,8 +123,8 @@ type Store struct {
 	deadWaiting atomic.Int32
 
 	// reclaiming is set while a Flatten that gives back the space of
-	// deleted hooks runs; lastReclaim is when the last one started
-	// (Unix nanoseconds). See maybeReclaim.
+	// deleted hooks runs; lastReclaim is when the last one started, in
+	// nanoseconds since monoStart (0: none yet). See maybeReclaim.
 	reclaiming  atomic.Bool
 	lastReclaim atomic.Int64
 	// flushing is held by flushMemtable while Badger blocks writes, and
@@ -900,8 +900,10 @@ func (s *Store) maybeReclaim() {
 	if lsm < 16<<20 || 2*pending > lsm {
 		return // small, or mostly hooks still pending: nothing to gain
 	}
-	now := time.Now().UnixNano()
-	if now-s.lastReclaim.Load() < int64(time.Minute) || !s.reclaiming.CompareAndSwap(false, true) {
+	// On the monotonic clock: a step back of the wall clock must not
+	// hold reclaims off for its length, captures refused meanwhile.
+	now := max(int64(time.Since(monoStart)), 1)
+	if last := s.lastReclaim.Load(); last != 0 && now-last < int64(time.Minute) || !s.reclaiming.CompareAndSwap(false, true) {
 		return
 	}
 	s.lastReclaim.Store(now)
@@ -1990,6 +1992,10 @@ func (s *Store) newFlight(keys [][]byte, total int64, cut bool) (*flightRecord, 
 	now := s.now()
 	return &flightRecord{ID: newID(s.idTime(now), s.node, seq|batchSeqBit), Created: now, Keys: keys, Bytes: total, Cut: cut}, nil
 }
+
+// monoStart is a time of this process's monotonic clock, from which
+// durations that no step of the wall clock may change are counted.
+var monoStart = time.Now()
 
 // onClock returns t, a time read from disk, as a time of this process's
 // clock at now: with now's monotonic reading, so that a later step of the
