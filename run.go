@@ -228,6 +228,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	store.SetNotify(snd.Notify)
 
+	files := openFileLimit()
+	conns := maxConns(files)
+	if conns > 0 && files < lowFileLimit {
+		log.Warn("open-file limit is low: raise it (ulimit -n, systemd's LimitNOFILE, the container's nofile)",
+			"limit", files, "max_app_connections", conns)
+	}
+
 	forward := sender.NewTransport(cfg.SendConcurrency, hs.upstreamTLS, guard)
 	defer forward.CloseIdleConnections()
 	px, err := proxy.New(proxy.Options{
@@ -241,6 +248,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// one hook would: through the egress guard, with an id, signed.
 		ForwardTransport: snd.Forwarder(forward),
 		IdleTimeout:      time.Duration(cfg.IdleTimeout),
+		MaxConns:         conns,
 		Logger:           log.With("component", "proxy"),
 		OnCapture:        metrics.CaptureObserved,
 		OnPassThrough:    metrics.PassThrough,

@@ -765,7 +765,13 @@ func (s *Store) takeGroup() []*putRequest {
 	}
 	group := make([]*putRequest, n)
 	copy(group, s.queue)
-	s.queue = append(s.queue[:0], s.queue[n:]...)
+	// The slots left behind are cleared: the queue's array outlives
+	// the requests, and a request holds its hooks' bodies (a burst of
+	// large captures would otherwise stay in memory until as many
+	// captures queue again).
+	rest := copy(s.queue, s.queue[n:])
+	clear(s.queue[rest:])
+	s.queue = s.queue[:rest]
 	return group
 }
 

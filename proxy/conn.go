@@ -19,7 +19,7 @@ import (
 // idle timeout and are closed by Shutdown. It returns nil after Shutdown,
 // and otherwise the error that stopped it. Serve closes l.
 func (p *Proxy) Serve(l net.Listener) error {
-	err := p.srv.Serve(&listener{Listener: l, p: p})
+	err := p.srv.Serve(&listener{Listener: l, p: p, done: make(chan struct{})})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -75,21 +75,29 @@ func (p *Proxy) connState(c net.Conn, s http.ConnState) {
 	hc.markHijacked()
 }
 
-// listener wraps accepted connections.
+// listener wraps accepted connections, and bounds how many are open at
+// once (Options.MaxConns).
 type listener struct {
 	net.Listener
-	p *Proxy
+	p         *Proxy
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 // Accept implements net.Listener.
 func (l *listener) Accept() (net.Conn, error) {
+	free, err := l.takeSlot()
+	if err != nil {
+		return nil, err
+	}
 	c, err := l.Listener.Accept()
 	if err != nil {
+		free()
 		return nil, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		w := &tcpConn{TCPConn: tc}
-		w.idle, w.set = l.p.idle, &l.p.conns
+		w.idle, w.set, w.free = l.p.idle, &l.p.conns, free
 		if quickackSupported {
 			if raw, err := tc.SyscallConn(); err == nil {
 				w.raw = raw
@@ -99,8 +107,48 @@ func (l *listener) Accept() (net.Conn, error) {
 		return w, nil
 	}
 	w := &otherConn{Conn: c}
-	w.idle, w.set = l.p.idle, &l.p.conns
+	w.idle, w.set, w.free = l.p.idle, &l.p.conns, free
 	return w, nil
+}
+
+// Close implements net.Listener; it also ends a wait for a connection
+// to close.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// takeSlot waits until one more app connection may be open, and returns
+// what gives its place back. A connection waiting meanwhile stays in the
+// listen queue, where it holds no file descriptor of the process.
+func (l *listener) takeSlot() (free func(), err error) {
+	slots := l.p.slots
+	if slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case slots <- struct{}{}:
+	default:
+		l.p.full()
+		select {
+		case slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+	return sync.OnceFunc(func() { <-slots }), nil
+}
+
+// full reports that the app connections are at Options.MaxConns: in the
+// log at most once a minute.
+func (p *Proxy) full() {
+	if p.onFull != nil {
+		p.onFull()
+	}
+	now := time.Now().UnixNano()
+	if last := p.lastFull.Load(); now-last >= int64(time.Minute) && p.lastFull.CompareAndSwap(last, now) {
+		p.log.Warn("app connections at their limit: new ones wait until one closes", "limit", cap(p.slots))
+	}
 }
 
 // hijackable is an accepted connection whose idle deadlines the proxy
@@ -123,6 +171,18 @@ type idleState struct {
 	intercepted atomic.Bool
 	idle        time.Duration
 	set         *connSet
+	// free gives back the connection's place under Options.MaxConns
+	// (nil: none taken); it may be called more than once.
+	free func()
+}
+
+// closed forgets the connection, which is closing, and gives back its
+// place.
+func (s *idleState) closed(c net.Conn) {
+	s.set.remove(c)
+	if s.free != nil {
+		s.free()
+	}
 }
 
 // touchRead pushes the deadlines of a hijacked connection idle into the
@@ -235,7 +295,7 @@ func (c *tcpConn) ReadFrom(r io.Reader) (int64, error) {
 
 // Close implements net.Conn.
 func (c *tcpConn) Close() error {
-	c.set.remove(c)
+	c.closed(c)
 	return c.TCPConn.Close()
 }
 
@@ -308,7 +368,7 @@ func (c *otherConn) Write(b []byte) (int, error) {
 
 // Close implements net.Conn.
 func (c *otherConn) Close() error {
-	c.set.remove(c)
+	c.closed(c)
 	return c.Conn.Close()
 }
 

@@ -442,3 +442,55 @@ func endlessHead(t *testing.T, c *rawConn, host string, rc *receiver, seen int) 
 		t.Errorf("the receiver got %d more requests, want none", n-seen)
 	}
 }
+
+// arrivingBody is a request body of which only data has arrived: it
+// records the largest buffer a read offers, and then fails as a
+// connection that breaks off would.
+type arrivingBody struct {
+	data    []byte
+	largest int
+}
+
+func (b *arrivingBody) Read(p []byte) (int, error) {
+	b.largest = max(b.largest, len(p))
+	if len(b.data) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, nil
+}
+
+// TestBodyBufferFollowsArrival: the buffer a hook body is read into
+// grows with the bytes that arrive, not with the Content-Length the
+// head announces: many heads announcing the largest body, and sending
+// none of it, would otherwise hold the limit each in memory.
+func TestBodyBufferFollowsArrival(t *testing.T) {
+	const limit = 16 << 20
+	body := &arrivingBody{data: []byte(`{"a":`)}
+	if _, err := readBody(body, limit, limit); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("error %v, want io.ErrUnexpectedEOF", err)
+	}
+	if body.largest > readAhead {
+		t.Errorf("a read was offered %d bytes with 5 arrived, want at most %d", body.largest, readAhead)
+	}
+}
+
+// TestReadBodyWithContentLength: a body of exactly Content-Length bytes
+// is read whole whatever its size against the read-ahead; a shorter one
+// is an error, also when it ends where the buffer grows.
+func TestReadBodyWithContentLength(t *testing.T) {
+	for _, n := range []int{0, 1, readAhead - 1, readAhead, readAhead + 1, 3*readAhead + 5, 1 << 20} {
+		want := bytes.Repeat([]byte("x"), n)
+		got, err := readBody(io.MultiReader(bytes.NewReader(want), strings.NewReader("after")), int64(n), 1<<20)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%d bytes: got %d bytes, %v", n, len(got), err)
+		}
+	}
+	for _, n := range []int{readAhead, 2*readAhead + 1} {
+		_, err := readBody(bytes.NewReader(make([]byte, n)), int64(n)+1, 1<<20)
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%d of %d bytes: error %v, want io.ErrUnexpectedEOF", n, n+1, err)
+		}
+	}
+}

@@ -128,6 +128,15 @@ func startProxy(tb testing.TB, opts Options) *testProxy {
 // to the proxy as wrap returns it (nil: as accepted).
 func startProxyWrapping(tb testing.TB, opts Options, wrap func(net.Conn) net.Conn) *testProxy {
 	tb.Helper()
+	tp := newTestProxy(tb, opts)
+	tp.serve(tb, wrap)
+	return tp
+}
+
+// newTestProxy builds a Proxy from opts for serve. A nil opts.Logger
+// logs to tp.logs.
+func newTestProxy(tb testing.TB, opts Options) *testProxy {
+	tb.Helper()
 	tp := &testProxy{logs: new(logBuffer), served: make(chan error, 1)}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewJSONHandler(tp.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -136,11 +145,19 @@ func startProxyWrapping(tb testing.TB, opts Options, wrap func(net.Conn) net.Con
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
+	tp.Proxy = p
+	return tp
+}
+
+// serve serves tp on 127.0.0.1:0, as startProxyWrapping does, and shuts
+// it down when the test ends.
+func (tp *testProxy) serve(tb testing.TB, wrap func(net.Conn) net.Conn) {
+	tb.Helper()
+	p := tp.Proxy
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen: %v", err)
 	}
-	tp.Proxy = p
 	tp.listener = &countingListener{Listener: l, closed: make(chan struct{}), wrap: wrap}
 	tp.Addr = l.Addr().String()
 	tp.URL = &url.URL{Scheme: "http", Host: tp.Addr}
@@ -155,7 +172,6 @@ func startProxyWrapping(tb testing.TB, opts Options, wrap func(net.Conn) net.Con
 			tb.Errorf("Serve: %v", err)
 		}
 	})
-	return tp
 }
 
 // wait returns what Serve returned.

@@ -157,6 +157,13 @@ type Options struct {
 	// bodies stream for as long as they need. Zero means
 	// DefaultReadHeaderTimeout (10 seconds).
 	ReadHeaderTimeout time.Duration
+	// MaxConns bounds the app connections served at once: past it,
+	// Serve accepts no more until one closes, and new connections wait
+	// in the listen queue. Each one holds a file descriptor (two while
+	// it relays a tunnel or passes a request on), and a store that
+	// cannot open a file when it needs one may crash the process, so
+	// it keeps a share of the descriptors for the store. Zero: no bound.
+	MaxConns int
 	// Logger receives one line per captured hook and every error. Nil
 	// discards.
 	Logger *slog.Logger
@@ -233,6 +240,15 @@ type Proxy struct {
 	tunnels *http.Server
 	idle    time.Duration
 	conns   connSet
+	// slots holds a token per app connection open when MaxConns bounds
+	// them; nil: no bound.
+	slots chan struct{}
+	// lastFull is when the log last said the connections were at the
+	// bound (Unix nanoseconds).
+	lastFull atomic.Int64
+	// onFull, when set, is called each time Serve waits for a connection
+	// to close before it accepts another (for tests).
+	onFull func()
 	// dial opens the receiver side of relayed CONNECT tunnels.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -287,6 +303,9 @@ func New(opts Options) (*Proxy, error) {
 	case idle == 0:
 		idle = DefaultIdleTimeout
 	}
+	if opts.MaxConns < 0 {
+		return nil, fmt.Errorf("new proxy: MaxConns %d is negative", opts.MaxConns)
+	}
 	readHeader := opts.ReadHeaderTimeout
 	switch {
 	case readHeader < 0:
@@ -313,6 +332,9 @@ func New(opts Options) (*Proxy, error) {
 		mitmHosts:   mitmHosts,
 		auth:        auth,
 		idle:        idle,
+	}
+	if opts.MaxConns > 0 {
+		p.slots = make(chan struct{}, opts.MaxConns)
 	}
 
 	// goproxy dials CONNECT tunnels with Tr.DialContext, so it needs an
