@@ -480,6 +480,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.intercept(w, r)
 		return
 	}
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && r.Method != http.MethodConnect && r.Body != http.NoBody {
+		// A body that stalls half-way ends at the idle timeout, as in an
+		// intercepted tunnel: otherwise it held its connection (and its
+		// place under MaxConns) for as long as the app kept it open.
+		// net/http keeps r for itself: the request goes on as a copy.
+		r = r.WithContext(r.Context())
+		r.Body = &idleBody{ReadCloser: r.Body, conn: c, idle: p.idle}
+	}
 	p.forward(w, r)
 }
 

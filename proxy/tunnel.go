@@ -295,10 +295,10 @@ func (l *connListener) accepted() bool {
 	return l.took
 }
 
-// idleBody is the body of a request inside an intercepted tunnel: each
-// read waits for the app for at most the idle timeout, as every read of
-// a tunnel did before net/http served them (net/http's only bound on a
-// body, ReadTimeout, would bound the whole request). At the body's end
+// idleBody is the body of a request from the app, on a proxy connection
+// or inside an intercepted tunnel: each read waits for the app for at
+// most the idle timeout (net/http's only bound on a body, ReadTimeout,
+// would bound the whole request). At the body's end
 // net/http starts its background read, which watches for the app's
 // close and must run without a deadline: no read sets one after the
 // end or an error.

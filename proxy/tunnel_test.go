@@ -403,3 +403,32 @@ func TestDialControlRefuses(t *testing.T) {
 	}
 	rc.assertUntouched(t)
 }
+
+// TestStalledBodyEndsAtIdleTimeout: on a proxy connection too, a request
+// body that stalls half-way ends at the idle timeout, a hook's with a
+// 400 and nothing stored, a pass-through one with nothing sent on whole;
+// either way the connection closes and gives back its place.
+func TestStalledBodyEndsAtIdleTimeout(t *testing.T) {
+	rc := newReceiver(t, nil, false)
+	for _, ct := range []string{"application/json", "text/plain"} {
+		t.Run(ct, func(t *testing.T) {
+			store := &fakeStore{}
+			tp := startProxy(t, Options{Store: store, IdleTimeout: 200 * time.Millisecond})
+			c := dialRaw(t, tp.Addr)
+			resp, body := c.send(t, http.MethodPost, "POST "+rc.URL+"/stalled HTTP/1.1\r\nHost: "+strings.TrimPrefix(rc.URL, "http://")+
+				"\r\nContent-Type: "+ct+"\r\nContent-Length: 10\r\n\r\n{}") // 2 bytes of 10
+			if resp.StatusCode < 400 || !resp.Close {
+				t.Errorf("stalled body: %d (Connection: close %v) %s, want an error and a close", resp.StatusCode, resp.Close, body)
+			}
+			tunnelEnds(t, c)
+			if store.putCount() != 0 {
+				t.Errorf("a hook with a body cut short was stored")
+			}
+			for _, r := range rc.requests() {
+				if r.URI == "/stalled" && len(r.Body) == 10 {
+					t.Errorf("a body cut short reached the receiver whole: %q", r.Body)
+				}
+			}
+		})
+	}
+}
