@@ -1110,13 +1110,6 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRe
 // deletion failed too: it is counted, as it will be delivered, but the
 // app is still told it failed (a 202 is owed only to a synced write).
 func (s *Store) salvage(places []placed, fresh map[string]TargetID) ([]placed, map[*putRequest]bool) {
-	visible := func(key []byte) bool {
-		err := s.db.View(func(txn *badger.Txn) error {
-			_, err := txn.Get(key)
-			return err
-		})
-		return err == nil
-	}
 	var (
 		stay, undone []placed
 		undo         [][]byte
@@ -1124,7 +1117,7 @@ func (s *Store) salvage(places []placed, fresh map[string]TargetID) ([]placed, m
 	)
 	for _, p := range places {
 		switch {
-		case !visible(p.key):
+		case !s.visible(p.key):
 		case p.req.keepIDs:
 			stay = append(stay, p)
 			keepTarget[p.id] = true
@@ -1143,7 +1136,7 @@ func (s *Store) salvage(places []placed, fresh map[string]TargetID) ([]placed, m
 			s.log.Error("delete the hooks of a failed commit", "count", len(undone), "error", err)
 		}
 		for _, p := range undone {
-			if visible(p.key) {
+			if s.visible(p.key) {
 				s.log.Error("hook of a failed commit kept: it will be delivered", "hook_id", p.hook.ID)
 				stay = append(stay, p)
 			}
@@ -1472,12 +1465,12 @@ type unreadableHook struct {
 
 // dropUnreadable moves each hook of bad, all of target t, out of its
 // queue to a dead letter of its own, with reason ReasonUnreadable: the
-// hook as its queue key knows it (the id it was given at capture, the
-// target, the arrival), with no body. fr, when not nil, is the target's
-// batch in flight, which holds them: they leave it in the same
-// transaction, and it goes when nothing is left of it (a batch that was
-// sent keeps its id for the hooks it still holds; receivers drop it as a
-// repeat). The dead letters need no room in the disk's reserve: they
+// hook as its queue key knows it (an id rebuilt from the key, see
+// unreadableLetter, the target, the arrival), with no body. fr, when not
+// nil, is the target's batch in flight, which holds them: they leave it
+// in the same transaction, and it goes when nothing is left of it (a
+// batch that was sent keeps its id for the hooks it still holds;
+// receivers drop it as a repeat). The dead letters need no room in the disk's reserve: they
 // hold no bodies, and the hooks' records go with them.
 func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook) error {
 	if err := s.recheck(bad); err != nil {
@@ -1624,7 +1617,13 @@ func hostOf(raw string) string {
 }
 
 // unreadableLetter makes the dead letter of hook k of target t, which
-// cannot be read for err.
+// cannot be read for err. The hook's id is lost with its record and is
+// rebuilt from k: its last 16 characters (node and sequence) are those
+// of the id the hook was captured with, but that id may carry a later
+// time than k's arrival (idTime: a batch id of a later millisecond was
+// made while the hook waited for its group commit, a few hooks in a
+// hundred under load, or the clock stepped back), and a hook replayed
+// from the dead letters kept an id of another sequence.
 func (s *Store) unreadableLetter(t *target, k queueKey, err error) (DeadLetter, error) {
 	seq, serr := s.batchSeq.Next()
 	if serr != nil {

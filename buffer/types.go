@@ -127,8 +127,10 @@ type DeadLetter struct {
 
 // ReasonUnreadable is the reason of a dead letter made by the store
 // itself: a queued hook whose record could not be read (a damaged value
-// log, say). It holds that hook alone, as its queue key knows it (id,
-// target, arrival), without a body or headers; Detail says what the read
+// log, say). It holds that hook alone, as its queue key knows it (an id
+// rebuilt from the key, which may differ from the hook's own in its time
+// part, or wholly for a hook replayed from the dead letters; target;
+// arrival), without a body or headers; Detail says what the read
 // returned. Such a dead letter can be listed and purged, never replayed.
 // A dead letter whose own record cannot be read is listed with this
 // reason too, with its id alone.

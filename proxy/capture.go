@@ -247,8 +247,8 @@ const MaxTargetURL = 8 << 10
 // errBodyTooLarge is readBody's answer to a body over the limit.
 var errBodyTooLarge = errors.New("body too large")
 
-// readAhead is the most readBody allocates beyond the bytes of a body
-// that have arrived.
+// readAhead is what readBody allocates for a body with a Content-Length
+// before any of it has arrived; it then grows with what arrives.
 const readAhead = 64 << 10
 
 // readBody reads a request body of at most limit bytes.
