@@ -423,14 +423,25 @@ func (s *Server) caPEM(w http.ResponseWriter, r *http.Request) {
 }
 
 // deadStats returns the dead-letter figures, from the metrics' cache when
-// there are metrics.
+// there are metrics. The count goes through the dead letters one at a
+// time: a list of them all would take memory in proportion to their
+// number (a store without batching holds one per hook).
 func (s *Server) deadStats(now time.Time) (deadStats, error) {
-	list := func() ([]buffer.DeadLetter, error) { return s.store.ListDeadLetters(buffer.DeadLetterFilter{}, false) }
+	count := func() (deadStats, error) {
+		var st deadStats
+		err := s.store.EachDeadLetter(buffer.DeadLetterFilter{}, func(d *buffer.DeadLetter) error {
+			st.letters++
+			st.hooks += d.Size
+			st.bytes += d.Bytes
+			return nil
+		})
+		return st, err
+	}
 	if s.metrics != nil {
-		return s.metrics.dead.get(now, list)
+		return s.metrics.dead.get(now, count)
 	}
 	var c deadCache
-	return c.get(now, list)
+	return c.get(now, count)
 }
 
 // deadLettersChanged tells the cache that the API changed the dead

@@ -254,9 +254,9 @@ func (c *deadCache) invalidate() { c.gen.Add(1) }
 // added tells the cache of a give-up.
 func (c *deadCache) added() { c.gaves.Add(1) }
 
-// get returns the figures, recounting them with list when something
+// get returns the figures, recounting them with count when something
 // changed since the last count (a give-up: see deadCache).
-func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error)) (deadStats, error) {
+func (c *deadCache) get(now time.Time, count func() (deadStats, error)) (deadStats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Read the generations before listing: a change during the listing
@@ -267,7 +267,7 @@ func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error))
 		return c.stats, nil
 	}
 	start := time.Now()
-	ds, err := list()
+	st, err := count()
 	if err != nil {
 		return deadStats{}, err
 	}
@@ -276,12 +276,6 @@ func (c *deadCache) get(now time.Time, list func() ([]buffer.DeadLetter, error))
 		elapsed = time.Since
 	}
 	took := elapsed(start)
-	var st deadStats
-	for i := range ds {
-		st.letters++
-		st.hooks += ds[i].Size
-		st.bytes += ds[i].Bytes
-	}
 	c.valid, c.seen, c.seenGaves, c.counted, c.took, c.stats = true, gen, gaves, now, took, st
 	return st, nil
 }

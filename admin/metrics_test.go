@@ -138,6 +138,10 @@ func (failingDeadLetters) ListDeadLetters(buffer.DeadLetterFilter, bool) ([]buff
 	return nil, errors.New("disk on fire")
 }
 
+func (failingDeadLetters) EachDeadLetter(buffer.DeadLetterFilter, func(*buffer.DeadLetter) error) error {
+	return errors.New("disk on fire")
+}
+
 // TestMetricNamesAfterAStoreError: a scrape during which the store fails
 // leaves out what it cannot answer, and adds no metric of its own.
 func TestMetricNamesAfterAStoreError(t *testing.T) {
@@ -243,9 +247,9 @@ func TestGrafanaDashboard(t *testing.T) {
 func TestDeadLetterRecountAfterGiveUps(t *testing.T) {
 	letters := 1
 	lists := 0
-	list := func() ([]buffer.DeadLetter, error) {
+	list := func() (deadStats, error) {
 		lists++
-		return make([]buffer.DeadLetter, letters), nil
+		return deadStats{letters: letters}, nil
 	}
 	c := &deadCache{elapsed: func(time.Time) time.Duration { return time.Second }}
 	t0 := time.Unix(1000, 0)
@@ -282,7 +286,7 @@ func TestDeadLetterRecountAfterGiveUps(t *testing.T) {
 // took when that is longer.
 func TestDeadLetterCountAge(t *testing.T) {
 	lists := 0
-	list := func() ([]buffer.DeadLetter, error) { lists++; return nil, nil }
+	list := func() (deadStats, error) { lists++; return deadStats{}, nil }
 	took := time.Millisecond
 	c := &deadCache{elapsed: func(time.Time) time.Duration { return took }}
 	t0 := time.Unix(1000, 0)
@@ -304,5 +308,51 @@ func TestDeadLetterCountAge(t *testing.T) {
 		if _, err := c.get(t0.Add(step.at), list); err != nil || lists != step.wantLists {
 			t.Fatalf("a long count, at %v: %d counts (%v), want %d", step.at, lists, err, step.wantLists)
 		}
+	}
+}
+
+// wholeList is a store that counts the listings of every dead letter at
+// once, which hold them all in memory together.
+type wholeList struct {
+	*buffer.Store
+	lists int
+}
+
+func (w *wholeList) ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) ([]buffer.DeadLetter, error) {
+	if len(f.IDs) == 0 && f.Target == "" && f.Reason == "" {
+		w.lists++
+	}
+	return w.Store.ListDeadLetters(f, withHooks)
+}
+
+// TestDeadLetterCountStreams: the dead-letter figures of /metrics and
+// /api/status are counted one dead letter at a time, not from a list of
+// them all, whose size grows with their number (one per hook without
+// batching).
+func TestDeadLetterCountStreams(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	for range 3 {
+		put(t, st, "http://a.test/hook", `{"a":1}`, `{"a":2}`)
+		kill(t, st, clk, "http://a.test/hook", 2, "status", 400)
+	}
+	w := &wholeList{Store: st}
+	_, url := serve(t, Options{Store: w, Metrics: NewMetrics("x")})
+	fams := admintest.Scrape(t, url, "")
+	if got, _ := admintest.Series(t, fams, "hookproxy_dead_letters"); got != 3 {
+		t.Errorf("hookproxy_dead_letters = %v, want 3", got)
+	}
+	if got, _ := admintest.Series(t, fams, "hookproxy_dead_letter_hooks"); got != 6 {
+		t.Errorf("hookproxy_dead_letter_hooks = %v, want 6", got)
+	}
+	var status Status
+	if code := admintest.Call(t, "GET", url+"/api/status", "", nil, &status); code != http.StatusOK {
+		t.Fatalf("status: %d", code)
+	}
+	if status.DeadLetters != 3 || status.DeadLetterHooks != 6 {
+		t.Errorf("status: %d dead letters, %d hooks, want 3 and 6", status.DeadLetters, status.DeadLetterHooks)
+	}
+	if w.lists != 0 {
+		t.Errorf("the count listed every dead letter at once %d times", w.lists)
 	}
 }
