@@ -1382,14 +1382,23 @@ func (s *Store) claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, bool, 
 }
 
 func (s *Store) putFlight(id TargetID, fr *flightRecord) error {
+	if err := s.db.Update(func(txn *badger.Txn) error { return setFlight(txn, id, fr) }); err != nil {
+		return fmt.Errorf("put batch: %w", err)
+	}
+	return nil
+}
+
+// setFlight writes the target's batch in flight in txn, or deletes it
+// when fr is nil.
+func setFlight(txn *badger.Txn, id TargetID, fr *flightRecord) error {
+	if fr == nil {
+		return txn.Delete(flightKey(id))
+	}
 	v, err := json.Marshal(fr)
 	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flightKey(id), v) }); err != nil {
-		return fmt.Errorf("put batch: %w", err)
-	}
-	return nil
+	return txn.Set(flightKey(id), v)
 }
 
 // loadHooks reads the hooks of keys, in order; those it cannot read for
@@ -1500,17 +1509,10 @@ func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook
 				nf.Bytes += q.size
 			}
 		}
-		var err error
 		if len(nf.Keys) > 0 {
 			next = &nf
-			var v []byte
-			if v, err = json.Marshal(next); err == nil {
-				err = txn.Set(flightKey(t.id), v)
-			}
-		} else {
-			err = txn.Delete(flightKey(t.id))
 		}
-		if err != nil {
+		if err := setFlight(txn, t.id, next); err != nil {
 			return fmt.Errorf("dead-letter unreadable hook: %w", err)
 		}
 	}
@@ -1598,7 +1600,7 @@ func (s *Store) reportUnreadable(t *target, bad []unreadableHook, letters []stri
 	for i, b := range bad {
 		k, _ := parseQueueKey(b.key)
 		s.log.Error("hook record unreadable: moved to the dead letters without its body",
-			"hook_id", newID(k.received, s.node, k.seq), "target", hostOf(t.url), "target_id", uint64(t.id),
+			"hook_id", newID(k.received, s.node, k.seq), "target", TargetHost(t.url), "target_id", uint64(t.id),
 			"dead_letter", letters[i], "error", b.err)
 		if s.opts.OnGivenUp != nil {
 			s.opts.OnGivenUp(ReasonUnreadable, 1)
@@ -1606,9 +1608,9 @@ func (s *Store) reportUnreadable(t *target, bad []unreadableHook, letters []stri
 	}
 }
 
-// hostOf is the part of a target URL that may appear in logs: never its
-// path, query or credentials.
-func hostOf(raw string) string {
+// TargetHost is the part of a target URL that may appear in logs: never
+// its path, query or credentials.
+func TargetHost(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return "invalid"
@@ -1791,16 +1793,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 			return TargetStatus{}, fmt.Errorf("finish batch %s: claim the next: %w", batchID, err)
 		}
 	}
-	if nextFr != nil {
-		v, merr := json.Marshal(nextFr)
-		if merr != nil {
-			return TargetStatus{}, fmt.Errorf("finish batch %s: encode the next: %w", batchID, merr)
-		}
-		err = txn.Set(flightKey(id), v)
-	} else {
-		err = txn.Delete(flightKey(id))
-	}
-	if err != nil {
+	if err := setFlight(txn, id, nextFr); err != nil {
 		return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
 	}
 	var (

@@ -480,14 +480,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.intercept(w, r)
 		return
 	}
-	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && r.Method != http.MethodConnect && r.Body != http.NoBody {
-		// A body that stalls half-way ends at the idle timeout, as in an
-		// intercepted tunnel: otherwise it held its connection (and its
-		// place under MaxConns) for as long as the app kept it open.
-		// net/http keeps r for itself: the request goes on as a copy.
-		r = r.WithContext(r.Context())
-		r.Body = &idleBody{ReadCloser: r.Body, conn: c, idle: p.idle}
-	}
 	p.forward(w, r)
 }
 
@@ -496,6 +488,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	st := new(reqState)
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && r.Method != http.MethodConnect && r.Body != http.NoBody {
+		// A body that stalls half-way ends at the idle timeout: otherwise
+		// it held its connection (and its place under MaxConns) for as
+		// long as the app kept it open. r is a copy, net/http's stays.
+		r.Body = &idleBody{ReadCloser: r.Body, conn: c, idle: p.idle}
+	}
 	p.gp.ServeHTTP(w, r)
 	if st.upgraded.Load() {
 		// goproxy returns once either side of the upgraded connection

@@ -121,9 +121,6 @@ func (p *Proxy) serveInTunnel(w http.ResponseWriter, r *http.Request) {
 			"request host "+r.URL.Host+" is not the host of its CONNECT tunnel")
 		return
 	}
-	if r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, conn: c, idle: p.idle}
-	}
 	p.forward(headFlusher{w}, r)
 }
 

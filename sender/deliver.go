@@ -52,7 +52,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		s.log.Error("claim batch", "target_id", uint64(id), "error", err)
 		return result{kind: resultStoreError}
 	}
-	host := targetHost(b.Target)
+	host := buffer.TargetHost(b.Target)
 	if owed != nil && owed.batchID == b.ID {
 		return s.settle(id, b, host, *owed)
 	}
@@ -371,16 +371,6 @@ func latin1ToUTF8(b []byte) []byte {
 		out = utf8.AppendRune(out, rune(c))
 	}
 	return out
-}
-
-// targetHost is the part of a target URL that may appear in logs: never
-// its path, query or credentials.
-func targetHost(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "invalid"
-	}
-	return u.Host
 }
 
 // describe is a readable cause of a failed attempt, for logs and the

@@ -40,7 +40,7 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 		s.log.Error("gone webhook", "error", err)
 		return
 	}
-	host := targetHost(n.Target)
+	host := buffer.TargetHost(n.Target)
 	id := buffer.NewRandomID(s.clock.Now()) // the same on every attempt
 	for attempt := 1; ; attempt++ {
 		if !s.takeGoneSlot(ctx, waits) {
