@@ -86,10 +86,7 @@ func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
 func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*DeadLetter) error) error {
 	visit := func(item *badger.Item) error {
 		var d DeadLetter
-		err := readValue(item, func(v []byte) error {
-			if err := valueLost(item, v); err != nil {
-				return err
-			}
+		err := readRecord(item, func(v []byte) error {
 			if err := decodeDeadLetter(v, &d); err != nil {
 				return fmt.Errorf("decode dead letter: %w: %v", errCorrupt, err)
 			}

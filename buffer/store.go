@@ -1431,37 +1431,36 @@ func (s *Store) loadHooks(keys [][]byte) (hooks []Hook, bad []unreadableHook, er
 var readValue = (*badger.Item).Value
 
 // readHook reads and decodes the hook record of a queue item.
-//
-// Badger (v4.9.6, Item.yieldItemValue) does not return the error of a
-// failed read from the value log, where records of 64 KiB and more are:
-// a pointer past the end of its file (y.ErrEOF: the file was cut short),
-// a value that fails its checksum, a missing file. It logs it ("Unable to
-// read: Key: ...") and gives an empty value. A hook record is never
-// empty, so an empty value where the item says there is one is that.
 func readHook(item *badger.Item) (h Hook, err error) {
-	err = readValue(item, func(v []byte) (err error) {
-		if err := valueLost(item, v); err != nil {
-			return err
-		}
+	err = readRecord(item, func(v []byte) (err error) {
 		h, err = decodeHook(v)
 		return err
 	})
 	return h, err
 }
 
-// valueLost returns an error wrapping errCorrupt when v, the value read
-// for item, is empty though the item has one (see readHook).
-func valueLost(item *badger.Item, v []byte) error {
-	if len(v) > 0 || item.ValueSize() <= 0 {
-		return nil
-	}
-	return fmt.Errorf("value log entry of %d bytes unreadable (Badger logs why, \"Unable to read\"): %w",
-		item.ValueSize(), errCorrupt)
+// readRecord reads an item's value and hands it to decode; a value lost
+// from the value log is an error wrapping errCorrupt.
+//
+// Badger (v4.9.6, Item.yieldItemValue) does not return the error of a
+// failed read from the value log, where records of 64 KiB and more are:
+// a pointer past the end of its file (y.ErrEOF: the file was cut short),
+// a value that fails its checksum, a missing file. It logs it ("Unable to
+// read: Key: ...") and gives an empty value. A record is never empty, so
+// an empty value where the item says there is one is that.
+func readRecord(item *badger.Item, decode func([]byte) error) error {
+	return readValue(item, func(v []byte) error {
+		if len(v) == 0 && item.ValueSize() > 0 {
+			return fmt.Errorf("value log entry of %d bytes unreadable (Badger logs why, \"Unable to read\"): %w",
+				item.ValueSize(), errCorrupt)
+		}
+		return decode(v)
+	})
 }
 
 // unreadable reports whether err, from reading a hook's record, says the
 // record is damaged for good: it does not decode, or its value-log entry
-// cannot be read (see readHook). Anything else (an I/O error, a closed
+// cannot be read (see readRecord). Anything else (an I/O error, a closed
 // store) may pass: the claim fails, and the next one reads it again.
 func unreadable(err error) bool { return errors.Is(err, errCorrupt) }
 
@@ -1548,7 +1547,7 @@ var errReadBack = errors.New("a hook that could not be read read back on a secon
 // returns nil when every one is still unreadable. A value-log GC that
 // moves a hook deletes its old file at once when no iterator is open, and
 // a transaction that began before the move still holds the old pointer:
-// to it the hook reads as lost (see readHook; txn.Get keeps no file from
+// to it the hook reads as lost (see readRecord; txn.Get keeps no file from
 // deletion). A transaction begun after that failed read sees where the GC
 // moved it. Otherwise errReadBack, or the error of the read, which may
 // pass.
