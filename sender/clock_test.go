@@ -39,18 +39,11 @@ func TestRestartAfterClockStepBack(t *testing.T) {
 		rc := newReceiver(t, failFirst(1, http.StatusServiceUnavailable))
 		dir := t.TempDir()
 		opts := Options{Retries: 3, RetryInterval: 5 * time.Second, Backoff: BackoffFixed}
-		st := openStore(t, dir, clk)
-		h := newHarness(t, clk, st, opts).start()
-		h.put(rc.URL, `{"n":1}`, jsonHeader())
-		h.settle()
-		h.stop()
-		if err := st.Close(); err != nil {
-			t.Fatal(err)
-		}
+		attemptThenStop(t, clk, dir, opts, rc.URL)
 
 		clk = newFakeClock(t0.Add(-step))
-		st = openStore(t, dir, clk)
-		h = newHarness(t, clk, st, opts).start()
+		st := openStore(t, dir, clk)
+		h := newHarness(t, clk, st, opts).start()
 		if state := h.settle(); state.next.After(clk.Now().Add(5 * time.Second)) {
 			t.Errorf("after the step back the retry is due at %v, want by %v", state.next, clk.Now().Add(5*time.Second))
 		}

@@ -207,6 +207,21 @@ type harness struct {
 	done   chan error
 }
 
+// attemptThenStop starts a sender with opts on a store in dir, captures
+// one hook for url, lets its first attempt run, then stops the sender and
+// closes the store: what a restart finds.
+func attemptThenStop(tb testing.TB, clk *fakeClock, dir string, opts Options, url string) {
+	tb.Helper()
+	st := openStore(tb, dir, clk)
+	h := newHarness(tb, clk, st, opts).start()
+	h.put(url, `{"n":1}`, jsonHeader())
+	h.settle()
+	h.stop()
+	if err := st.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // newHarness builds a Sender on opts (Clock is set to clk; Store to st
 // unless opts has one) and wires the store's notifications to it.
 func newHarness(tb testing.TB, clk *fakeClock, st *buffer.Store, opts Options) *harness {

@@ -906,18 +906,11 @@ func TestRestartResendsSameBatch(t *testing.T) {
 		rc := newReceiver(t, failFirst(100, http.StatusInternalServerError))
 		dir := t.TempDir()
 		opts := Options{Retries: 1, RetryInterval: 5 * time.Second}
-		st := openStore(t, dir, clk)
-		h := newHarness(t, clk, st, opts).start()
-		h.put(rc.URL, `{"n":1}`, jsonHeader())
-		h.settle()
-		h.stop()
-		if err := st.Close(); err != nil {
-			t.Fatal(err)
-		}
+		attemptThenStop(t, clk, dir, opts, rc.URL)
 
 		clk.Advance(time.Second)
-		st = openStore(t, dir, clk)
-		h = newHarness(t, clk, st, opts).start()
+		st := openStore(t, dir, clk)
+		h := newHarness(t, clk, st, opts).start()
 		if state := h.settle(); !state.next.Equal(t0.Add(5 * time.Second)) {
 			t.Errorf("after restart the retry is due at %v, want %v", state.next, t0.Add(5*time.Second))
 		}
