@@ -301,6 +301,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	st := store.Stats()
 	log.Info("hookproxy started", "version", versionString(), "proxy_addr", ln.Addr().String(),
 		"data_dir", cfg.DataDir, "pending_hooks", st.PendingHooks, "pending_targets", st.PendingTargets)
+	// The dead-letter totals are counted once, now, in the background:
+	// that reads every dead letter, and the first scrape need not wait
+	// for it.
+	go func() {
+		if _, err := store.DeadLetterTotals(); err != nil && !errors.Is(err, buffer.ErrClosed) {
+			log.Warn("count the dead letters", "error", err)
+		}
+	}()
 
 	// Scheduling stops at shutdown; the attempts in progress then may
 	// finish within the drain deadline (a receiver answering a batch is

@@ -106,6 +106,9 @@ type Store interface {
 	// EachDeadLetter calls fn with each selected dead letter, oldest
 	// first, one at a time, its hooks without their bodies.
 	EachDeadLetter(f buffer.DeadLetterFilter, fn func(*buffer.DeadLetter) error) error
+	// DeadLetterTotals returns how many dead letters there are and the
+	// hooks and body bytes they hold.
+	DeadLetterTotals() (buffer.DeadTotals, error)
 	// GetDeadLetter returns one dead letter with its hooks, or an error
 	// wrapping buffer.ErrNotFound.
 	GetDeadLetter(id string) (buffer.DeadLetter, error)
@@ -420,34 +423,4 @@ func (s *Server) caPEM(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Header().Set("Content-Disposition", `attachment; filename="hookproxy-ca.pem"`)
 	_, _ = w.Write(s.caCert)
-}
-
-// deadStats returns the dead-letter figures, from the metrics' cache when
-// there are metrics. The count goes through the dead letters one at a
-// time: a list of them all would take memory in proportion to their
-// number (a store without batching holds one per hook).
-func (s *Server) deadStats(now time.Time) (deadStats, error) {
-	count := func() (deadStats, error) {
-		var st deadStats
-		err := s.store.EachDeadLetter(buffer.DeadLetterFilter{}, func(d *buffer.DeadLetter) error {
-			st.letters++
-			st.hooks += d.Size
-			st.bytes += d.Bytes
-			return nil
-		})
-		return st, err
-	}
-	if s.metrics != nil {
-		return s.metrics.dead.get(now, count)
-	}
-	var c deadCache
-	return c.get(now, count)
-}
-
-// deadLettersChanged tells the cache that the API changed the dead
-// letters.
-func (s *Server) deadLettersChanged() {
-	if s.metrics != nil {
-		s.metrics.dead.invalidate()
-	}
 }

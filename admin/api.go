@@ -382,12 +382,12 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		OverdueSeconds:   p.Overdue.Seconds(),
 		MaxPendingBytes:  s.policy.MaxPendingBytes,
 	}
-	dead, err := s.deadStats(now)
+	dead, err := s.store.DeadLetterTotals()
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	out.DeadLetters, out.DeadLetterHooks = dead.letters, dead.hooks
+	out.DeadLetters, out.DeadLetterHooks = dead.Letters, dead.Hooks
 	targets, err := s.store.Targets()
 	if err != nil {
 		s.storeError(w, r, err)
@@ -744,7 +744,6 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 		} else {
 			done, err = s.store.PurgeDeadLetters(f)
 		}
-		s.deadLettersChanged()
 	}
 	if err != nil {
 		s.log.Error("dead letters "+op, "selector", sel.kind(), "done", len(done), "error", err)

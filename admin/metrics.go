@@ -3,8 +3,6 @@ package admin
 import (
 	"net/http"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,11 +47,6 @@ type Metrics struct {
 	givenUp       *prometheus.CounterVec
 	givenUpHooks  *prometheus.CounterVec
 	batchSize     prometheus.Histogram
-
-	// dead caches the dead-letter figures, which cost a scan of the
-	// dead-letter store: they are recounted only after something that may
-	// have changed them.
-	dead deadCache
 }
 
 // NewMetrics builds the event metrics, with the Go runtime and process
@@ -186,7 +179,6 @@ func (m *Metrics) GivenUp(reason string, batchSize int) {
 	m.givenUp.WithLabelValues(reason).Inc()
 	m.givenUpHooks.WithLabelValues(reason).Add(float64(batchSize))
 	m.batchSize.Observe(float64(batchSize))
-	m.dead.added()
 }
 
 // StoreGivenUp counts hooks the store itself moved to the dead-letter
@@ -196,7 +188,6 @@ func (m *Metrics) GivenUp(reason string, batchSize int) {
 func (m *Metrics) StoreGivenUp(reason string, hooks int) {
 	m.givenUp.WithLabelValues(reason).Inc()
 	m.givenUpHooks.WithLabelValues(reason).Add(float64(hooks))
-	m.dead.added()
 }
 
 // statusClass buckets an HTTP status for a label: "2xx".."5xx", "network"
@@ -210,74 +201,6 @@ func statusClass(status int) string {
 	default:
 		return "other"
 	}
-}
-
-// deadCache keeps the dead-letter figures between changes. Every change
-// made through hookproxy (a give-up reported to Metrics.GivenUp, a
-// replay or purge through the API) invalidates it; deadMaxAge bounds how
-// stale it can be should a change come another way. A count reads every
-// dead letter, and give-ups come in bursts while a receiver is down:
-// after one, and in any case, the figures are counted again only once
-// the time since the last count is deadCountShare times what it took,
-// so scrapes during an outage with many dead letters do not keep
-// re-reading them all.
-type deadCache struct {
-	gen   atomic.Uint64 // bumped by every change that may alter the figures
-	gaves atomic.Uint64 // bumped by every give-up
-
-	// elapsed measures a count (nil: time.Since).
-	elapsed func(start time.Time) time.Duration
-
-	mu        sync.Mutex
-	valid     bool
-	seen      uint64        // gen the figures were counted at
-	seenGaves uint64        // gaves the figures were counted at
-	counted   time.Time     // when
-	took      time.Duration // how long the count took
-	stats     deadStats
-}
-
-const (
-	deadMaxAge = time.Minute
-	// deadCountShare: give-ups are counted again once the time since
-	// the last count is this many times what that count took.
-	deadCountShare = 20
-)
-
-type deadStats struct {
-	letters, hooks int
-	bytes          int64
-}
-
-func (c *deadCache) invalidate() { c.gen.Add(1) }
-
-// added tells the cache of a give-up.
-func (c *deadCache) added() { c.gaves.Add(1) }
-
-// get returns the figures, recounting them with count when something
-// changed since the last count (a give-up: see deadCache).
-func (c *deadCache) get(now time.Time, count func() (deadStats, error)) (deadStats, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// Read the generations before listing: a change during the listing
-	// bumps them again and forces a recount next time.
-	gen, gaves := c.gen.Load(), c.gaves.Load()
-	age, share := now.Sub(c.counted), deadCountShare*c.took
-	if c.valid && c.seen == gen && age >= 0 && age < max(deadMaxAge, share) && (c.seenGaves == gaves || age < share) {
-		return c.stats, nil
-	}
-	start := time.Now()
-	st, err := count()
-	if err != nil {
-		return deadStats{}, err
-	}
-	elapsed := c.elapsed
-	if elapsed == nil {
-		elapsed = time.Since
-	}
-	took := elapsed(start)
-	c.valid, c.seen, c.seenGaves, c.counted, c.took, c.stats = true, gen, gaves, now, took, st
-	return st, nil
 }
 
 // stateCollector reports the store's and the sender's state at scrape
@@ -331,9 +254,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.progress != nil {
 		gauge(c.overdue, s.progress.OldestDue(now).Seconds())
 	}
-	if dead, err := s.deadStats(now); err == nil {
-		gauge(c.deadLetters, float64(dead.letters))
-		gauge(c.deadHooks, float64(dead.hooks))
+	if dead, err := s.store.DeadLetterTotals(); err == nil {
+		gauge(c.deadLetters, float64(dead.Letters))
+		gauge(c.deadHooks, float64(dead.Hooks))
 	} else {
 		ch <- prometheus.NewInvalidMetric(c.deadLetters, err)
 	}

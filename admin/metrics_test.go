@@ -142,6 +142,10 @@ func (failingDeadLetters) EachDeadLetter(buffer.DeadLetterFilter, func(*buffer.D
 	return errors.New("disk on fire")
 }
 
+func (failingDeadLetters) DeadLetterTotals() (buffer.DeadTotals, error) {
+	return buffer.DeadTotals{}, errors.New("disk on fire")
+}
+
 // TestMetricNamesAfterAStoreError: a scrape during which the store fails
 // leaves out what it cannot answer, and adds no metric of its own.
 func TestMetricNamesAfterAStoreError(t *testing.T) {
@@ -235,78 +239,6 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, f := range fams {
 		if n := f.GetName(); strings.HasPrefix(n, "hookproxy_") && n != "hookproxy_build_info" && !queried[n] {
 			t.Errorf("no panel queries %s", n)
-		}
-	}
-}
-
-// TestDeadLetterRecountAfterGiveUps: a give-up makes the dead-letter
-// figures be counted again only once the time since the last count is
-// deadCountShare times what that count took (a recount reads every dead
-// letter, and give-ups come in bursts); a replay or purge through the
-// API makes them be counted again at once.
-func TestDeadLetterRecountAfterGiveUps(t *testing.T) {
-	letters := 1
-	lists := 0
-	list := func() (deadStats, error) {
-		lists++
-		return deadStats{letters: letters}, nil
-	}
-	c := &deadCache{elapsed: func(time.Time) time.Duration { return time.Second }}
-	t0 := time.Unix(1000, 0)
-	get := func(at time.Duration, want, wantLists int) {
-		t.Helper()
-		st, err := c.get(t0.Add(at), list)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.letters != want || lists != wantLists {
-			t.Fatalf("at %v: %d dead letters after %d counts, want %d after %d", at, st.letters, lists, want, wantLists)
-		}
-	}
-	get(0, 1, 1)
-	letters = 2
-	c.added()
-	get(5*time.Second, 1, 1) // the count took 1s: not again before 20s
-	get(deadCountShare*time.Second, 2, 2)
-	// A change through the API; this count is quick, and so is the wait
-	// after the next give-up.
-	letters = 3
-	c.invalidate()
-	c.elapsed = func(time.Time) time.Duration { return time.Millisecond }
-	at := deadCountShare*time.Second + time.Millisecond
-	get(at, 3, 3)
-	letters = 4
-	c.added()
-	get(at+time.Millisecond, 3, 3)
-	get(at+deadCountShare*time.Millisecond, 4, 4)
-}
-
-// TestDeadLetterCountAge: with no change, the figures are counted again
-// after deadMaxAge, or after deadCountShare times what the last count
-// took when that is longer.
-func TestDeadLetterCountAge(t *testing.T) {
-	lists := 0
-	list := func() (deadStats, error) { lists++; return deadStats{}, nil }
-	took := time.Millisecond
-	c := &deadCache{elapsed: func(time.Time) time.Duration { return took }}
-	t0 := time.Unix(1000, 0)
-	for _, step := range []struct {
-		at        time.Duration
-		wantLists int
-	}{{0, 1}, {deadMaxAge - time.Millisecond, 1}, {deadMaxAge, 2}} {
-		if _, err := c.get(t0.Add(step.at), list); err != nil || lists != step.wantLists {
-			t.Fatalf("at %v: %d counts (%v), want %d", step.at, lists, err, step.wantLists)
-		}
-	}
-	took = 10 * time.Second // a count of a large store: not again for 200s
-	c = &deadCache{elapsed: func(time.Time) time.Duration { return took }}
-	lists = 0
-	for _, step := range []struct {
-		at        time.Duration
-		wantLists int
-	}{{0, 1}, {deadMaxAge, 1}, {deadCountShare * took, 2}} {
-		if _, err := c.get(t0.Add(step.at), list); err != nil || lists != step.wantLists {
-			t.Fatalf("a long count, at %v: %d counts (%v), want %d", step.at, lists, err, step.wantLists)
 		}
 	}
 }

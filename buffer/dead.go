@@ -133,6 +133,9 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
+		if s.closing.Load() {
+			return ErrClosed
+		}
 		if err := visit(it.Item()); err != nil {
 			return err
 		}
@@ -152,20 +155,25 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 	}
 	defer s.closeMu.RUnlock()
 	var (
-		ids  []string
-		keys [][]byte
+		ids    []string
+		keys   [][]byte
+		totals DeadTotals
 	)
 	err := s.db.View(func(txn *badger.Txn) error {
 		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
 			ids = append(ids, d.ID)
 			keys = append(keys, deadKey(d.ID), replayedKey(d.ID))
+			totals.add(letterTotals(d))
 			return nil
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("purge dead letters: %w", err)
 	}
-	if err := s.deleteKeys(keys); err != nil {
+	s.dead.begin()
+	err = s.deleteKeys(keys)
+	s.dead.end(totals.neg(), err)
+	if err != nil {
 		return nil, fmt.Errorf("purge dead letters: %w", err)
 	}
 	return ids, nil
@@ -250,6 +258,7 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 		// At most replayChunk hooks, and what a transaction holds.
 		req := &putRequest{done: make(chan error, 1), keepIDs: true}
 		end, inline := done, int64(0)
+		var back DeadTotals // what leaves the dead letters
 		for end < len(d.Hooks) && end-done < replayChunk {
 			h := d.Hooks[end]
 			c := inlineCost(&h)
@@ -259,9 +268,14 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 			inline += c
 			req.hooks = append(req.hooks, &h)
 			req.size += h.Size()
+			back.Hooks++
+			back.Bytes += h.Size()
 			end++
 		}
 		last := end == len(d.Hooks)
+		if last {
+			back.Letters = 1
+		}
 		count := binary.AppendUvarint(nil, uint64(d.replayed+end))
 		req.afterSize = int64(len(replayedKey(d.ID)) + len(count))
 		req.after = func(txn *badger.Txn) error {
@@ -273,7 +287,10 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 			}
 			return txn.Set(replayedKey(d.ID), count)
 		}
-		if err := s.submit(req); err != nil {
+		s.dead.begin()
+		err := s.submit(req)
+		s.dead.end(back.neg(), err)
+		if err != nil {
 			return done, err
 		}
 		done = end

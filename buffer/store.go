@@ -111,6 +111,9 @@ type Store struct {
 	// so Close waits for operations in progress.
 	closeMu sync.RWMutex
 	closed  bool
+	// closing is set when Close begins: a listing of every dead letter,
+	// which may take long, stops rather than hold Close up.
+	closing atomic.Bool
 
 	// recMu serialises the read-modify-write of target records (finish
 	// and SetGone), so neither writes back a stale head or gone mark.
@@ -121,6 +124,8 @@ type Store struct {
 	// other has changed; deadWaiting counts the callers waiting for it.
 	deadMu      sync.Mutex
 	deadWaiting atomic.Int32
+	// dead keeps the dead-letter totals.
+	dead deadCounter
 
 	// reclaiming is set while a Flatten that gives back the space of
 	// deleted hooks runs; lastReclaim is when the last one started, in
@@ -660,6 +665,7 @@ func (s *Store) releaseSequences() {
 // Close waits for operations in progress, stops background work and
 // closes Badger. Every method returns ErrClosed afterwards.
 func (s *Store) Close() error {
+	s.closing.Store(true)
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
@@ -1486,7 +1492,7 @@ func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	letters, size, err := s.putUnreadable(txn, t, bad)
+	letters, size, totals, err := s.putUnreadable(txn, t, bad)
 	if err != nil {
 		return err
 	}
@@ -1515,7 +1521,10 @@ func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook
 			return fmt.Errorf("dead-letter unreadable hook: %w", err)
 		}
 	}
-	if err := commitTxn(txn); err != nil && !s.visible(deadKey(letters[0])) {
+	s.dead.begin()
+	err = commitTxn(txn)
+	s.dead.end(totals, err)
+	if err != nil && !s.visible(deadKey(letters[0])) {
 		return fmt.Errorf("dead-letter unreadable hook: %w", err)
 	}
 	s.mu.Lock()
@@ -1569,28 +1578,30 @@ func (s *Store) recheck(bad []unreadableHook) error {
 }
 
 // putUnreadable writes the dead letter of each hook of bad, all of
-// target t, in txn, and returns their ids and the hooks' body bytes.
-func (s *Store) putUnreadable(txn *badger.Txn, t *target, bad []unreadableHook) (letters []string, size int64, err error) {
+// target t, in txn, and returns their ids, the hooks' body bytes and the
+// dead letters' figures.
+func (s *Store) putUnreadable(txn *badger.Txn, t *target, bad []unreadableHook) (letters []string, size int64, totals DeadTotals, err error) {
 	for _, b := range bad {
 		k, err := parseQueueKey(b.key)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, DeadTotals{}, err
 		}
 		dl, err := s.unreadableLetter(t, k, b.err)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, DeadTotals{}, err
 		}
 		v, err := encodeDeadLetter(dl)
 		if err == nil {
 			err = txn.Set(deadKey(dl.ID), v)
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("dead-letter unreadable hook: %w", err)
+			return nil, 0, DeadTotals{}, fmt.Errorf("dead-letter unreadable hook: %w", err)
 		}
 		letters = append(letters, dl.ID)
 		size += k.size
+		totals.add(storedTotals(&dl))
 	}
-	return letters, size, nil
+	return letters, size, totals, nil
 }
 
 // reportUnreadable logs each hook of bad, moved to dead letter
@@ -1798,6 +1809,7 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 	var (
 		bad     []unreadableHook // hooks of a batch given up that cannot be read
 		letters []string         // and their dead letters
+		totals  DeadTotals       // the figures of the dead letters written
 	)
 	if dead != nil && !dead.discard {
 		var hooks []Hook
@@ -1810,9 +1822,11 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		}
 		// Each in a dead letter of its own, as a claim does (Claim read
 		// them all; a value log damaged since then).
-		if letters, _, err = s.putUnreadable(txn, t, bad); err != nil {
+		var lost DeadTotals
+		if letters, _, lost, err = s.putUnreadable(txn, t, bad); err != nil {
 			return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
 		}
+		totals.add(lost)
 		first := fr.FirstAttempt
 		if first.IsZero() {
 			first = dead.failure.At
@@ -1850,6 +1864,11 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 				return TargetStatus{}, fmt.Errorf("dead-letter batch %s: %w", batchID, err)
 			}
 		}
+		if len(parts) > 0 {
+			whole := storedTotals(&dl)
+			whole.Letters = len(parts)
+			totals.add(whole)
+		}
 	}
 	rest := fr.Keys
 	for len(rest) > 0 {
@@ -1860,7 +1879,10 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		}
 		rest = rest[1:]
 	}
-	if err := commitTxn(txn); err != nil {
+	s.dead.begin()
+	err = commitTxn(txn)
+	s.dead.end(totals, err)
+	if err != nil {
 		if !s.ended(id, batchID) {
 			return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
 		}

@@ -1,0 +1,157 @@
+package buffer
+
+import (
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// recountDead counts the dead letters one by one, as a listing sees them.
+func recountDead(t *testing.T, s *Store) DeadTotals {
+	t.Helper()
+	var want DeadTotals
+	err := s.EachDeadLetter(DeadLetterFilter{}, func(d *DeadLetter) error {
+		want.add(letterTotals(d))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// checkDeadTotals fails the test unless DeadLetterTotals agrees with a
+// recount.
+func checkDeadTotals(t *testing.T, s *Store, when string) DeadTotals {
+	t.Helper()
+	got, err := s.DeadLetterTotals()
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	if want := recountDead(t, s); got != want {
+		t.Fatalf("%s: totals %+v, a recount gives %+v", when, got, want)
+	}
+	return got
+}
+
+func (s *Store) deadCounts() int {
+	s.dead.mu.Lock()
+	defer s.dead.mu.Unlock()
+	return s.dead.counts
+}
+
+// TestDeadLetterTotalsFollowChanges: once counted, the dead-letter totals
+// follow every give-up (a batch split into parts too), replay and purge
+// without reading the dead letters again, and agree with a recount after
+// each; a restart counts them again.
+func TestDeadLetterTotalsFollowChanges(t *testing.T) {
+	orig := maxDeadLetterValue
+	maxDeadLetterValue = 64 << 10
+	t.Cleanup(func() { maxDeadLetterValue = orig })
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{GCInterval: -1})
+
+	checkDeadTotals(t, s, "empty store")
+	_, first := deadLetterOf(t, s, "http://a.test/", 3, 0)
+	checkDeadTotals(t, s, "one give-up")
+	_, parts := deadLetterOf(t, s, "http://b.test/", 50, 4<<10)
+	if got := checkDeadTotals(t, s, "a give-up in parts"); got.Letters < 5 {
+		t.Fatalf("%d dead letters, want the large batch in 4 parts or more", got.Letters)
+	}
+	deadLetterOf(t, s, "http://c.test/", 2*replayChunk+3, 10)
+	checkDeadTotals(t, s, "a large give-up")
+
+	if _, _, err := s.ReplayDeadLetters(DeadLetterFilter{Target: "http://c.test/"}); err != nil {
+		t.Fatal(err)
+	}
+	checkDeadTotals(t, s, "a replay in chunks")
+	if _, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{first, parts + "-0002"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := checkDeadTotals(t, s, "a purge")
+	if n := s.deadCounts(); n != 1 {
+		t.Fatalf("the dead letters were read %d times, want once", n)
+	}
+	if got.Letters == 0 || got.Bytes == 0 {
+		t.Fatalf("totals %+v: the test left nothing to count", got)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{GCInterval: -1})
+	if again := checkDeadTotals(t, s, "after a restart"); again != got {
+		t.Fatalf("after a restart: %+v, before it %+v", again, got)
+	}
+}
+
+// TestDeadLetterTotalsAfterAFailedCommit: after a commit that fails, the
+// totals are counted again, as whether it was applied is not known: a
+// replay whose second chunk fails leaves its dead letter part way
+// replayed, and a give-up whose sync fails is applied all the same.
+func TestDeadLetterTotalsAfterAFailedCommit(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	deadLetterOf(t, s, "http://a.test/", 2*replayChunk+3, 0)
+	checkDeadTotals(t, s, "before the replay")
+
+	var commits atomic.Int32
+	orig := commitTxn
+	t.Cleanup(func() { commitTxn = orig })
+	commitTxn = func(txn *badger.Txn) error {
+		if commits.Add(1) == 2 {
+			return errors.New("injected: commit failed")
+		}
+		return orig(txn)
+	}
+	if _, n, err := s.ReplayDeadLetters(DeadLetterFilter{}); err == nil || n != replayChunk {
+		t.Fatalf("replay = %d hooks, %v; want %d and the injected error", n, err, replayChunk)
+	}
+	commitTxn = orig
+	got := checkDeadTotals(t, s, "after the failed replay")
+	if got.Letters != 1 || got.Hooks != replayChunk+3 {
+		t.Fatalf("totals %+v, want 1 dead letter of %d hooks", got, replayChunk+3)
+	}
+	if n := s.deadCounts(); n != 2 {
+		t.Fatalf("the dead letters were read %d times, want twice", n)
+	}
+
+	// A give-up whose commit fails after Badger applied it is taken as
+	// done (see finish): its dead letter is there, and counted.
+	put(t, s, "http://b.test/", `{"n":0}`)
+	failAfterApply(t, 1)
+	giveUpBatch(t, s, "http://b.test/")
+	if got := checkDeadTotals(t, s, "after a give-up whose commit failed"); got.Letters != 2 {
+		t.Fatalf("totals %+v, want 2 dead letters", got)
+	}
+}
+
+// TestDeadLetterCountDuringChanges: give-ups and purges that commit while
+// a count reads its snapshot are in the totals once each.
+func TestDeadLetterCountDuringChanges(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	_, a := deadLetterOf(t, s, "http://a.test/", 2, 0)
+	deadLetterOf(t, s, "http://b.test/", 3, 0)
+	put(t, s, "http://c.test/", `{"n":0}`)
+
+	changed := false
+	t.Cleanup(func() { afterDeadSnapshot = func() {} })
+	afterDeadSnapshot = func() {
+		if changed {
+			return
+		}
+		changed = true
+		giveUpBatch(t, s, "http://c.test/")
+		if _, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{a}}); err != nil {
+			t.Error(err)
+		}
+	}
+	got := checkDeadTotals(t, s, "a count during changes")
+	if !changed {
+		t.Fatal("no change during the count")
+	}
+	if want := (DeadTotals{Letters: 2, Hooks: 4, Bytes: 4 * int64(len(`{"n":0}`))}); got != want {
+		t.Fatalf("totals %+v, want %+v", got, want)
+	}
+}
