@@ -155,3 +155,22 @@ func TestDeadLetterCountDuringChanges(t *testing.T) {
 		t.Fatalf("totals %+v, want %+v", got, want)
 	}
 }
+
+// TestDeadLetterCountStopsAtClose: a count of the dead letters (which may
+// read gigabytes) stops when Close begins, rather than hold it up.
+func TestDeadLetterCountStopsAtClose(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	deadLetterOf(t, s, "http://a.test/", 2, 0)
+	closed := make(chan error, 1)
+	t.Cleanup(func() { afterDeadSnapshot = func() {} })
+	afterDeadSnapshot = func() {
+		go func() { closed <- s.Close() }()
+		waitFor(t, "Close to begin", s.closing.Load)
+	}
+	if got, err := s.DeadLetterTotals(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("count during Close = %+v, %v; want ErrClosed", got, err)
+	}
+	if err := recv(t, closed, "Close"); err != nil {
+		t.Fatal(err)
+	}
+}
