@@ -381,18 +381,33 @@ func warnExposed(log *slog.Logger, cfg Config, proxyAddr, adminAddr net.Addr) {
 // host's interface addresses, through which a listener on a wildcard
 // address is reached too.
 func ownListeners(log *slog.Logger, listeners ...net.Addr) *egress.Self {
-	ifAddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		log.Warn("list interface addresses: own listeners on a wildcard address are known by loopback only", "error", err)
-	}
-	var local []netip.Addr
-	for _, a := range ifAddrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				local = append(local, ip)
+	var (
+		mu     sync.Mutex
+		last   []netip.Addr // the last list read, kept when a read fails
+		warned bool
+	)
+	local := func() []netip.Addr {
+		ifAddrs, err := net.InterfaceAddrs()
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if !warned {
+				warned = true
+				log.Warn("list interface addresses: own listeners on a wildcard address are known by loopback and the addresses last listed", "error", err)
+			}
+			return last
+		}
+		last = nil
+		for _, a := range ifAddrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					last = append(last, ip)
+				}
 			}
 		}
+		return last
 	}
+	local()
 	return egress.NewSelf(listeners, local)
 }
 

@@ -19,25 +19,32 @@ import (
 // A nil *Self refuses nothing. A Self must not be changed once in use.
 type Self struct {
 	listeners []netip.AddrPort
-	local     []netip.Addr
+	local     func() []netip.Addr
 }
 
 // NewSelf returns the Self of the given listener addresses (each a
 // *net.TCPAddr, as net.Listener.Addr returns; others are ignored). local
-// are the host's own interface addresses, through which a listener on an
-// unspecified address (":9090", "[::]:9090") is reached as well as
-// through loopback.
-func NewSelf(listeners []net.Addr, local []netip.Addr) *Self {
-	s := &Self{}
+// returns the host's own interface addresses, through which a listener
+// on an unspecified address (":9090", "[::]:9090") is reached as well as
+// through loopback. It is called for each check that needs them (a dial
+// to such a listener's port at an address that is not loopback), so that
+// an address the host gains after start is known too; nil: none.
+func NewSelf(listeners []net.Addr, local func() []netip.Addr) *Self {
+	s := &Self{local: local}
 	for _, a := range listeners {
 		if ta, ok := a.(*net.TCPAddr); ok {
 			s.listeners = append(s.listeners, ta.AddrPort())
 		}
 	}
-	for _, ip := range local {
-		s.local = append(s.local, ip.WithZone("").Unmap())
-	}
 	return s
+}
+
+// isLocal reports whether ip is one of the host's interface addresses.
+func (s *Self) isLocal(ip netip.Addr) bool {
+	if s.local == nil {
+		return false
+	}
+	return slices.ContainsFunc(s.local(), func(a netip.Addr) bool { return a.WithZone("").Unmap() == ip })
 }
 
 // SelfError is a refused connection to one of hookproxy's own listeners.
@@ -61,7 +68,7 @@ func (e *SelfError) Is(target error) bool { return target == ErrBlocked }
 // address and the unspecified address (a dial to 0.0.0.0 or :: goes to
 // the local host); one on a loopback address through every loopback
 // address too, and one on an unspecified address through every loopback
-// and local address. It is a pure function of s and ap.
+// and local address (as local says at the time of the check).
 func (s *Self) Check(ap netip.AddrPort) error {
 	if s == nil {
 		return nil
@@ -75,7 +82,7 @@ func (s *Self) Check(ap netip.AddrPort) error {
 		switch {
 		case ip == lip, ip.IsUnspecified(),
 			lip.IsLoopback() && ip.IsLoopback(),
-			lip.IsUnspecified() && (ip.IsLoopback() || slices.Contains(s.local, ip)):
+			lip.IsUnspecified() && (ip.IsLoopback() || s.isLocal(ip)):
 			return &SelfError{Addr: ap}
 		}
 	}

@@ -10,7 +10,8 @@ import (
 func TestSelfCheck(t *testing.T) {
 	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
 	loop := NewSelf([]net.Addr{tcp("127.0.0.1:9090"), tcp("10.0.0.5:8080")}, nil)
-	wild := NewSelf([]net.Addr{tcp("[::]:9090")}, []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fe80::1%eth0")})
+	local := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fe80::1%eth0")}
+	wild := NewSelf([]net.Addr{tcp("[::]:9090")}, func() []netip.Addr { return local })
 	cases := []struct {
 		self    *Self
 		addr    string
@@ -44,6 +45,15 @@ func TestSelfCheck(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrBlocked) {
 			t.Errorf("Check(%s) = %v, not ErrBlocked", c.addr, err)
 		}
+	}
+	// An address the host gains after start (a new interface, a lease)
+	// is known from then on, and one it loses no longer is.
+	local = []netip.Addr{netip.MustParseAddr("10.1.2.4")}
+	if err := wild.Check(netip.MustParseAddrPort("10.1.2.4:9090")); err == nil {
+		t.Error("Check(10.1.2.4:9090) after the host gained 10.1.2.4: not refused")
+	}
+	if err := wild.Check(netip.MustParseAddrPort("10.1.2.3:9090")); err != nil {
+		t.Errorf("Check(10.1.2.3:9090) after the host lost 10.1.2.3 = %v, want nil", err)
 	}
 }
 
