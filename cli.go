@@ -68,13 +68,18 @@ const cliUsage = `usage: hookproxy <command> [flags]
 
 operator commands (they talk to a running hookproxy's admin API):
   status                      targets and totals
-  dead list                   list dead letters
+  dead list                   list dead letters (or dead ls)
   dead show ID                a dead letter with its hook bodies
   dead replay SELECTOR        send dead letters again: back into their target's queue, in order
   dead purge SELECTOR         delete dead letters
   retry-failed                replay every dead letter (= dead replay --all)
   health [--ready]            exit 0 when hookproxy is alive (--ready: ready, /readyz), 1 when not
-  version                     print the version
+  version                     print the version (also: hookproxy --version)
+
+other commands:
+  serve                       run the proxy and the sender (the default, also with no command)
+  ca [--bundle]               print the HTTPS interception CA (--bundle: the bundle for the app);
+                              needs no running hookproxy
 
 SELECTOR is --all, --target URL, --target-id N, or dead letter ids;
 --reason R narrows --all, --target and --target-id.
@@ -228,6 +233,35 @@ func (c *cliRunner) parse(args []string) ([]string, error) {
 	}
 }
 
+// decimalVar defines an integer flag written in decimal, as the settings
+// are: flag's IntVar and Uint64Var read 010 as octal 8 and 0x10 as 16,
+// and "dead purge --target-id 010" purged target 8.
+func decimalVar[T int | uint64](fs *flag.FlagSet, p *T, name string, value T) {
+	*p = value
+	fs.Func(name, "", func(s string) error {
+		var err error
+		switch p := any(p).(type) {
+		case *int:
+			var n int64
+			if n, err = strconv.ParseInt(s, 10, strconv.IntSize); err == nil {
+				*p = int(n)
+			}
+		case *uint64:
+			var n uint64
+			if n, err = strconv.ParseUint(s, 10, 64); err == nil {
+				*p = n
+			}
+		}
+		switch {
+		case errors.Is(err, strconv.ErrRange):
+			return errors.New("out of range")
+		case err != nil:
+			return errors.New("want a whole number written in decimal")
+		}
+		return nil
+	})
+}
+
 // given reports whether the flag name was on the command line, so that a
 // value given explicitly can be told from the flag's default.
 func (c *cliRunner) given(name string) bool {
@@ -363,7 +397,7 @@ func (c *cliRunner) health(ctx context.Context, args []string) error {
 func (c *cliRunner) status(ctx context.Context, args []string) error {
 	var q admin.TargetQuery
 	c.fs.StringVar(&q.Sort, "sort", "pending", "")
-	c.fs.IntVar(&q.Limit, "limit", 50, "")
+	decimalVar(c.fs, &q.Limit, "limit", 50)
 	rest, err := c.parse(args)
 	if err != nil {
 		return err
@@ -462,10 +496,10 @@ func writeStatus(w io.Writer, st admin.Status, tl admin.TargetList) {
 func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 	var q admin.DeadLetterQuery
 	c.fs.StringVar(&q.Target, "target", "", "")
-	c.fs.Uint64Var(&q.TargetID, "target-id", 0, "")
+	decimalVar(c.fs, &q.TargetID, "target-id", 0)
 	c.fs.StringVar(&q.Reason, "reason", "", "")
-	c.fs.IntVar(&q.Limit, "limit", admin.DefaultLimit, "")
-	c.fs.IntVar(&q.Offset, "offset", 0, "")
+	decimalVar(c.fs, &q.Limit, "limit", admin.DefaultLimit)
+	decimalVar(c.fs, &q.Offset, "offset", 0)
 	rest, err := c.parse(args)
 	if err != nil {
 		return err
@@ -565,7 +599,7 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 	var sel admin.Selector
 	c.fs.BoolVar(&sel.All, "all", all, "")
 	c.fs.StringVar(&sel.Target, "target", "", "")
-	c.fs.Uint64Var(&sel.TargetID, "target-id", 0, "")
+	decimalVar(c.fs, &sel.TargetID, "target-id", 0)
 	c.fs.StringVar(&sel.Reason, "reason", "", "")
 	rest, err := c.parse(args)
 	if err != nil {

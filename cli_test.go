@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -419,6 +423,61 @@ func TestTimeoutIsChecked(t *testing.T) {
 	}
 }
 
+// TestFlagNumbersAreDecimal: --target-id, --limit and --offset are read
+// in decimal, as the settings are. flag's own integer flags read 010 as
+// octal 8: "dead purge --target-id 010" purged target 8's dead letters.
+// --timeout takes the forms of the duration settings, no more.
+func TestFlagNumbersAreDecimal(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.RequestURI())
+		mu.Unlock()
+		http.Error(w, "not the admin API", http.StatusTeapot)
+	}))
+	defer srv.Close()
+	request := func(args ...string) string {
+		t.Helper()
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		_, _, err := cliRun(t, srv.URL, args...)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 1 {
+			t.Fatalf("hookproxy %s: %v; made requests %q, want one", strings.Join(args, " "), err, got)
+		}
+		return got[0]
+	}
+	if got, want := request("dead", "list", "--target-id", "010", "--limit", "010", "--offset", "010"),
+		"GET /api/dead-letters?limit=10&offset=10&target_id=10"; got != want {
+		t.Errorf("dead list --target-id 010 --limit 010 --offset 010 asked %q, want %q", got, want)
+	}
+	if got, want := request("dead", "purge", "--target-id", "010"), "DELETE /api/dead-letters?target_id=10"; got != want {
+		t.Errorf("dead purge --target-id 010 asked %q, want %q", got, want)
+	}
+	mu.Lock()
+	got = nil
+	mu.Unlock()
+	for _, args := range [][]string{
+		{"dead", "list", "--target-id", "0x10"}, {"dead", "purge", "--target-id", "0o12"},
+		{"dead", "list", "--limit", "1_0"}, {"dead", "list", "--offset", "0b1"}, {"status", "--limit", "0x10"},
+		{"dead", "replay", "--target-id", "99999999999999999999"},
+		{"health", "--timeout", "1_000"}, {"health", "--timeout", "0x1p4"}, {"health", "--timeout", "1e3"},
+	} {
+		_, _, err := cliRun(t, srv.URL, args...)
+		if exitCode(err) != exitUsage {
+			t.Errorf("hookproxy %s: %v, exit %d; want a usage error (exit 2)", strings.Join(args, " "), err, exitCode(err))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 0 {
+		t.Errorf("a command with a bad number asked %q; want nothing asked", got)
+	}
+}
+
 // TestTimeoutTakesSeconds: --timeout is written as the duration settings
 // are, a Go duration or a plain number of seconds.
 func TestTimeoutTakesSeconds(t *testing.T) {
@@ -530,6 +589,98 @@ func TestHelpOfEveryCommand(t *testing.T) {
 	}
 	if out, _, err := cliRun(t, "", "dead", "help"); err != nil || !strings.Contains(out, "dead list") {
 		t.Errorf("hookproxy dead help: %v, stdout %q; want the usage", err, out)
+	}
+}
+
+// dispatched is every command the dispatcher accepts, read from its
+// source: the string literals run and runCLI compare cmd with, and, as
+// "dead list", those runCLI compares dead's subcommand sub with.
+func dispatched(tb testing.TB) (cmds []string) {
+	tb.Helper()
+	fset := token.NewFileSet()
+	for _, file := range []string{"run.go", "cli.go"} {
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || (fn.Name.Name != "run" && fn.Name.Name != "runCLI") {
+				continue
+			}
+			literal := func(x ast.Expr, ident string) {
+				if lit, ok := x.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					v, _ := strconv.Unquote(lit.Value)
+					if ident == "sub" {
+						v = "dead " + v
+					}
+					cmds = append(cmds, v)
+				}
+			}
+			isIdent := func(x ast.Expr) string {
+				if id, ok := x.(*ast.Ident); ok && (id.Name == "cmd" || id.Name == "sub") {
+					return id.Name
+				}
+				return ""
+			}
+			ast.Inspect(fn.Body, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.SwitchStmt: // switch cmd { case "status", "dead": }
+					if id := isIdent(n.Tag); id != "" {
+						for _, c := range n.Body.List {
+							for _, x := range c.(*ast.CaseClause).List {
+								literal(x, id)
+							}
+						}
+					}
+				case *ast.BinaryExpr: // cmd == "serve"
+					if n.Op != token.EQL {
+						break
+					}
+					if id := isIdent(n.X); id != "" {
+						literal(n.Y, id)
+					} else if id := isIdent(n.Y); id != "" {
+						literal(n.X, id)
+					}
+				}
+				return true
+			})
+		}
+	}
+	slices.Sort(cmds)
+	cmds = slices.Compact(cmds)
+	for _, want := range []string{"serve", "status", "ca", "dead list"} {
+		if !slices.Contains(cmds, want) {
+			tb.Fatalf("found commands %q in the dispatcher, not %q: has its shape changed? update dispatched", cmds, want)
+		}
+	}
+	return cmds
+}
+
+// TestUsageListsEveryCommand: both usage texts (hookproxy help or an
+// unknown command, and an operator command's -h or wrong usage) list
+// every command the dispatcher accepts, each at the start of a line of
+// the list; dead's subcommands and --version are named in the operator
+// usage. Read from the dispatcher, the list cannot drift: the operator
+// usage once left out ca and serve.
+func TestUsageListsEveryCommand(t *testing.T) {
+	for _, cmd := range dispatched(t) {
+		texts := map[string]string{"usage (run.go)": usage, "cliUsage (cli.go)": cliUsage}
+		var listed *regexp.Regexp
+		switch {
+		case strings.HasPrefix(cmd, "-"): // --version
+			listed = regexp.MustCompile(regexp.QuoteMeta("hookproxy " + cmd))
+		case strings.HasPrefix(cmd, "dead "):
+			delete(texts, "usage (run.go)") // it lists dead alone
+			listed = regexp.MustCompile(`\b` + regexp.QuoteMeta(cmd) + `\b`)
+		default:
+			listed = regexp.MustCompile(`(?m)^ +` + regexp.QuoteMeta(cmd) + `\b`)
+		}
+		for name, text := range texts {
+			if !listed.MatchString(text) {
+				t.Errorf("%s does not list %q, which hookproxy accepts", name, cmd)
+			}
+		}
 	}
 }
 

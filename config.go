@@ -87,25 +87,26 @@ type Config struct {
 // loadConfig parses and validates the configuration from environ
 // ("KEY=value" pairs, as os.Environ returns them).
 func loadConfig(environ []string) (Config, error) {
-	cfg, vars, err := parseConfig(environ)
-	if err != nil {
-		return Config{}, err
-	}
-	if err := cfg.validate(vars); err != nil {
-		return Config{}, fmt.Errorf("configuration: %w", err)
+	cfg, vars, unparsed, err := parseConfig(environ)
+	// The settings that parsed are checked even when some did not, so
+	// that one start names every bad setting, not one per restart.
+	if verr := cfg.validate(vars, unparsed); err != nil || verr != nil {
+		return Config{}, fmt.Errorf("configuration: %w", errors.Join(err, verr))
 	}
 	return cfg, nil
 }
 
 // parseConfig reads the settings without checking them; vars holds them
-// as written, which errors quote.
-func parseConfig(environ []string) (Config, map[string]string, error) {
-	vars := env.ToMap(environ)
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: trimmed(vars), Prefix: envPrefix})
+// as written, which errors quote. When some do not parse, err names each
+// with its value, unparsed holds their names (prefix included) and cfg
+// the settings that did parse (the others are zero).
+func parseConfig(environ []string) (cfg Config, vars map[string]string, unparsed map[string]bool, err error) {
+	vars = env.ToMap(environ)
+	cfg, err = env.ParseAsWithOptions[Config](env.Options{Environment: trimmed(vars), Prefix: envPrefix})
 	if err != nil {
-		return Config{}, nil, fmt.Errorf("configuration: %w", nameVariables(err, vars))
+		err, unparsed = nameVariables(err, vars)
 	}
-	return cfg, vars, nil
+	return cfg, vars, unparsed, err
 }
 
 // untrimmed are the settings whose surrounding white space is kept:
@@ -132,12 +133,14 @@ func trimmed(vars map[string]string) map[string]string {
 }
 
 // nameVariables rewrites env's parse errors, which name struct fields,
-// to name the variable and the value the operator wrote.
-func nameVariables(err error, vars map[string]string) error {
+// to name the variable and the value the operator wrote; names is the
+// set of those variables.
+func nameVariables(err error, vars map[string]string) (_ error, names map[string]bool) {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		return err
+		return err, nil
 	}
+	names = map[string]bool{}
 	out := make([]error, 0, len(agg.Errors))
 	for _, e := range agg.Errors {
 		var pe env.ParseError
@@ -149,9 +152,10 @@ func nameVariables(err error, vars map[string]string) error {
 		if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
 			name = envName(f)
 		}
+		names[name] = true
 		out = append(out, fmt.Errorf("%s=%q: %w", name, vars[name], pe.Err))
 	}
-	return errors.Join(out...)
+	return errors.Join(out...), names
 }
 
 // hidden stands for a value that errors must not repeat (a secret, or a
@@ -163,12 +167,13 @@ const hidden = redacted("(hidden)")
 type redacted string
 
 // validate checks the parsed values; vars holds them as written, which
-// errors quote. A string value (word, address, list) is quoted with %q
-// as the operator wrote it, so that white space and control characters
-// show; a duration or a size is shown as written; a secret is passed as
-// hidden and never shown.
-func (c *Config) validate(vars map[string]string) error {
-	r := &reporter{vars: vars}
+// errors quote, and unparsed names those that did not parse (env's
+// errors report them), which are not checked. A string value (word,
+// address, list) is quoted with %q as the operator wrote it, so that
+// white space and control characters show; a duration or a size is
+// shown as written; a secret is passed as hidden and never shown.
+func (c *Config) validate(vars map[string]string, unparsed map[string]bool) error {
+	r := &reporter{vars: vars, unparsed: unparsed}
 	bad := r.bad
 	if err := checkListenAddress(c.Listen, ":8080"); err != nil {
 		bad("LISTEN", c.Listen, err.Error())
@@ -275,15 +280,25 @@ func (c *Config) validate(vars map[string]string) error {
 }
 
 // reporter collects the errors of validate; vars holds the settings as
-// written.
+// written, unparsed the names (prefix included) of those that did not
+// parse.
 type reporter struct {
-	vars map[string]string
-	errs []error
+	vars     map[string]string
+	unparsed map[string]bool
+	errs     []error
 }
 
 // bad records that setting name (without the prefix) has a bad value:
-// value is the parsed value, or hidden for a secret.
+// value is the parsed value, or hidden for a secret. Nothing is recorded
+// for a setting that did not parse, whose parse error says why, nor for
+// a check that names one in why (one setting checked against another):
+// it judged the zero that stands for it, not what the operator wrote.
 func (r *reporter) bad(name string, value any, why string) {
+	for u := range r.unparsed {
+		if u == envPrefix+name || strings.Contains(why, u) {
+			return
+		}
+	}
 	raw, set := r.vars[envPrefix+name]
 	switch v := value.(type) {
 	case Duration, ByteSize:
@@ -478,22 +493,47 @@ func (c *Config) batching() bool { return c.BatchSize > 0 || c.BatchTime > 0 }
 // ("30" = 30s), as the old deliverer's settings were written.
 type Duration time.Duration
 
-// UnmarshalText parses "1m30s", "250ms" or a number of seconds.
+// UnmarshalText parses "1m30s", "250ms" or a number of seconds written
+// in decimal ("30", "1.5").
 func (d *Duration) UnmarshalText(b []byte) error {
 	s := strings.TrimSpace(string(b))
 	if v, err := time.ParseDuration(s); err == nil {
 		*d = Duration(v)
 		return nil
 	}
-	secs, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(secs) {
-		return fmt.Errorf("%q is neither a duration (such as 30s or 1m) nor a number of seconds", s)
+	if !isDecimal(s) {
+		return fmt.Errorf("%q is neither a duration (such as 30s or 1m) nor a number of seconds (such as 30 or 1.5)", s)
 	}
-	if math.Abs(secs) >= math.MaxInt64/float64(time.Second) {
+	// A number of seconds is that number with the unit s, read exactly.
+	v, err := time.ParseDuration(s + "s")
+	if err != nil {
 		return fmt.Errorf("%q is out of range (at most about 290 years)", s)
 	}
-	*d = Duration(secs * float64(time.Second))
+	*d = Duration(v)
 	return nil
+}
+
+// isDecimal reports whether s is a number written in plain decimal, as
+// the integer settings are: an optional sign, then digits with at most
+// one decimal point ("30", "1.5", ".5", "010" is ten). strconv.ParseFloat
+// also takes "1_000", "0x1p4", "1e3" and "Inf", which a setting would
+// read with a meaning the operator may not have meant.
+func isDecimal(s string) bool {
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		s = s[1:]
+	}
+	digits, point := 0, false
+	for _, c := range []byte(s) {
+		switch {
+		case '0' <= c && c <= '9':
+			digits++
+		case c == '.' && !point:
+			point = true
+		default:
+			return false
+		}
+	}
+	return digits > 0
 }
 
 func (d Duration) String() string { return time.Duration(d).String() }
@@ -524,6 +564,9 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 			break
 		}
 	}
+	if !isDecimal(s) {
+		return fmt.Errorf("%q is not a byte size (such as 1048576, 512KiB or 1MiB)", string(text))
+	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
 		if n > math.MaxInt64/factor {
 			return fmt.Errorf("%q is out of range (at most 8388607TiB)", string(text))
@@ -532,7 +575,7 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 		return nil
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || math.IsNaN(v) {
+	if err != nil || v < 0 {
 		return fmt.Errorf("%q is not a byte size (such as 1048576, 512KiB or 1MiB)", string(text))
 	}
 	if v*float64(factor) >= math.MaxInt64 {

@@ -208,6 +208,96 @@ func TestOutOfRangeNumbersAreRefused(t *testing.T) {
 	}
 }
 
+// TestNumbersAreDecimal: a duration's or a byte size's number is plain
+// decimal, as the README promises and the integer settings read it.
+// strconv.ParseFloat took "1_000" (1000s), "0x1p4" (16s) and "1e3", which
+// an operator may not mean; they are refused, naming the variable and
+// the value.
+func TestNumbersAreDecimal(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"30", 30 * time.Second}, {"1.5", 1500 * time.Millisecond}, {".5", 500 * time.Millisecond},
+		{"5.", 5 * time.Second}, {"010", 10 * time.Second}, {"+5", 5 * time.Second}, {"-5", -5 * time.Second},
+		{" 5\n", 5 * time.Second}, {"0.000000001", time.Nanosecond}, {"0", 0}, {"1m30s", 90 * time.Second},
+	} {
+		var d Duration
+		if err := d.UnmarshalText([]byte(tt.in)); err != nil || time.Duration(d) != tt.want {
+			t.Errorf("Duration %q = %v, %v; want %v", tt.in, time.Duration(d), err, tt.want)
+		}
+	}
+	for _, in := range []string{"1_000", "0x10", "0x1p4", "1e3", "1E3", "Inf", "+Inf", "infinity", "NaN", "0b101", "0o7", ".", "+", "1.2.3", "5 s", "\u0663"} {
+		var d Duration
+		if err := d.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("Duration %q accepted as %v, want an error", in, time.Duration(d))
+		}
+	}
+	for _, tt := range []struct {
+		in   string
+		want int64
+	}{
+		{"1000", 1000}, {"010", 10}, {"+5", 5}, {"1.5MiB", 3 << 19}, {".5KiB", 512}, {"5 KiB", 5 << 10}, {"2kb", 2000},
+	} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(tt.in)); err != nil || int64(b) != tt.want {
+			t.Errorf("ByteSize %q = %d, %v; want %d", tt.in, int64(b), err, tt.want)
+		}
+	}
+	for _, in := range []string{"1_000", "1_000B", "1_000KiB", "0x10", "0x10B", "0x1p4", "0x1p4KiB", "1e3", "1e3B", "1E6", "Inf", "NaN", "-5", "B", "KiB"} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("ByteSize %q accepted as %d, want an error", in, int64(b))
+		}
+	}
+	for _, tt := range []struct{ env, want string }{
+		{"HOOKPROXY_BATCH_TIME=1_000", `HOOKPROXY_BATCH_TIME="1_000": "1_000" is neither a duration`},
+		{"HOOKPROXY_RETRY_INTERVAL=0x1p4", `HOOKPROXY_RETRY_INTERVAL="0x1p4"`},
+		{"HOOKPROXY_SEND_TIMEOUT=1e3", `HOOKPROXY_SEND_TIMEOUT="1e3"`},
+		{"HOOKPROXY_MAX_BODY_BYTES=1_000B", `HOOKPROXY_MAX_BODY_BYTES="1_000B": "1_000B" is not a byte size`},
+		{"HOOKPROXY_MAX_PENDING_BYTES=1e9", `HOOKPROXY_MAX_PENDING_BYTES="1e9"`},
+	} {
+		_, err := loadConfig([]string{tt.env})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want it to name %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+// TestEveryBadSettingReportedAtOnce: a setting that does not parse does
+// not hide the others' errors: one start names each bad setting with its
+// value, so that they are fixed in one go. A setting that did not parse
+// is not checked again (its zero would be "must be positive"), nor are
+// checks of another setting against it.
+func TestEveryBadSettingReportedAtOnce(t *testing.T) {
+	_, err := loadConfig([]string{
+		"HOOKPROXY_BATCH_SIZE=ten", "HOOKPROXY_MAX_BODY_BYTES=lots", "HOOKPROXY_ALLOW_PRIVATE_TARGETS=yes", // env's parse errors
+		"HOOKPROXY_ON_GIVE_UP=ignore", "HOOKPROXY_RETRY_INTERVAL=-5s", // validation errors
+		// Checked against a setting that did not parse: its value is not
+		// known, so neither is whether they are wrong.
+		"HOOKPROXY_MAX_PENDING_BYTES=512KiB", "HOOKPROXY_GONE_WEBHOOK=http://10.0.0.5/gone",
+	})
+	if err == nil {
+		t.Fatal("loadConfig accepted bad settings")
+	}
+	want := []string{
+		`configuration: HOOKPROXY_MAX_BODY_BYTES="lots": "lots" is not a byte size`,
+		`HOOKPROXY_BATCH_SIZE="ten": strconv.ParseInt: parsing "ten": invalid syntax`,
+		`HOOKPROXY_ALLOW_PRIVATE_TARGETS="yes": strconv.ParseBool: parsing "yes": invalid syntax`,
+		`HOOKPROXY_RETRY_INTERVAL=-5s: must be positive`,
+		`HOOKPROXY_ON_GIVE_UP="ignore": must be dead-letter or discard`,
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for _, w := range want {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, w) }) {
+			t.Errorf("error lacks a line %q:\n%v", w, err)
+		}
+	}
+	if len(lines) != len(want) {
+		t.Errorf("error has %d lines, want %d (one per bad setting):\n%v", len(lines), len(want), err)
+	}
+}
+
 // TestListenIsValidated: a HOOKPROXY_LISTEN that is not an address stops
 // the start before anything is made, and one that cannot be bound is
 // named in the error.

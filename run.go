@@ -53,7 +53,7 @@ commands:
   retry-failed  replay every dead letter
   health        exit 0 when a running hookproxy is alive (--ready: ready)
   ca            print the HTTPS interception CA (--bundle: the bundle for the app)
-  version       print the version
+  version       print the version (also: hookproxy --version)
 
 "hookproxy <command> -h" tells more.
 

@@ -247,9 +247,9 @@ func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 	// Only what the command reads is parsed and checked: a setting of
 	// the server (a file it reads at start, a listen address, a number
 	// written wrong) does not stop it.
-	cfg, vars, err := parseConfig(onlySettings(environ, caSettings))
+	cfg, vars, _, err := parseConfig(onlySettings(environ, caSettings))
 	if err != nil {
-		return err
+		return fmt.Errorf("configuration: %w", err)
 	}
 	r := &reporter{vars: vars}
 	if cfg.DataDir == "" && cfg.CACertFile == "" {
