@@ -96,7 +96,7 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 			// Damaged for good: listed by its id alone, so that it can
 			// be purged, and every other dead letter still be listed,
 			// replayed and purged.
-			d = DeadLetter{ID: string(item.Key()[1:]), Reason: ReasonUnreadable, Detail: err.Error()}
+			d = DeadLetter{ID: string(item.Key()[1:]), Reason: ReasonUnreadable, Detail: err.Error(), damaged: true}
 		} else if err != nil {
 			return fmt.Errorf("read dead letter %s: %w", item.Key()[1:], err)
 		}
@@ -155,15 +155,17 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 	}
 	defer s.closeMu.RUnlock()
 	var (
-		ids    []string
-		keys   [][]byte
-		totals DeadTotals
+		ids     []string
+		keys    [][]byte
+		totals  DeadTotals
+		damaged bool
 	)
 	err := s.db.View(func(txn *badger.Txn) error {
 		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
 			ids = append(ids, d.ID)
 			keys = append(keys, deadKey(d.ID), replayedKey(d.ID))
 			totals.add(letterTotals(d))
+			damaged = damaged || d.damaged
 			return nil
 		})
 	})
@@ -172,7 +174,14 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 	}
 	s.dead.begin()
 	err = s.deleteKeys(keys)
-	s.dead.end(totals.neg(), err)
+	if damaged && err == nil {
+		// The totals may have counted a damaged dead letter before its
+		// damage, with the hooks it held then, which a listing no
+		// longer tells: they are counted again.
+		s.dead.endUnknown()
+	} else {
+		s.dead.end(totals.neg(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("purge dead letters: %w", err)
 	}
@@ -289,7 +298,12 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 		}
 		s.dead.begin()
 		err := s.submit(req)
-		s.dead.end(back.neg(), err)
+		if errors.Is(err, ErrQuota) || errors.Is(err, ErrDiskFull) {
+			// Refused before its commit: nothing changed.
+			s.dead.end(DeadTotals{}, nil)
+		} else {
+			s.dead.end(back.neg(), err)
+		}
 		if err != nil {
 			return done, err
 		}

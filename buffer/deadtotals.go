@@ -75,23 +75,33 @@ func (c *deadCounter) begin() { c.change.RLock() }
 // not known (Badger applies a transaction whose sync fails), so the
 // totals are counted again.
 func (c *deadCounter) end(d DeadTotals, err error) {
+	if err != nil {
+		c.endUnknown()
+		return
+	}
 	defer c.change.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err != nil {
-		c.known = false
-		c.lost = c.lost || c.inCount
-		return
-	}
 	c.totals.add(d)
 	c.delta.add(d)
+}
+
+// endUnknown ends a change begun with begin whose figures are not known:
+// the totals are counted again.
+func (c *deadCounter) endUnknown() {
+	defer c.change.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.known = false
+	c.lost = c.lost || c.inCount
 }
 
 // DeadLetterTotals returns the dead-letter store's figures. The first
 // call after Open (and the first after a change whose outcome was not
 // known) reads every dead letter; every other returns at once. Damage to
 // a dead letter's record after it was counted is not seen: the totals
-// then count it as it was written until the next start.
+// count it as it was written until the next start, or until it is purged
+// (which has them counted again).
 func (s *Store) DeadLetterTotals() (DeadTotals, error) {
 	c := &s.dead
 	c.counting.Lock()

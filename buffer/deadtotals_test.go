@@ -1,7 +1,11 @@
 package buffer
 
 import (
+	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -172,5 +176,84 @@ func TestDeadLetterCountStopsAtClose(t *testing.T) {
 	}
 	if err := recv(t, closed, "Close"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeadLetterTotalsAfterPurgingADamagedLetter: a dead letter whose
+// record was damaged after the totals counted it lists with no hooks;
+// purging it leaves totals that agree with a recount, not ones that
+// still hold the hooks it had when counted.
+func TestDeadLetterTotalsAfterPurgingADamagedLetter(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{GCInterval: -1})
+	put(t, s, unreadableURL, bigBody(5)) // 70 kB: its dead letter is in the value log
+	_, letter := giveUpBatch(t, s, unreadableURL)
+	put(t, s, "http://a.test/", `{"n":0}`)
+	giveUpBatch(t, s, "http://a.test/")
+	if got := checkDeadTotals(t, s, "before the damage"); got.Hooks != 2 {
+		t.Fatalf("totals %+v, want 2 hooks", got)
+	}
+
+	// One byte of the dead letter flipped in the value log, the store
+	// open (its checksum fails when next read).
+	vlogs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := false
+	for _, file := range vlogs {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.LastIndex(b, []byte(letter))
+		if i < 0 {
+			continue
+		}
+		f, err := os.OpenFile(file, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteAt([]byte{b[i+5000] ^ 1}, int64(i)+5000)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		damaged = true
+	}
+	if !damaged {
+		t.Fatalf("dead letter %s not in the value log", letter)
+	}
+	d, err := s.GetDeadLetter(letter)
+	if err != nil || d.Reason != ReasonUnreadable || d.Size != 0 {
+		t.Fatalf("damaged dead letter = %+v, %v; want it unreadable, with no hooks", d, err)
+	}
+
+	if _, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{letter}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkDeadTotals(t, s, "after purging the damaged dead letter"); got.Letters != 1 || got.Hooks != 1 {
+		t.Fatalf("totals %+v, want 1 dead letter of 1 hook", got)
+	}
+}
+
+// TestDeadLetterTotalsAfterARefusedReplay: a replay that the quota
+// refuses changed nothing, so the totals stay known: the dead letters
+// (gigabytes, perhaps) are not read again.
+func TestDeadLetterTotalsAfterARefusedReplay(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{MaxPendingBytes: 100})
+	deadLetterOf(t, s, "http://a.test/", 1, 50)
+	put(t, s, "http://b.test/", `{"pad":"`+strings.Repeat("x", 50)+`"}`)
+	before := checkDeadTotals(t, s, "before the replay")
+	if _, _, err := s.ReplayDeadLetters(DeadLetterFilter{}); !errors.Is(err, ErrQuota) {
+		t.Fatalf("replay: %v, want ErrQuota", err)
+	}
+	if got := checkDeadTotals(t, s, "after the refused replay"); got != before {
+		t.Fatalf("totals %+v, before the replay %+v", got, before)
+	}
+	if n := s.deadCounts(); n != 1 {
+		t.Fatalf("the dead letters were read %d times, want once", n)
 	}
 }

@@ -123,6 +123,9 @@ type DeadLetter struct {
 	// replayed is how many hooks of the stored letter an interrupted
 	// replay put back already: they are not in Hooks.
 	replayed int
+	// damaged says its record could not be read: it is listed by its id
+	// alone, and what it held is not known.
+	damaged bool
 }
 
 // ReasonUnreadable is the reason of a dead letter made by the store
