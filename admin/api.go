@@ -751,7 +751,13 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request, op st
 		if errors.Is(err, buffer.ErrQuota) || errors.Is(err, buffer.ErrDiskFull) {
 			code = http.StatusInsufficientStorage // as a capture past the quota
 		}
-		writeError(w, code, fmt.Sprintf("%s: %v (%d done before the error)", op, err, len(done)))
+		msg := fmt.Sprintf("%s: %v (%d done before the error)", op, err, len(done))
+		if op == "replay" {
+			// A dead letter goes back in chunks: one cut short by the
+			// error is not among done, though its first hooks went back.
+			msg = fmt.Sprintf("%s: %v (%d dead letters and %d hooks replayed before the error; the rest stays dead-lettered)", op, err, len(done), hooks)
+		}
+		writeError(w, code, msg)
 		return
 	}
 	// A dead letter selected but gone before this one's turn (a purge or

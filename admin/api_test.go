@@ -251,6 +251,32 @@ func TestReplayPastTheQuota(t *testing.T) {
 	}
 }
 
+// TestReplayPastTheQuotaPartWay: a replay refused by MAX_PENDING_BYTES
+// after the first chunk of a dead letter went back says how many hooks
+// went back (they are delivered), not only that no dead letter was done.
+func TestReplayPastTheQuotaPartWay(t *testing.T) {
+	clk := newClock()
+	st := openStoreWith(t, buffer.Options{Now: clk.Now, MaxPendingBytes: 150 * 9})
+	for i := range 150 {
+		put(t, st, "http://a.test/hook", fmt.Sprintf(`{"n":%03d}`, i)) // 9 bytes
+	}
+	dead := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	for i := range 11 { // 99 bytes: room for a chunk of 128 hooks, not for all 150
+		put(t, st, "http://b.test/hook", fmt.Sprintf(`{"n":%03d}`, i))
+	}
+	_, url := serve(t, Options{Store: st})
+	var e struct {
+		Message string `json:"message"`
+	}
+	code := admintest.Call(t, "POST", url+"/api/dead-letters/replay", "", Selector{IDs: []string{dead}}, &e)
+	if code != http.StatusInsufficientStorage || !strings.Contains(e.Message, "0 dead letters and 128 hooks replayed") {
+		t.Fatalf("replay refused part way: %d %q, want 507 saying 128 hooks went back", code, e.Message)
+	}
+	if s, err := st.Target(targetOf(t, st, "http://a.test/hook")); err != nil || s.Pending != 128 {
+		t.Fatalf("pending after the replay: %d (%v), want 128", s.Pending, err)
+	}
+}
+
 // TestDeadLetterAPI: list with filters, show with bodies, replay by
 // target (the hooks go back in their original order, behind what is
 // pending), purge by id.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,19 +143,8 @@ func TestOpenRefusesANewerStore(t *testing.T) {
 	}
 
 	s = openStore(t, dir, Options{}) // unmarked: marked now
-	if err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyFormat)
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if f, _ := binary.Uvarint(v); f != storeFormat {
-				return fmt.Errorf("format mark %d, want %d", f, storeFormat)
-			}
-			return nil
-		})
-	}); err != nil {
-		t.Fatal(err)
+	if got := formatMark(t, s); got != storeFormat {
+		t.Fatalf("format mark %d, want %d", got, storeFormat)
 	}
 	if err := s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(keyFormat, binary.AppendUvarint(nil, storeFormat+1))
@@ -173,6 +161,57 @@ func TestOpenRefusesANewerStore(t *testing.T) {
 		}
 		t.Fatalf("open a store of format %d: %v, want %v", storeFormat+1, err, errNewerStore)
 	}
+}
+
+// TestOpenMarksAnOlderStore: a store of an earlier format is marked as
+// of storeFormat when this version opens it, as this version writes its
+// records there from then on: the version that wrote the earlier format,
+// started on it again, must refuse it rather than take those records for
+// damage. (The mark was set only on a store without one, so a store
+// went back to its earlier version with the later one's records in it.)
+func TestOpenMarksAnOlderStore(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	h := put(t, s, "http://r.example/a", `{"n":1}`)
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(keyFormat, binary.AppendUvarint(nil, storeFormat-1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir, Options{})
+	if got := formatMark(t, s); got != storeFormat {
+		t.Fatalf("format mark of a store of format %d after Open: %d, want %d", storeFormat-1, got, storeFormat)
+	}
+	b, err := s.Claim(statusOf(t, s, h.Target).ID, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Hooks) != 1 || b.Hooks[0].ID != h.ID {
+		t.Fatalf("claimed %d hooks, want the stored one", len(b.Hooks))
+	}
+}
+
+// formatMark reads the store's format mark.
+func formatMark(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	var f uint64
+	if err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyFormat)
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			f, _ = binary.Uvarint(v)
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // storeWithATable makes a store in dir holding one hook, closed, and

@@ -446,8 +446,10 @@ func (s *Store) init() error {
 }
 
 // checkFormat refuses a store of a later format than storeFormat, and
-// marks one without a mark (new, or of a version before the mark) as of
-// storeFormat.
+// marks one of an earlier format, or without a mark (new, or of a
+// version before the mark), as of storeFormat: this version writes its
+// records there from now on, which the versions of the earlier format
+// do not read, so they must refuse the store as well.
 func (s *Store) checkFormat() error {
 	return s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyFormat)
@@ -457,16 +459,23 @@ func (s *Store) checkFormat() error {
 		if err != nil {
 			return fmt.Errorf("read store format: %w", err)
 		}
-		return item.Value(func(v []byte) error {
-			f, n := binary.Uvarint(v)
-			if n <= 0 {
+		var f uint64
+		if err := item.Value(func(v []byte) error {
+			var n int
+			if f, n = binary.Uvarint(v); n <= 0 {
 				return fmt.Errorf("store format: %w", errCorrupt)
 			}
-			if f > storeFormat {
-				return fmt.Errorf("%w (format %d; this one reads format %d): run that version, or one as new", errNewerStore, f, storeFormat)
-			}
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		switch {
+		case f > storeFormat:
+			return fmt.Errorf("%w (format %d; this one reads format %d): run that version, or one as new", errNewerStore, f, storeFormat)
+		case f < storeFormat:
+			return txn.Set(keyFormat, binary.AppendUvarint(nil, storeFormat))
+		}
+		return nil
 	})
 }
 
