@@ -104,7 +104,7 @@ func parseConfig(environ []string) (cfg Config, vars map[string]string, unparsed
 	vars = env.ToMap(environ)
 	cfg, err = env.ParseAsWithOptions[Config](env.Options{Environment: trimmed(vars), Prefix: envPrefix})
 	if err != nil {
-		err, unparsed = nameVariables(err, vars)
+		unparsed, err = nameVariables(err, vars)
 	}
 	return cfg, vars, unparsed, err
 }
@@ -135,10 +135,10 @@ func trimmed(vars map[string]string) map[string]string {
 // nameVariables rewrites env's parse errors, which name struct fields,
 // to name the variable and the value the operator wrote; names is the
 // set of those variables.
-func nameVariables(err error, vars map[string]string) (_ error, names map[string]bool) {
+func nameVariables(err error, vars map[string]string) (names map[string]bool, _ error) {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		return err, nil
+		return nil, err
 	}
 	names = map[string]bool{}
 	out := make([]error, 0, len(agg.Errors))
@@ -155,7 +155,7 @@ func nameVariables(err error, vars map[string]string) (_ error, names map[string
 		names[name] = true
 		out = append(out, fmt.Errorf("%s=%q: %w", name, vars[name], pe.Err))
 	}
-	return errors.Join(out...), names
+	return names, errors.Join(out...)
 }
 
 // hidden stands for a value that errors must not repeat (a secret, or a

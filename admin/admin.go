@@ -103,9 +103,10 @@ type Store interface {
 	Stats() buffer.Stats
 	// ListDeadLetters returns the selected dead letters, oldest first.
 	ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) ([]buffer.DeadLetter, error)
-	// EachDeadLetter calls fn with each selected dead letter, oldest
-	// first, one at a time, its hooks without their bodies.
-	EachDeadLetter(f buffer.DeadLetterFilter, fn func(*buffer.DeadLetter) error) error
+	// DeadLetterPage returns the selected dead letters from the
+	// offset-th on, at most limit of them, oldest first, their hooks
+	// without their bodies, and how many are selected in all.
+	DeadLetterPage(f buffer.DeadLetterFilter, offset, limit int) ([]buffer.DeadLetter, int, error)
 	// DeadLetterTotals returns how many dead letters there are and the
 	// hooks and body bytes they hold.
 	DeadLetterTotals() (buffer.DeadTotals, error)

@@ -543,21 +543,15 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// One dead letter at a time: only the page is kept.
-	list := DeadLetterList{DeadLetters: []DeadLetter{}, Offset: offset, Limit: limit}
-	err = s.store.EachDeadLetter(buffer.DeadLetterFilter{Target: q.Get("target"), Reason: q.Get("reason")}, func(d *buffer.DeadLetter) error {
-		if tid != 0 && uint64(d.TargetID) != tid {
-			return nil
-		}
-		if list.Total >= offset && len(list.DeadLetters) < limit {
-			list.DeadLetters = append(list.DeadLetters, deadLetter(d))
-		}
-		list.Total++
-		return nil
-	})
+	f := buffer.DeadLetterFilter{Target: q.Get("target"), TargetID: buffer.TargetID(tid), Reason: q.Get("reason")}
+	page, total, err := s.store.DeadLetterPage(f, offset, limit)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
+	}
+	list := DeadLetterList{DeadLetters: make([]DeadLetter, 0, len(page)), Total: total, Offset: offset, Limit: limit}
+	for i := range page {
+		list.DeadLetters = append(list.DeadLetters, deadLetter(&page[i]))
 	}
 	writeJSON(w, http.StatusOK, list)
 }

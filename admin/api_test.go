@@ -122,13 +122,14 @@ func (b *bodyWatch) ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) (
 	return ds, err
 }
 
-func (b *bodyWatch) EachDeadLetter(f buffer.DeadLetterFilter, fn func(*buffer.DeadLetter) error) error {
-	return b.Store.EachDeadLetter(f, func(d *buffer.DeadLetter) error {
-		for _, h := range d.Hooks {
+func (b *bodyWatch) DeadLetterPage(f buffer.DeadLetterFilter, offset, limit int) ([]buffer.DeadLetter, int, error) {
+	ds, total, err := b.Store.DeadLetterPage(f, offset, limit)
+	for i := range ds {
+		for _, h := range ds[i].Hooks {
 			b.bodies += len(h.Body)
 		}
-		return fn(d)
-	})
+	}
+	return ds, total, err
 }
 
 // TestDeadLetterListingReadsNoBodies: listing dead letters (a page of

@@ -138,8 +138,8 @@ func (failingDeadLetters) ListDeadLetters(buffer.DeadLetterFilter, bool) ([]buff
 	return nil, errors.New("disk on fire")
 }
 
-func (failingDeadLetters) EachDeadLetter(buffer.DeadLetterFilter, func(*buffer.DeadLetter) error) error {
-	return errors.New("disk on fire")
+func (failingDeadLetters) DeadLetterPage(buffer.DeadLetterFilter, int, int) ([]buffer.DeadLetter, int, error) {
+	return nil, 0, errors.New("disk on fire")
 }
 
 func (failingDeadLetters) DeadLetterTotals() (buffer.DeadTotals, error) {

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -16,12 +17,17 @@ type DeadLetterFilter struct {
 	IDs []string
 	// Target, when not empty, selects only dead letters of this target URL.
 	Target string
+	// TargetID, when not 0, selects only dead letters of this target.
+	TargetID TargetID
 	// Reason, when not empty, selects only dead letters with this reason.
 	Reason string
 }
 
 func (f DeadLetterFilter) match(d *DeadLetter) bool {
 	if f.Target != "" && d.Target != f.Target {
+		return false
+	}
+	if f.TargetID != 0 && d.TargetID != f.TargetID {
 		return false
 	}
 	if f.Reason != "" && d.Reason != f.Reason {
@@ -48,19 +54,6 @@ func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLette
 	return out, nil
 }
 
-// EachDeadLetter calls fn with each dead letter selected by f, oldest
-// first, one at a time, with its hooks but not their bodies (Size and
-// Bytes still count them): a listing of any number of dead letters holds
-// only what fn keeps. An error from fn stops it and is returned.
-func (s *Store) EachDeadLetter(f DeadLetterFilter, fn func(*DeadLetter) error) error {
-	return s.viewDeadLetters(f, func(d *DeadLetter) error {
-		for i := range d.Hooks {
-			d.Hooks[i].Body = nil
-		}
-		return fn(d)
-	})
-}
-
 // viewDeadLetters calls fn with each dead letter selected by f, oldest
 // first, in one read transaction.
 func (s *Store) viewDeadLetters(f DeadLetterFilter, fn func(*DeadLetter) error) error {
@@ -84,38 +77,20 @@ func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
 }
 
 func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*DeadLetter) error) error {
-	visit := func(item *badger.Item) error {
-		var d DeadLetter
-		err := readRecord(item, func(v []byte) error {
-			if err := decodeDeadLetter(v, &d); err != nil {
-				return fmt.Errorf("decode dead letter: %w: %v", errCorrupt, err)
-			}
-			return nil
-		})
-		if unreadable(err) {
-			// Damaged for good: listed by its id alone, so that it can
-			// be purged, and every other dead letter still be listed,
-			// replayed and purged.
-			d = DeadLetter{ID: string(item.Key()[1:]), Reason: ReasonUnreadable, Detail: err.Error(), damaged: true}
-		} else if err != nil {
-			return fmt.Errorf("read dead letter %s: %w", item.Key()[1:], err)
-		}
-		n, err := replayedOf(txn, d.ID)
-		if err != nil {
-			return fmt.Errorf("read dead letter %s: %w", d.ID, err)
-		}
-		d.Hooks, d.replayed = d.Hooks[min(n, len(d.Hooks)):], n
-		d.Size = len(d.Hooks)
-		for i := range d.Hooks {
-			d.Bytes += d.Hooks[i].Size()
-		}
-		if !f.match(&d) {
-			return nil
+	return s.eachDeadItem(txn, f.IDs, func(item *badger.Item) error {
+		d, err := readDeadLetter(txn, item, true)
+		if err != nil || !f.match(&d) {
+			return err
 		}
 		return fn(&d)
-	}
-	if len(f.IDs) > 0 {
-		for _, id := range f.IDs {
+	})
+}
+
+// eachDeadItem calls fn with the item of each dead letter, oldest first,
+// or of each of ids that is there.
+func (s *Store) eachDeadItem(txn *badger.Txn, ids []string, fn func(*badger.Item) error) error {
+	if len(ids) > 0 {
+		for _, id := range ids {
 			item, err := txn.Get(deadKey(id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue
@@ -123,7 +98,7 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 			if err != nil {
 				return err
 			}
-			if err := visit(item); err != nil {
+			if err := fn(item); err != nil {
 				return err
 			}
 		}
@@ -136,11 +111,86 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 		if s.closing.Load() {
 			return ErrClosed
 		}
-		if err := visit(it.Item()); err != nil {
+		if err := fn(it.Item()); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readDeadLetter reads the dead letter of item as of txn, without the
+// hooks an interrupted replay put back. With whole false its hooks are
+// left out, and Size and Bytes are 0: only its fields are decoded, a
+// fraction of the work (see decodeDeadLetterHead).
+func readDeadLetter(txn *badger.Txn, item *badger.Item, whole bool) (DeadLetter, error) {
+	var d DeadLetter
+	err := readRecord(item, func(v []byte) error {
+		var err error
+		if whole {
+			err = decodeDeadLetter(v, &d)
+		} else {
+			err = decodeDeadLetterHead(v, &d)
+		}
+		if err != nil {
+			return fmt.Errorf("decode dead letter: %w: %v", errCorrupt, err)
+		}
+		return nil
+	})
+	if unreadable(err) {
+		// Damaged for good: listed by its id alone, so that it can be
+		// purged, and every other dead letter still be listed, replayed
+		// and purged.
+		d = DeadLetter{ID: string(item.Key()[1:]), Reason: ReasonUnreadable, Detail: err.Error(), damaged: true}
+	} else if err != nil {
+		return DeadLetter{}, fmt.Errorf("read dead letter %s: %w", item.Key()[1:], err)
+	}
+	n, err := replayedOf(txn, d.ID)
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("read dead letter %s: %w", d.ID, err)
+	}
+	d.Hooks, d.replayed = d.Hooks[min(n, len(d.Hooks)):], n
+	d.Size = len(d.Hooks)
+	for i := range d.Hooks {
+		d.Bytes += d.Hooks[i].Size()
+	}
+	return d, nil
+}
+
+// DeadLetterPage returns the dead letters selected by f from the
+// offset-th on, at most limit of them, oldest first, with their hooks
+// but not their bodies (Size and Bytes still count them), and how many
+// f selects in all. Only the page's dead letters are decoded whole: the
+// others are read for their fields alone, and their hooks, most of a
+// dead letter, are skipped, which makes a page of a large dead-letter
+// store many times quicker than decoding them all.
+func (s *Store) DeadLetterPage(f DeadLetterFilter, offset, limit int) (page []DeadLetter, total int, err error) {
+	if err := s.enter(); err != nil {
+		return nil, 0, err
+	}
+	defer s.closeMu.RUnlock()
+	err = s.db.View(func(txn *badger.Txn) error {
+		return s.eachDeadItem(txn, f.IDs, func(item *badger.Item) error {
+			d, err := readDeadLetter(txn, item, false)
+			if err != nil || !f.match(&d) {
+				return err
+			}
+			if total >= offset && len(page) < limit {
+				if d, err = readDeadLetter(txn, item, true); err != nil {
+					return err
+				}
+				for i := range d.Hooks {
+					d.Hooks[i].Body = nil
+				}
+				page = append(page, d)
+			}
+			total++
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list dead letters: %w", err)
+	}
+	return page, total, nil
 }
 
 // PurgeDeadLetters deletes the dead letters selected by f and returns the
@@ -392,6 +442,66 @@ func encodeDeadLetter(d DeadLetter) ([]byte, error) {
 		sd.Records = append(sd.Records, encodeHook(&d.Hooks[i]))
 	}
 	return json.Marshal(sd)
+}
+
+// decodeDeadLetterHead decodes the fields of a dead letter stored by
+// encodeDeadLetter, and its exact target from its first hook, but not
+// its hooks. A dead letter stored with its hooks as JSON (Hooks) is
+// decoded whole.
+func decodeDeadLetterHead(v []byte, d *DeadLetter) error {
+	dec := json.NewDecoder(bytes.NewReader(v))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("not a JSON object (%v)", err)
+	}
+	// end is where the last field read ends: the fields before records
+	// are decoded as an object of their own.
+	end := dec.InputOffset()
+	head := func() error {
+		return json.Unmarshal(append(v[:end:end], '}'), d)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case "records":
+			if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+				return fmt.Errorf("records: not an array (%v)", err)
+			}
+			if err := head(); err != nil {
+				return err
+			}
+			if !dec.More() {
+				return nil
+			}
+			var first []byte
+			if err := dec.Decode(&first); err != nil {
+				return err
+			}
+			h, err := decodeHook(first)
+			if err != nil {
+				return err
+			}
+			d.Target = h.Target // the exact URL, which the JSON string may not be
+			return nil
+		case "Hooks":
+			var hooks json.RawMessage
+			if err := dec.Decode(&hooks); err != nil {
+				return err
+			}
+			if string(hooks) != "null" {
+				return decodeDeadLetter(v, d)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+		}
+		end = dec.InputOffset()
+	}
+	return head()
 }
 
 func decodeDeadLetter(v []byte, d *DeadLetter) error {

@@ -16,12 +16,12 @@ import (
 func recountDead(t *testing.T, s *Store) DeadTotals {
 	t.Helper()
 	var want DeadTotals
-	err := s.EachDeadLetter(DeadLetterFilter{}, func(d *DeadLetter) error {
-		want.add(letterTotals(d))
-		return nil
-	})
+	ds, err := s.ListDeadLetters(DeadLetterFilter{}, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range ds {
+		want.add(letterTotals(&ds[i]))
 	}
 	return want
 }
