@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"image/png"
@@ -333,5 +334,39 @@ func TestReferencesArmQuickackPerRequest(t *testing.T) {
 	// about four per request.
 	if arms := quickackArms.Load() - before; arms < n || arms > 3*n/2 {
 		t.Errorf("%d arms for %d requests on one connection, want about one each", arms, n)
+	}
+}
+
+// slowSystem answers each request once span has passed since its first
+// request began: a system slower than the whole run.
+type slowSystem struct {
+	span  time.Duration
+	once  sync.Once
+	first time.Time
+}
+
+func (s *slowSystem) worker(int) (op, error) {
+	return func(ctx context.Context, _ int64) error {
+		s.once.Do(func() { s.first = time.Now() })
+		return sleepUntil(ctx, s.first.Add(s.span))
+	}, nil
+}
+
+func (s *slowSystem) close() {}
+
+// TestClosedLoopTimesEveryWorker: when a warm-up request outlasts the
+// whole run (a loaded machine), each worker of the closed loop still
+// times one request, so the cell has a figure instead of NaN.
+func TestClosedLoopTimesEveryWorker(t *testing.T) {
+	spec := loadSpec{workers: 3, warmup: 5 * time.Millisecond, duration: 5 * time.Millisecond}
+	res, err := generate(t.Context(), &slowSystem{span: 50 * time.Millisecond}, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.lat) != spec.workers || math.IsNaN(res.pct(0.99)) || res.rps() <= 0 {
+		t.Fatalf("%d timed requests, p99 %v, %v/s; want one per worker and finite figures", len(res.lat), res.pct(0.99), res.rps())
+	}
+	if res.elapsed < 50*time.Millisecond-spec.warmup {
+		t.Errorf("elapsed %v: the timed phase ends at the last answer", res.elapsed)
 	}
 }

@@ -168,7 +168,8 @@ const methodNotes = `## How the figures are made
   It delivers to a receiver in the benchmark process that answers 200; after each hookproxy measurement the
   benchmark waits until the deliveries have caught up, so they do not run during the next measurement.
 - **Load generator**: one ` + "`http.Client`" + ` per worker (keep-alive), closed loop for the warm-up and then the timed
-  phase; hooks/s counts requests started in the timed phase. Open loop (` + "`-rate`" + `): request *i* is due at
+  phase; hooks/s counts requests started in the timed phase, over the time to the last answer. A worker whose
+  requests all began in the warm-up (one outlasted the run, on a loaded machine) sends one timed request past the end. Open loop (` + "`-rate`" + `): request *i* is due at
   start + i/rate and its latency runs from then, so a stall is charged to every request it delayed.
   The load generator runs on the same 2 cores as the system it measures, for hookproxy and references alike.
 - **No-op endpoint**: a Go ` + "`net/http`" + ` server used as the proxy address that reads each request and answers 202.
