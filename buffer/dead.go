@@ -54,6 +54,30 @@ func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLette
 	return out, nil
 }
 
+// deadLetterHeads returns the dead letters selected by f, oldest first,
+// with their fields alone (see readDeadLetter): no hooks, Size and Bytes
+// 0.
+func (s *Store) deadLetterHeads(f DeadLetterFilter) ([]DeadLetter, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.closeMu.RUnlock()
+	var out []DeadLetter
+	err := s.db.View(func(txn *badger.Txn) error {
+		return s.eachDeadItem(txn, f.IDs, func(item *badger.Item) error {
+			d, err := readDeadLetter(txn, item, false)
+			if err == nil && f.match(&d) {
+				out = append(out, d)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return out, nil
+}
+
 // viewDeadLetters calls fn with each dead letter selected by f, oldest
 // first, in one read transaction.
 func (s *Store) viewDeadLetters(f DeadLetterFilter, fn func(*DeadLetter) error) error {
@@ -250,7 +274,7 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (replayed []string, hooks int, err error) {
 	s.lockDead()
 	defer s.deadMu.Unlock()
-	dead, err := s.ListDeadLetters(f, false)
+	dead, err := s.deadLetterHeads(f)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -262,6 +286,9 @@ func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (replayed []string, hooks 
 		d, err := s.GetDeadLetter(dead[i].ID)
 		if err != nil {
 			return replayed, hooks, fmt.Errorf("replay dead letter %s: %w", dead[i].ID, err)
+		}
+		if d.Reason == ReasonUnreadable {
+			continue // its fields read, its hooks not
 		}
 		n, err := s.replay(&d)
 		hooks += n

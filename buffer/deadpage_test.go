@@ -122,3 +122,32 @@ func TestDeadLetterHeadSkipsHooks(t *testing.T) {
 		t.Fatalf("head = %+v", d)
 	}
 }
+
+// TestReplaySkipsALetterWithABadRecord: a dead letter whose fields read
+// but whose hooks do not (a record past the first damaged) is not
+// replayed, nor said to be: it stays, listed as unreadable.
+func TestReplaySkipsALetterWithABadRecord(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	_, good := deadLetterOf(t, s, "http://a.test/", 2, 0)
+	const url = "http://b.test/"
+	put(t, s, url, `{"n":0}`)
+	dl := DeadLetter{ID: "01HF7YAT00FWE8GBR000000001", TargetID: statusOf(t, s, url).ID, Target: url, Reason: "status",
+		Hooks: []Hook{{ID: "01HF7YAT00FWE8GBR000000002", Target: url, Method: "POST", Body: []byte(`{}`)}}}
+	v, err := encodeDeadLetter(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := base64.StdEncoding.EncodeToString(encodeHook(&dl.Hooks[0]))
+	v = []byte(strings.Replace(string(v), `"`+first+`"`, `"`+first+`","!not base64!"`, 1))
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(deadKey(dl.ID), v) }); err != nil {
+		t.Fatal(err)
+	}
+	replayed, n, err := s.ReplayDeadLetters(DeadLetterFilter{})
+	if err != nil || n != 2 || !slices.Equal(replayed, []string{good}) {
+		t.Fatalf("replay = %v, %d hooks, %v; want %s alone, 2 hooks", replayed, n, err, good)
+	}
+	left, err := s.ListDeadLetters(DeadLetterFilter{}, false)
+	if err != nil || len(left) != 1 || left[0].ID != dl.ID || left[0].Reason != ReasonUnreadable {
+		t.Fatalf("left = %+v, %v; want the bad one, unreadable", left, err)
+	}
+}
