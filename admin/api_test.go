@@ -644,8 +644,9 @@ func TestEveryAnswerIsMarked(t *testing.T) {
 	clk := newClock()
 	st := openStore(t, clk)
 	put(t, st, "http://a.test/hook", `{"n":1}`)
-	id := strconv.FormatUint(uint64(targetOf(t, st, "http://a.test/hook")), 10)
 	dead := kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	put(t, st, "http://b.test/hook", `{"n":2}`)
+	id := strconv.FormatUint(uint64(targetOf(t, st, "http://b.test/hook")), 10)
 	const token = "tok"
 	srv, url := serve(t, Options{Store: st, Metrics: NewMetrics("v9"), Token: token, Version: "v9", Now: clk.Now})
 

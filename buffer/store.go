@@ -143,6 +143,10 @@ type Store struct {
 	notify       func(TargetStatus)
 	// commitErr is the error of the last hook commit, nil after a success.
 	commitErr error
+	// forgotten holds the targets forgotten while running (see
+	// forgetLocked) whose records are still to be deleted: the next
+	// batch to end deletes them in its own write.
+	forgotten []*target
 
 	// Group commit: the first Put to find no commit in progress leads; it
 	// commits everything queued (bounded), answers each waiter, then hands
@@ -166,6 +170,9 @@ type target struct {
 	inflight *flightRecord
 	gone     bool
 	version  uint64
+	// pins counts the group commits writing hooks to the target: it is
+	// not forgotten meanwhile, as their hooks go under its id.
+	pins int
 }
 
 type targetRecord struct {
@@ -1023,6 +1030,18 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRe
 	defer txn.Discard()
 	fresh := make(map[string]TargetID)
 	var places []placed
+	// The targets found by URL are pinned until their hooks are counted
+	// (or not written): forgotten meanwhile, they would take hooks under
+	// an id whose record is deleted, which no restart would see.
+	var pinned []*target
+	defer func() {
+		s.mu.Lock()
+		for _, t := range pinned {
+			t.pins--
+			s.forgetLocked(t) // a failed commit may leave it with nothing
+		}
+		s.mu.Unlock()
+	}()
 	for _, r := range reqs {
 		for _, h := range r.hooks {
 			seq, err := s.hookSeq.Next()
@@ -1034,6 +1053,10 @@ func (s *Store) writeGroup(reqs []*putRequest) (map[TargetID]*target, map[*putRe
 			}
 			s.mu.Lock()
 			t := s.byURL[h.Target]
+			if t != nil {
+				t.pins++
+				pinned = append(pinned, t)
+			}
 			s.mu.Unlock()
 			var id TargetID
 			if t != nil {
@@ -1276,7 +1299,8 @@ func (s *Store) Stats() Stats {
 // maxHooks <= 0 means no limit) from the head of the FIFO, stopping before
 // the body bytes would pass maxBytes (maxBytes <= 0: no limit). The claim
 // is durable before Claim returns, so the batch keeps its id across
-// restarts. It returns ErrNoHooks when nothing is pending.
+// restarts. It returns ErrNoHooks when nothing is pending, also for a
+// target it does not know (it may have been forgotten: see forgetLocked).
 //
 // A hook whose record cannot be read for good (see unreadable) does not
 // stop the claim: it leaves the queue, and the batch in flight, for a
@@ -1311,8 +1335,10 @@ func (s *Store) claim(id TargetID, maxHooks int, maxBytes int64) (*Batch, bool, 
 	s.mu.Lock()
 	t := s.targets[id]
 	if t == nil {
+		// Never known, or forgotten once it had nothing left (see
+		// forgetLocked): nothing is pending.
 		s.mu.Unlock()
-		return nil, false, fmt.Errorf("claim target %d: %w", id, ErrNotFound)
+		return nil, false, ErrNoHooks
 	}
 	if fr := t.inflight; fr != nil {
 		b := fr.batch(t)
@@ -1888,9 +1914,33 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		}
 		rest = rest[1:]
 	}
+	// The records of targets forgotten since, in the same write (no sync
+	// of their own), while it has room.
+	s.mu.Lock()
+	forgotten := s.forgotten
+	s.forgotten = nil
+	s.mu.Unlock()
+	deleted := 0
+	for _, f := range forgotten {
+		if len(rest) > 0 || deleted == maxForgetPerWrite {
+			break
+		}
+		if txn.Delete(targetKey(f.id)) != nil || txn.Delete(urlKey(f.url)) != nil {
+			break // too big: the next batch's end deletes it
+		}
+		deleted++
+	}
 	s.dead.begin()
 	err = commitTxn(txn)
 	s.dead.end(totals, err)
+	if err != nil {
+		deleted = 0 // not known to be done: done again, which is harmless
+	}
+	if left := forgotten[deleted:]; len(left) > 0 {
+		s.mu.Lock()
+		s.forgotten = append(left, s.forgotten...)
+		s.mu.Unlock()
+	}
 	if err != nil {
 		if !s.ended(id, batchID) {
 			return TargetStatus{}, fmt.Errorf("finish batch %s: %w", batchID, err)
@@ -1930,7 +1980,32 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		}
 	}
 	t.oldest = onClock(oldest, s.now())
-	return t.status(), nil
+	st := t.status()
+	s.forgetLocked(t)
+	return st, nil
+}
+
+// maxForgetPerWrite bounds the records of forgotten targets that the end
+// of one batch deletes.
+const maxForgetPerWrite = 64
+
+// forgetLocked forgets t when it has nothing pending, no batch in flight,
+// no gone mark and no capture being written to it, as a restart would
+// (see forgetIdle): subscriptions come and go, and with per-subscriber
+// URLs every URL ever posted to would otherwise stay in memory (and be
+// walked by every Stats and Targets) until the next start. Its record is
+// deleted by the end of a later batch (or the next start). A capture for
+// its URL makes its target again, under a new id; dead letters keep the
+// URL and the id they had. Called with s.mu held.
+func (s *Store) forgetLocked(t *target) {
+	if t.count > 0 || t.inflight != nil || t.gone || t.pins > 0 || s.targets[t.id] != t {
+		return
+	}
+	delete(s.targets, t.id)
+	if s.byURL[t.url] == t {
+		delete(s.byURL, t.url)
+	}
+	s.forgotten = append(s.forgotten, t)
 }
 
 // ended reports whether the target's in-flight batch in the store is no
@@ -2200,7 +2275,9 @@ func (s *Store) SetGone(id TargetID, gone bool) (TargetStatus, error) {
 	}
 	t.gone = gone
 	t.version++
-	return t.status(), nil
+	st := t.status()
+	s.forgetLocked(t)
+	return st, nil
 }
 
 // DiskUsage returns the bytes the store's files take on disk, from the

@@ -286,9 +286,11 @@ func TestClaimMaxBytes(t *testing.T) {
 	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
-	// Stopped by its count, not by the bytes: not cut.
+	// Stopped by its count, not by the bytes: not cut. (The target had
+	// nothing left and was forgotten: the URL has a new one.)
 	put(t, s, url, `{"x":"0123456789"}`)
 	put(t, s, url, `{"x":"0123456789"}`)
+	id = statusOf(t, s, url).ID
 	if b, err = s.Claim(id, 1, 40); err != nil || b.Size != 1 || b.Cut {
 		t.Fatalf("batch stopped by its count: %v, %d hooks, cut %v", err, b.Size, b.Cut)
 	}
@@ -444,6 +446,18 @@ func TestRestartForgetsIdleTargets(t *testing.T) {
 	for _, u := range []string{done, dead, gone, flying, pending} {
 		put(t, s, u, `{"n":0}`)
 	}
+	// The URL index earlier versions wrote with each target.
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for _, u := range []string{done, dead} {
+			if err := txn.Set(urlKey(u), []byte{0}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	doneID := deliverAll(t, s, done)
 	deadID, letter := giveUpBatch(t, s, dead)
 	goneID := statusOf(t, s, gone).ID
@@ -459,18 +473,6 @@ func TestRestartForgetsIdleTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	pendingID := statusOf(t, s, pending).ID
-	// The URL index earlier versions wrote with each target.
-	err = s.db.Update(func(txn *badger.Txn) error {
-		for _, u := range []string{done, dead} {
-			if err := txn.Set(urlKey(u), []byte{0}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -516,6 +518,132 @@ func TestRestartForgetsIdleTargets(t *testing.T) {
 	}
 	if st := statusOf(t, s, dead); st.Pending != 1 || st.ID == deadID {
 		t.Errorf("%s after replay: id %d, %d pending; want a new id and 1 pending", dead, st.ID, st.Pending)
+	}
+}
+
+// TestRunningStoreForgetsIdleTargets: a target is forgotten, in memory
+// and then on disk, once its last batch ends with nothing left, not only
+// at the next start: with a URL per subscriber (often with a query of
+// its own), a sidecar that runs for weeks would otherwise keep every URL
+// ever posted to. A capture for a forgotten URL makes its target again;
+// the records of the forgotten ones are gone by the next start.
+func TestRunningStoreForgetsIdleTargets(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	const n = 500
+	url := func(i int) string { return fmt.Sprintf("http://a.test/hooks/%d?event=book.added", i) }
+	var ids []TargetID
+	for i := range n {
+		put(t, s, url(i), `{"n":0}`)
+		ids = append(ids, deliverAll(t, s, url(i)))
+	}
+	const pending, gone = "http://pending.test/", "http://gone.test/"
+	put(t, s, pending, `{"n":0}`)
+	put(t, s, gone, `{"n":0}`)
+	goneID := statusOf(t, s, gone).ID
+	b, err := s.Claim(goneID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DiscardGone(goneID, b.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	s.mu.Lock()
+	inMemory, byURL := len(s.targets), len(s.byURL)
+	s.mu.Unlock()
+	if inMemory != 2 || byURL != 2 {
+		t.Errorf("after %d targets delivered: %d targets and %d URLs in memory, want 2 (pending and gone)", n, inMemory, byURL)
+	}
+	if _, err := s.Target(ids[0]); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delivered target: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Claim(ids[0], 0, 0); !errors.Is(err, ErrNoHooks) {
+		t.Errorf("claim of a forgotten target: err = %v, want ErrNoHooks", err)
+	}
+	put(t, s, url(0), `{"n":1}`)
+	if st := statusOf(t, s, url(0)); st.ID == ids[0] || st.Pending != 1 {
+		t.Errorf("%s captured again: id %d (was %d), %d pending; want a new id and 1 pending", url(0), st.ID, ids[0], st.Pending)
+	}
+	// Clearing the gone mark of a target with nothing left forgets it.
+	if _, err := s.SetGone(goneID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Target(goneID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("target whose gone mark was cleared: err = %v, want ErrNotFound", err)
+	}
+	deliverAll(t, s, pending)
+
+	var records int
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixTarget})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			records++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each batch's end deleted the records forgotten before it: left are
+	// the record of the new target of url(0) and that of the target
+	// forgotten last.
+	if records != 2 {
+		t.Errorf("%d target records on disk, want 2", records)
+	}
+}
+
+// TestForgetWaitsForCaptureInProgress: a target whose last batch ends
+// while a capture for its URL is being committed under its id is not
+// forgotten: its record would be deleted, and the capture, acknowledged,
+// would not be seen by the next start.
+func TestForgetWaitsForCaptureInProgress(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const url = "http://a.test/"
+	put(t, s, url, `{"n":0}`)
+	id := statusOf(t, s, url).ID
+	b, err := s.Claim(id, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := commitTxn
+	t.Cleanup(func() { commitTxn = orig })
+	acked := false
+	commitTxn = func(txn *badger.Txn) error {
+		if !acked {
+			// The capture's commit: the batch ends first (its own
+			// commit comes back here).
+			acked = true
+			if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
+				t.Errorf("ack: %v", err)
+			}
+		}
+		return orig(txn)
+	}
+	h := put(t, s, url, `{"n":1}`)
+	commitTxn = orig
+	if st, err := s.Target(id); err != nil || st.Pending != 1 {
+		t.Fatalf("target after the capture: %+v, %v; want it with 1 pending", st, err)
+	}
+	// Another batch's end, which deletes the records of forgotten targets.
+	put(t, s, "http://b.test/", `{"n":0}`)
+	deliverAll(t, s, "http://b.test/")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, dir, Options{})
+	b, err = s.Claim(statusOf(t, s, url).ID, 0, 0)
+	if err != nil {
+		t.Fatalf("after a restart: %v; want hook %s pending", err, h.ID)
+	}
+	if got := bodies(b); len(got) != 1 || got[0] != `{"n":1}` {
+		t.Errorf("after a restart: batch %v, want the hook captured while the batch ended", got)
 	}
 }
 
@@ -1023,7 +1151,7 @@ func TestReplayWritesOnlyTheHooks(t *testing.T) {
 		LSMBytes: func() int64 { return 0 },
 	})
 	const url, n = "http://a.test/", replayChunk + 72
-	id, letter := deadLetterOf(t, s, url, n, 1<<10)
+	_, letter := deadLetterOf(t, s, url, n, 1<<10)
 	dl, err := s.GetDeadLetter(letter)
 	if err != nil {
 		t.Fatal(err)
@@ -1058,6 +1186,9 @@ func TestReplayWritesOnlyTheHooks(t *testing.T) {
 	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{letter}}); err != nil || got != n-replayChunk {
 		t.Fatalf("replay of the rest: %d hooks back, %v; want %d", got, err, n-replayChunk)
 	}
+	// The dead letter's target had nothing left and was forgotten: the
+	// hooks are back in the URL's target.
+	id := statusOf(t, s, url).ID
 	if st, err := s.Target(id); err != nil || st.Pending != n {
 		t.Fatalf("target after both replays: %+v, %v; want %d pending", st, err, n)
 	}
@@ -1158,12 +1289,12 @@ func TestReplayLargeDeadLetterInChunks(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const url = "http://a.test/"
 	const n = 3*replayChunk + 5
-	id, _ := deadLetterOf(t, s, url, n, 0)
+	deadLetterOf(t, s, url, n, 0)
 	_, got, err := s.ReplayDeadLetters(DeadLetterFilter{})
 	if err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)
 	}
-	q, err := s.Claim(id, 0, 0)
+	q, err := s.Claim(statusOf(t, s, url).ID, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1239,7 +1370,7 @@ func (s *Store) queued() int {
 func TestConcurrentReplaysReplayOnce(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const n = replayChunk + 72
-	id, dl := deadLetterOf(t, s, "http://a.test/", n, 0)
+	_, dl := deadLetterOf(t, s, "http://a.test/", n, 0)
 	paused, release := holdFirstCommit(s)
 	var nA, nB int
 	var errA, errB error
@@ -1256,10 +1387,7 @@ func TestConcurrentReplaysReplayOnce(t *testing.T) {
 	if errA != nil || errB != nil {
 		t.Fatalf("replays: %v, %v", errA, errB)
 	}
-	st, err := s.Target(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := statusOf(t, s, "http://a.test/")
 	if st.Pending != n || nA+nB != n {
 		t.Fatalf("replays returned %d + %d, %d hooks pending; want %d in all", nA, nB, st.Pending, n)
 	}
@@ -1271,7 +1399,7 @@ func TestConcurrentReplaysReplayOnce(t *testing.T) {
 func TestPurgeDuringReplay(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	const n = 2*replayChunk + 44
-	id, dl := deadLetterOf(t, s, "http://a.test/", n, 0)
+	_, dl := deadLetterOf(t, s, "http://a.test/", n, 0)
 	paused, release := holdFirstCommit(s)
 	doneReplay := make(chan struct{})
 	go func() { _, _, _ = s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{dl}}); close(doneReplay) }()
@@ -1301,10 +1429,7 @@ func TestPurgeDuringReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.Target(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := statusOf(t, s, "http://a.test/")
 	if len(left) != 0 {
 		t.Errorf("purge returned %d, and dead letter %s is there after it, with %d hooks", np, left[0].ID, left[0].Size)
 	}
@@ -1326,7 +1451,7 @@ func TestGiveUpOfLargeBatch(t *testing.T) {
 	t.Cleanup(func() { maxDeadLetterValue = orig })
 	s := openStore(t, t.TempDir(), Options{GCInterval: -1})
 	const url, n = "http://a.test/", 50
-	id, batch := deadLetterOf(t, s, url, n, 4<<10)
+	_, batch := deadLetterOf(t, s, url, n, 4<<10)
 	dead, err := s.ListDeadLetters(DeadLetterFilter{}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -1351,7 +1476,7 @@ func TestGiveUpOfLargeBatch(t *testing.T) {
 	if _, got, err := s.ReplayDeadLetters(DeadLetterFilter{}); err != nil || got != n {
 		t.Fatalf("replay = %d, %v; want %d", got, err, n)
 	}
-	q, err := s.Claim(id, 0, 0)
+	q, err := s.Claim(statusOf(t, s, url).ID, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
