@@ -302,8 +302,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("hookproxy started", "version", versionString(), "proxy_addr", ln.Addr().String(),
 		"data_dir", cfg.DataDir, "pending_hooks", st.PendingHooks, "pending_targets", st.PendingTargets)
 	// The dead-letter totals are counted once, now, in the background:
-	// that reads every dead letter, and the first scrape need not wait
-	// for it.
+	// that reads every dead letter, and started now it is done, or under
+	// way, when the first scrape comes (a scrape or /api/status waits for
+	// a count under way).
 	go func() {
 		if _, err := store.DeadLetterTotals(); err != nil && !errors.Is(err, buffer.ErrClosed) {
 			log.Warn("count the dead letters", "error", err)

@@ -13,7 +13,8 @@ import (
 
 // DeadLetterFilter selects dead letters. The zero value selects all.
 type DeadLetterFilter struct {
-	// IDs, when not empty, selects only these dead letters.
+	// IDs, when not empty, selects only these dead letters, each once
+	// however often it is named.
 	IDs []string
 	// Target, when not empty, selects only dead letters of this target URL.
 	Target string
@@ -111,10 +112,16 @@ func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*Dea
 }
 
 // eachDeadItem calls fn with the item of each dead letter, oldest first,
-// or of each of ids that is there.
+// or of each of ids that is there, once: a purge that met one twice took
+// it out of the totals twice, and a replay failed on it the second time.
 func (s *Store) eachDeadItem(txn *badger.Txn, ids []string, fn func(*badger.Item) error) error {
 	if len(ids) > 0 {
+		seen := make(map[string]bool, len(ids))
 		for _, id := range ids {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
 			item, err := txn.Get(deadKey(id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue

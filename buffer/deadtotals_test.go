@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -256,4 +257,28 @@ func TestDeadLetterTotalsAfterARefusedReplay(t *testing.T) {
 	if n := s.deadCounts(); n != 1 {
 		t.Fatalf("the dead letters were read %d times, want once", n)
 	}
+}
+
+// TestDeadLetterIDsNamedTwice: a dead letter named twice in a filter's
+// IDs is selected once: a purge takes it out of the totals once (they
+// lost it twice, and stayed off until a restart), and a replay puts its
+// hooks back once, without failing on it the second time.
+func TestDeadLetterIDsNamedTwice(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	_, a := deadLetterOf(t, s, "http://a.test/", 2, 0)
+	_, b := deadLetterOf(t, s, "http://b.test/", 3, 0)
+	deadLetterOf(t, s, "http://c.test/", 1, 0)
+	checkDeadTotals(t, s, "before")
+
+	ids, err := s.PurgeDeadLetters(DeadLetterFilter{IDs: []string{a, a}})
+	if err != nil || !slices.Equal(ids, []string{a}) {
+		t.Fatalf("purge = %v, %v; want [%s]", ids, err, a)
+	}
+	checkDeadTotals(t, s, "after a purge naming a dead letter twice")
+
+	replayed, hooks, err := s.ReplayDeadLetters(DeadLetterFilter{IDs: []string{b, b}})
+	if err != nil || !slices.Equal(replayed, []string{b}) || hooks != 3 {
+		t.Fatalf("replay = %v, %d hooks, %v; want [%s], 3 hooks", replayed, hooks, err, b)
+	}
+	checkDeadTotals(t, s, "after a replay naming a dead letter twice")
 }
