@@ -173,6 +173,10 @@ type target struct {
 	// pins counts the group commits writing hooks to the target: it is
 	// not forgotten meanwhile, as their hooks go under its id.
 	pins int
+	// leftover is set when delivered hooks of the target could not be
+	// deleted: below its head, they are deleted by the next start, which
+	// needs its record, so it is not forgotten before.
+	leftover bool
 }
 
 type targetRecord struct {
@@ -1571,6 +1575,7 @@ func (s *Store) dropUnreadable(t *target, fr *flightRecord, bad []unreadableHook
 	}
 	t.version++
 	count, head := t.count, t.head
+	s.forgetLocked(t) // its last hooks may have been these
 	s.mu.Unlock()
 	if count > 0 {
 		// The hooks dropped may have been the oldest.
@@ -1957,14 +1962,17 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 		nextFr, oldest = nil, time.Time{}
 	}
 	s.reportUnreadable(t, bad, letters)
+	leftover := false
 	if len(rest) > 0 {
 		if err := s.deleteKeys(rest); err != nil {
 			s.log.Warn("delete delivered hooks; they are deleted at the next start", "batch_id", batchID, "error", err)
+			leftover = true
 		}
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t.leftover = t.leftover || leftover
 	t.head = rec.Head
 	t.gone = gone
 	t.count -= len(fr.Keys)
@@ -1990,7 +1998,8 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 const maxForgetPerWrite = 64
 
 // forgetLocked forgets t when it has nothing pending, no batch in flight,
-// no gone mark and no capture being written to it, as a restart would
+// no gone mark, no capture being written to it and no delivered hooks
+// left to delete (see target.leftover), as a restart would
 // (see forgetIdle): subscriptions come and go, and with per-subscriber
 // URLs every URL ever posted to would otherwise stay in memory (and be
 // walked by every Stats and Targets) until the next start. Its record is
@@ -1998,7 +2007,7 @@ const maxForgetPerWrite = 64
 // its URL makes its target again, under a new id; dead letters keep the
 // URL and the id they had. Called with s.mu held.
 func (s *Store) forgetLocked(t *target) {
-	if t.count > 0 || t.inflight != nil || t.gone || t.pins > 0 || s.targets[t.id] != t {
+	if t.count > 0 || t.inflight != nil || t.gone || t.pins > 0 || t.leftover || s.targets[t.id] != t {
 		return
 	}
 	delete(s.targets, t.id)
