@@ -96,6 +96,18 @@ func sameDeadLetter(a, b DeadLetter) bool {
 	return string(ja) == string(jb) && a.Size == b.Size && a.Bytes == b.Bytes && a.replayed == b.replayed
 }
 
+// withBadRecord encodes dl, a dead letter of one hook, with a second
+// record that is not even base64 after the first.
+func withBadRecord(t *testing.T, dl DeadLetter) []byte {
+	t.Helper()
+	v, err := encodeDeadLetter(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := base64.StdEncoding.EncodeToString(encodeHook(&dl.Hooks[0]))
+	return []byte(strings.Replace(string(v), `"`+first+`"`, `"`+first+`","!not base64!"`, 1))
+}
+
 // TestDeadLetterHeadSkipsHooks: the fields of a dead letter are read
 // without decoding its hooks past the first, whose exact target it
 // takes: records past the first that are not even base64 do not stop it,
@@ -104,12 +116,7 @@ func TestDeadLetterHeadSkipsHooks(t *testing.T) {
 	const url = "http://a.test/\xff"
 	dl := DeadLetter{ID: "01HF7YAT00FWE8GBR000000001", TargetID: 7, Target: url, Reason: "status", Attempts: 3,
 		Hooks: []Hook{{ID: "01HF7YAT00FWE8GBR000000002", Target: url, Method: "POST", Body: []byte(`{}`)}}}
-	v, err := encodeDeadLetter(dl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := base64.StdEncoding.EncodeToString(encodeHook(&dl.Hooks[0]))
-	v = []byte(strings.Replace(string(v), `"`+first+`"`, `"`+first+`","!not base64!"`, 1))
+	v := withBadRecord(t, dl)
 	var whole DeadLetter
 	if err := decodeDeadLetter(v, &whole); err == nil {
 		t.Fatal("whole decode of a bad record: no error")
@@ -133,12 +140,7 @@ func TestReplaySkipsALetterWithABadRecord(t *testing.T) {
 	put(t, s, url, `{"n":0}`)
 	dl := DeadLetter{ID: "01HF7YAT00FWE8GBR000000001", TargetID: statusOf(t, s, url).ID, Target: url, Reason: "status",
 		Hooks: []Hook{{ID: "01HF7YAT00FWE8GBR000000002", Target: url, Method: "POST", Body: []byte(`{}`)}}}
-	v, err := encodeDeadLetter(dl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := base64.StdEncoding.EncodeToString(encodeHook(&dl.Hooks[0]))
-	v = []byte(strings.Replace(string(v), `"`+first+`"`, `"`+first+`","!not base64!"`, 1))
+	v := withBadRecord(t, dl)
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(deadKey(dl.ID), v) }); err != nil {
 		t.Fatal(err)
 	}
