@@ -8,12 +8,12 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// queueKeys counts the queue keys of target id on disk.
-func queueKeys(tb testing.TB, s *Store, id TargetID) int {
+// countKeys counts the keys on disk under prefix.
+func countKeys(tb testing.TB, s *Store, prefix []byte) int {
 	tb.Helper()
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: queuePrefix(id)})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			n++
@@ -72,7 +72,7 @@ func TestForgetKeepsUndeletedHooksToTheirRecord(t *testing.T) {
 	}
 	commitTxn = orig
 	unblock()
-	left := queueKeys(t, s, id)
+	left := countKeys(t, s, queuePrefix(id))
 	if left == 0 {
 		t.Fatal("every hook of the batch deleted with its end: the test needs a batch too large for one transaction")
 	}
@@ -84,7 +84,7 @@ func TestForgetKeepsUndeletedHooksToTheirRecord(t *testing.T) {
 	}
 
 	s = openStore(t, dir, Options{GCInterval: -1})
-	if n := queueKeys(t, s, id); n != 0 {
+	if n := countKeys(t, s, queuePrefix(id)); n != 0 {
 		t.Errorf("after a restart: %d delivered hooks of target %d still on disk (of %d left by the failed deletion), want none", n, id, left)
 	}
 	if _, err := s.Target(id); !errors.Is(err, ErrNotFound) {

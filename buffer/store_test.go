@@ -574,18 +574,7 @@ func TestRunningStoreForgetsIdleTargets(t *testing.T) {
 	}
 	deliverAll(t, s, pending)
 
-	var records int
-	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixTarget})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			records++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	records := countKeys(t, s, prefixTarget)
 	// Each batch's end deleted the records forgotten before it: left are
 	// the record of the new target of url(0) and that of the target
 	// forgotten last.
