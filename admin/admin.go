@@ -101,8 +101,9 @@ type Store interface {
 	Target(id buffer.TargetID) (buffer.TargetStatus, error)
 	// Stats summarises the pending hooks.
 	Stats() buffer.Stats
-	// ListDeadLetters returns the selected dead letters, oldest first.
-	ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) ([]buffer.DeadLetter, error)
+	// DeadLetterHeads returns the selected dead letters, oldest first,
+	// with their fields alone: no hooks.
+	DeadLetterHeads(f buffer.DeadLetterFilter) ([]buffer.DeadLetter, error)
 	// DeadLetterPage returns the selected dead letters from the
 	// offset-th on, at most limit of them, oldest first, their hooks
 	// without their bodies, and how many are selected in all.

@@ -651,17 +651,15 @@ func selector(r *http.Request) (Selector, error) {
 // (the order their hooks arrived in), and the ids asked for that are not
 // dead letters.
 func (s *Server) resolve(sel Selector) (ids, notFound []string, unreadable map[string]bool, err error) {
-	ds, err := s.store.ListDeadLetters(buffer.DeadLetterFilter{IDs: sel.IDs, Target: sel.Target, Reason: sel.Reason}, false)
+	ds, err := s.store.DeadLetterHeads(buffer.DeadLetterFilter{IDs: sel.IDs, Target: sel.Target, TargetID: buffer.TargetID(sel.TargetID), Reason: sel.Reason})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	unreadable = make(map[string]bool)
 	for i := range ds {
-		if sel.TargetID == 0 || uint64(ds[i].TargetID) == sel.TargetID {
-			ids = append(ids, ds[i].ID)
-			if ds[i].Reason == buffer.ReasonUnreadable {
-				unreadable[ds[i].ID] = true
-			}
+		ids = append(ids, ds[i].ID)
+		if ds[i].Reason == buffer.ReasonUnreadable {
+			unreadable[ds[i].ID] = true
 		}
 	}
 	// Ids are sortable by creation time; a list asked for by id comes in

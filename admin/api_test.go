@@ -112,16 +112,6 @@ type bodyWatch struct {
 	bodies int // bytes of bodies handed to the server
 }
 
-func (b *bodyWatch) ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) ([]buffer.DeadLetter, error) {
-	ds, err := b.Store.ListDeadLetters(f, withHooks)
-	for i := range ds {
-		for _, h := range ds[i].Hooks {
-			b.bodies += len(h.Body)
-		}
-	}
-	return ds, err
-}
-
 func (b *bodyWatch) DeadLetterPage(f buffer.DeadLetterFilter, offset, limit int) ([]buffer.DeadLetter, int, error) {
 	ds, total, err := b.Store.DeadLetterPage(f, offset, limit)
 	for i := range ds {

@@ -134,10 +134,6 @@ func TestStatusClass(t *testing.T) {
 // failingDeadLetters is a store whose dead letters cannot be read.
 type failingDeadLetters struct{ *buffer.Store }
 
-func (failingDeadLetters) ListDeadLetters(buffer.DeadLetterFilter, bool) ([]buffer.DeadLetter, error) {
-	return nil, errors.New("disk on fire")
-}
-
 func (failingDeadLetters) DeadLetterPage(buffer.DeadLetterFilter, int, int) ([]buffer.DeadLetter, int, error) {
 	return nil, 0, errors.New("disk on fire")
 }
@@ -240,51 +236,5 @@ func TestGrafanaDashboard(t *testing.T) {
 		if n := f.GetName(); strings.HasPrefix(n, "hookproxy_") && n != "hookproxy_build_info" && !queried[n] {
 			t.Errorf("no panel queries %s", n)
 		}
-	}
-}
-
-// wholeList is a store that counts the listings of every dead letter at
-// once, which hold them all in memory together.
-type wholeList struct {
-	*buffer.Store
-	lists int
-}
-
-func (w *wholeList) ListDeadLetters(f buffer.DeadLetterFilter, withHooks bool) ([]buffer.DeadLetter, error) {
-	if len(f.IDs) == 0 && f.Target == "" && f.Reason == "" {
-		w.lists++
-	}
-	return w.Store.ListDeadLetters(f, withHooks)
-}
-
-// TestDeadLetterCountStreams: the dead-letter figures of /metrics and
-// /api/status are counted one dead letter at a time, not from a list of
-// them all, whose size grows with their number (one per hook without
-// batching).
-func TestDeadLetterCountStreams(t *testing.T) {
-	clk := newClock()
-	st := openStore(t, clk)
-	for range 3 {
-		put(t, st, "http://a.test/hook", `{"a":1}`, `{"a":2}`)
-		kill(t, st, clk, "http://a.test/hook", 2, "status", 400)
-	}
-	w := &wholeList{Store: st}
-	_, url := serve(t, Options{Store: w, Metrics: NewMetrics("x")})
-	fams := admintest.Scrape(t, url, "")
-	if got, _ := admintest.Series(t, fams, "hookproxy_dead_letters"); got != 3 {
-		t.Errorf("hookproxy_dead_letters = %v, want 3", got)
-	}
-	if got, _ := admintest.Series(t, fams, "hookproxy_dead_letter_hooks"); got != 6 {
-		t.Errorf("hookproxy_dead_letter_hooks = %v, want 6", got)
-	}
-	var status Status
-	if code := admintest.Call(t, "GET", url+"/api/status", "", nil, &status); code != http.StatusOK {
-		t.Fatalf("status: %d", code)
-	}
-	if status.DeadLetters != 3 || status.DeadLetterHooks != 6 {
-		t.Errorf("status: %d dead letters, %d hooks, want 3 and 6", status.DeadLetters, status.DeadLetterHooks)
-	}
-	if w.lists != 0 {
-		t.Errorf("the count listed every dead letter at once %d times", w.lists)
 	}
 }

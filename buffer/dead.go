@@ -55,10 +55,11 @@ func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLette
 	return out, nil
 }
 
-// deadLetterHeads returns the dead letters selected by f, oldest first,
+// DeadLetterHeads returns the dead letters selected by f, oldest first,
 // with their fields alone (see readDeadLetter): no hooks, Size and Bytes
-// 0.
-func (s *Store) deadLetterHeads(f DeadLetterFilter) ([]DeadLetter, error) {
+// 0. It is what selecting dead letters needs, a fraction of the work of
+// ListDeadLetters.
+func (s *Store) DeadLetterHeads(f DeadLetterFilter) ([]DeadLetter, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -281,7 +282,7 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 func (s *Store) ReplayDeadLetters(f DeadLetterFilter) (replayed []string, hooks int, err error) {
 	s.lockDead()
 	defer s.deadMu.Unlock()
-	dead, err := s.deadLetterHeads(f)
+	dead, err := s.DeadLetterHeads(f)
 	if err != nil {
 		return nil, 0, err
 	}
