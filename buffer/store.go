@@ -605,10 +605,10 @@ func (s *Store) rebuild() error {
 func (s *Store) forgetIdle() {
 	var idle []*target
 	var keys [][]byte
-	for id, t := range s.targets {
-		if t.count == 0 && t.inflight == nil && !t.gone {
+	for _, t := range s.targets {
+		if t.idle() {
 			idle = append(idle, t)
-			keys = append(keys, targetKey(id), urlKey(t.url))
+			keys = append(keys, t.recordKeys()...)
 		}
 	}
 	// A clean-up: on a disk short of its reserve it waits for a later
@@ -623,10 +623,7 @@ func (s *Store) forgetIdle() {
 	// behind is harmless: a later capture makes a target of its own, and
 	// the next start forgets the old one again.
 	for _, t := range idle {
-		delete(s.targets, t.id)
-		if s.byURL[t.url] == t { // not a later target of the URL (see rebuild)
-			delete(s.byURL, t.url)
-		}
+		s.drop(t)
 	}
 	if err := forgetKeys(s, keys); err != nil {
 		s.log.Warn("could not delete the records of forgotten targets; the next start deletes them", "count", len(idle), "error", err)
@@ -1926,12 +1923,15 @@ func (s *Store) finish(id TargetID, batchID string, dead *deadInfo, next NextCla
 	s.forgotten = nil
 	s.mu.Unlock()
 	deleted := 0
+forget:
 	for _, f := range forgotten {
 		if len(rest) > 0 || deleted == maxForgetPerWrite {
 			break
 		}
-		if txn.Delete(targetKey(f.id)) != nil || txn.Delete(urlKey(f.url)) != nil {
-			break // too big: the next batch's end deletes it
+		for _, k := range f.recordKeys() {
+			if txn.Delete(k) != nil {
+				break forget // too big: the next batch's end deletes it
+			}
 		}
 		deleted++
 	}
@@ -2007,14 +2007,31 @@ const maxForgetPerWrite = 64
 // its URL makes its target again, under a new id; dead letters keep the
 // URL and the id they had. Called with s.mu held.
 func (s *Store) forgetLocked(t *target) {
-	if t.count > 0 || t.inflight != nil || t.gone || t.pins > 0 || t.leftover || s.targets[t.id] != t {
+	if !t.idle() || s.targets[t.id] != t {
 		return
 	}
+	s.drop(t)
+	s.forgotten = append(s.forgotten, t)
+}
+
+// idle reports whether t may be forgotten: nothing pending, no batch in
+// flight, no gone mark, no capture being written to it and no delivered
+// hooks left to delete.
+func (t *target) idle() bool {
+	return t.count == 0 && t.inflight == nil && !t.gone && t.pins == 0 && !t.leftover
+}
+
+// recordKeys are the keys of t's record: its own and, from versions that
+// wrote it, its URL's.
+func (t *target) recordKeys() [][]byte { return [][]byte{targetKey(t.id), urlKey(t.url)} }
+
+// drop takes t out of the in-memory index; called with s.mu held (or
+// before the store is shared).
+func (s *Store) drop(t *target) {
 	delete(s.targets, t.id)
-	if s.byURL[t.url] == t {
+	if s.byURL[t.url] == t { // not a later target of the URL (see rebuild)
 		delete(s.byURL, t.url)
 	}
-	s.forgotten = append(s.forgotten, t)
 }
 
 // ended reports whether the target's in-flight batch in the store is no
