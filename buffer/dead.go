@@ -42,7 +42,7 @@ func (f DeadLetterFilter) match(d *DeadLetter) bool {
 // how many there were).
 func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := s.viewDeadLetters(f, func(d *DeadLetter) error {
+	err := s.viewDeadLetters(f, true, func(d *DeadLetter) error {
 		if !withHooks {
 			d.Hooks = nil
 		}
@@ -60,19 +60,10 @@ func (s *Store) ListDeadLetters(f DeadLetterFilter, withHooks bool) ([]DeadLette
 // 0. It is what selecting dead letters needs, a fraction of the work of
 // ListDeadLetters.
 func (s *Store) DeadLetterHeads(f DeadLetterFilter) ([]DeadLetter, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.closeMu.RUnlock()
 	var out []DeadLetter
-	err := s.db.View(func(txn *badger.Txn) error {
-		return s.eachDeadItem(txn, f.IDs, func(item *badger.Item) error {
-			d, err := readDeadLetter(txn, item, false)
-			if err == nil && f.match(&d) {
-				out = append(out, d)
-			}
-			return err
-		})
+	err := s.viewDeadLetters(f, false, func(d *DeadLetter) error {
+		out = append(out, *d)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
@@ -81,13 +72,14 @@ func (s *Store) DeadLetterHeads(f DeadLetterFilter) ([]DeadLetter, error) {
 }
 
 // viewDeadLetters calls fn with each dead letter selected by f, oldest
-// first, in one read transaction.
-func (s *Store) viewDeadLetters(f DeadLetterFilter, fn func(*DeadLetter) error) error {
+// first, in one read transaction, decoded whole or not (see
+// readDeadLetter).
+func (s *Store) viewDeadLetters(f DeadLetterFilter, whole bool, fn func(*DeadLetter) error) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.closeMu.RUnlock()
-	return s.db.View(func(txn *badger.Txn) error { return s.eachDeadLetter(txn, f, fn) })
+	return s.db.View(func(txn *badger.Txn) error { return s.eachDeadLetter(txn, f, whole, fn) })
 }
 
 // GetDeadLetter returns one dead letter with its hooks.
@@ -102,9 +94,9 @@ func (s *Store) GetDeadLetter(id string) (DeadLetter, error) {
 	return ds[0], nil
 }
 
-func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, fn func(*DeadLetter) error) error {
+func (s *Store) eachDeadLetter(txn *badger.Txn, f DeadLetterFilter, whole bool, fn func(*DeadLetter) error) error {
 	return s.eachDeadItem(txn, f.IDs, func(item *badger.Item) error {
-		d, err := readDeadLetter(txn, item, true)
+		d, err := readDeadLetter(txn, item, whole)
 		if err != nil || !f.match(&d) {
 			return err
 		}
@@ -243,7 +235,7 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 		damaged bool
 	)
 	err := s.db.View(func(txn *badger.Txn) error {
-		return s.eachDeadLetter(txn, f, func(d *DeadLetter) error {
+		return s.eachDeadLetter(txn, f, true, func(d *DeadLetter) error {
 			ids = append(ids, d.ID)
 			keys = append(keys, deadKey(d.ID), replayedKey(d.ID))
 			totals.add(letterTotals(d))

@@ -128,7 +128,7 @@ func (s *Store) DeadLetterTotals() (DeadTotals, error) {
 	afterDeadSnapshot()
 
 	var t DeadTotals
-	err := s.eachDeadLetter(txn, DeadLetterFilter{}, func(d *DeadLetter) error {
+	err := s.eachDeadLetter(txn, DeadLetterFilter{}, true, func(d *DeadLetter) error {
 		t.add(letterTotals(d))
 		return nil
 	})
