@@ -176,8 +176,7 @@ func (m *Metrics) Delivered(batchSize int) {
 
 // GivenUp counts a batch given up on; it is the sender's OnGivenUp.
 func (m *Metrics) GivenUp(reason string, batchSize int) {
-	m.givenUp.WithLabelValues(reason).Inc()
-	m.givenUpHooks.WithLabelValues(reason).Add(float64(batchSize))
+	m.StoreGivenUp(reason, batchSize)
 	m.batchSize.Observe(float64(batchSize))
 }
 
