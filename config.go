@@ -35,6 +35,9 @@ type Config struct {
 	CaptureMethods []string `env:"CAPTURE_METHODS" envDefault:"POST" envSeparator:","`
 	CaptureHosts   []string `env:"CAPTURE_HOSTS" envSeparator:","`
 	MaxBodyBytes   ByteSize `env:"MAX_BODY_BYTES" envDefault:"1MiB"`
+	// MaxCapturingBytes bounds the bodies of the hooks being captured at
+	// once (proxy.Options.MaxCapturingBytes).
+	MaxCapturingBytes ByteSize `env:"MAX_CAPTURING_BYTES" envDefault:"32MiB"`
 
 	BatchSize    int      `env:"BATCH_SIZE" envDefault:"0"`
 	BatchTime    Duration `env:"BATCH_TIME" envDefault:"0"`
@@ -195,6 +198,10 @@ func (c *Config) validate(vars map[string]string, unparsed map[string]bool) erro
 	}
 	if c.MaxBodyBytes > 16<<20 {
 		bad("MAX_BODY_BYTES", c.MaxBodyBytes, "must be at most 16MiB")
+	}
+	if c.MaxCapturingBytes > 0 && c.MaxCapturingBytes < c.MaxBodyBytes {
+		bad("MAX_CAPTURING_BYTES", c.MaxCapturingBytes, fmt.Sprintf(
+			"must be 0 (no limit) or at least HOOKPROXY_MAX_BODY_BYTES (%d): a larger hook could never be captured", int64(c.MaxBodyBytes)))
 	}
 	if c.BatchSize < 0 {
 		bad("BATCH_SIZE", c.BatchSize, "must be 0 (unset) or positive")

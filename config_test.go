@@ -28,6 +28,7 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.Retries != 5 || time.Duration(cfg.RetryInterval) != 5*time.Second ||
 		time.Duration(cfg.BatchMaxWait) != time.Minute || time.Duration(cfg.SendTimeout) != 15*time.Second ||
 		time.Duration(cfg.DrainTimeout) != 20*time.Second || cfg.OnGiveUp != "dead-letter" ||
+		cfg.MaxCapturingBytes != 32<<20 ||
 		len(cfg.CaptureMethods) != 1 || cfg.CaptureMethods[0] != "POST" || cfg.batching() {
 		t.Fatalf("defaults = %+v", cfg)
 	}
@@ -322,22 +323,28 @@ func TestListenIsValidated(t *testing.T) {
 	}
 }
 
-// TestQuotaBelowBodyLimit: a MAX_PENDING_BYTES below MAX_BODY_BYTES
-// would refuse some hooks for ever, even on an empty store: it is refused.
-func TestQuotaBelowBodyLimit(t *testing.T) {
+// TestBoundsBelowBodyLimit: a MAX_PENDING_BYTES or MAX_CAPTURING_BYTES
+// below MAX_BODY_BYTES would refuse or hold some hooks for ever, even on
+// an empty store: it is refused.
+func TestBoundsBelowBodyLimit(t *testing.T) {
 	for _, tt := range []struct {
 		environ []string
-		ok      bool
+		bad     string // the setting named with the body limit; "": accepted
 	}{
-		{[]string{"HOOKPROXY_MAX_PENDING_BYTES=1KiB"}, false}, // below the default 1MiB body limit
-		{[]string{"HOOKPROXY_MAX_PENDING_BYTES=1KiB", "HOOKPROXY_MAX_BODY_BYTES=1KiB"}, true},
-		{[]string{"HOOKPROXY_MAX_PENDING_BYTES=0"}, true},
+		{[]string{"HOOKPROXY_MAX_PENDING_BYTES=1KiB"}, "HOOKPROXY_MAX_PENDING_BYTES=1KiB"}, // below the default 1MiB body limit
+		{[]string{"HOOKPROXY_MAX_PENDING_BYTES=1KiB", "HOOKPROXY_MAX_BODY_BYTES=1KiB"}, ""},
+		{[]string{"HOOKPROXY_MAX_PENDING_BYTES=0"}, ""},
+		{[]string{"HOOKPROXY_MAX_CAPTURING_BYTES=512KiB"}, "HOOKPROXY_MAX_CAPTURING_BYTES=512KiB"},
+		// The default 32MiB bound is below the largest body limit allowed.
+		{[]string{"HOOKPROXY_MAX_BODY_BYTES=16MiB"}, ""},
+		{[]string{"HOOKPROXY_MAX_CAPTURING_BYTES=16MiB", "HOOKPROXY_MAX_BODY_BYTES=16MiB"}, ""},
+		{[]string{"HOOKPROXY_MAX_CAPTURING_BYTES=0"}, ""},
 	} {
 		_, err := loadConfig(tt.environ)
-		if tt.ok && err != nil {
+		if tt.bad == "" && err != nil {
 			t.Errorf("%v: %v, want it accepted", tt.environ, err)
 		}
-		if !tt.ok && (err == nil || !strings.Contains(err.Error(), "HOOKPROXY_MAX_PENDING_BYTES=1KiB") || !strings.Contains(err.Error(), "HOOKPROXY_MAX_BODY_BYTES")) {
+		if tt.bad != "" && (err == nil || !strings.Contains(err.Error(), tt.bad) || !strings.Contains(err.Error(), "HOOKPROXY_MAX_BODY_BYTES")) {
 			t.Errorf("%v: %v, want an error naming both settings", tt.environ, err)
 		}
 	}

@@ -246,12 +246,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		OnStoreError:     cfg.OnStoreError,
 		// A forwarded hook goes to its subscriber URL as a delivery of
 		// one hook would: through the egress guard, with an id, signed.
-		ForwardTransport: snd.Forwarder(forward),
-		IdleTimeout:      time.Duration(cfg.IdleTimeout),
-		MaxConns:         conns,
-		Logger:           log.With("component", "proxy"),
-		OnCapture:        metrics.CaptureObserved,
-		OnPassThrough:    metrics.PassThrough,
+		ForwardTransport:  snd.Forwarder(forward),
+		IdleTimeout:       time.Duration(cfg.IdleTimeout),
+		MaxConns:          conns,
+		MaxCapturingBytes: int64(cfg.MaxCapturingBytes),
+		Logger:            log.With("component", "proxy"),
+		OnCapture:         metrics.CaptureObserved,
+		OnCaptureWait:     metrics.CaptureWaited,
+		OnPassThrough:     metrics.PassThrough,
 		// HTTPS interception and proxy credentials (tls.go).
 		TLSConfig:         hs.ca.TLSConfig,
 		MITMHosts:         cfg.MITMHosts,

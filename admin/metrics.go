@@ -39,6 +39,7 @@ type Metrics struct {
 	captured      prometheus.Counter
 	capturedBytes prometheus.Counter
 	captureTime   prometheus.Histogram
+	captureWaits  prometheus.Counter
 	passThrough   *prometheus.CounterVec
 	attempts      *prometheus.CounterVec
 	attemptTime   *prometheus.HistogramVec
@@ -66,6 +67,10 @@ func NewMetrics(version string) *Metrics {
 			Name:    "hookproxy_capture_duration_seconds",
 			Help:    "Time from a webhook request's arrival to the hook being durable on disk.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		captureWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookproxy_capture_waits_total",
+			Help: "Webhook requests that waited, their body unread, for the hooks being captured to fall under HOOKPROXY_MAX_CAPTURING_BYTES.",
 		}),
 		passThrough: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookproxy_passthrough_requests_total",
@@ -121,7 +126,7 @@ func NewMetrics(version string) *Metrics {
 	})
 	info.Set(1)
 	m.reg.MustRegister(
-		m.captured, m.capturedBytes, m.captureTime, m.passThrough,
+		m.captured, m.capturedBytes, m.captureTime, m.captureWaits, m.passThrough,
 		m.attempts, m.attemptTime, m.batches, m.hooks, m.givenUp, m.givenUpHooks, m.batchSize,
 		info,
 		collectors.NewGoCollector(),
@@ -151,6 +156,10 @@ func (m *Metrics) CaptureObserved(h *buffer.Hook, d time.Duration) {
 	m.capturedBytes.Add(float64(h.Size()))
 	m.captureTime.Observe(d.Seconds())
 }
+
+// CaptureWaited counts a capture that waits for room under the bound on
+// the bytes being captured; it is the proxy's OnCaptureWait.
+func (m *Metrics) CaptureWaited() { m.captureWaits.Inc() }
 
 // PassThrough counts a forwarded request; it is the proxy's OnPassThrough.
 func (m *Metrics) PassThrough(r *http.Request) {

@@ -304,14 +304,7 @@ func (e unsupportedEncodingError) Error() string {
 // The limit applies to the decoded body. On success the request's
 // Content-Encoding header is gone, as the body is no longer encoded.
 func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
-	var codings []string
-	for _, v := range r.Header.Values("Content-Encoding") {
-		for c := range strings.SplitSeq(v, ",") {
-			if c = strings.ToLower(textproto.TrimString(c)); c != "" && c != "identity" {
-				codings = append(codings, c)
-			}
-		}
-	}
+	codings := contentCodings(r.Header)
 	if len(codings) == 0 {
 		r.Header.Del("Content-Encoding") // identity, if anything
 		return readBody(r.Body, r.ContentLength, p.maxBody)
@@ -369,6 +362,64 @@ func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
+// contentCodings lists a request's content codings other than identity,
+// lower-cased, in the order they were applied.
+func contentCodings(h http.Header) []string {
+	var codings []string
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.ToLower(textproto.TrimString(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	return codings
+}
+
+// capturingBytes is what capturing r counts against
+// Options.MaxCapturingBytes: its Content-Length, or the body limit when
+// it has none or is encoded; nothing when it is refused unread.
+func (p *Proxy) capturingBytes(r *http.Request) int64 {
+	switch {
+	case r.ContentLength > p.maxBody:
+		return 0
+	case r.ContentLength >= 0 && len(contentCodings(r.Header)) == 0:
+		return r.ContentLength
+	}
+	return p.maxBody
+}
+
+// reserve takes n bytes under Options.MaxCapturingBytes, waiting behind
+// the captures that came first until there is room; release gives them
+// back. It fails only when ctx ends first.
+func (p *Proxy) reserve(ctx context.Context, n int64) (release func(), err error) {
+	if p.capturing == nil || n == 0 {
+		return func() {}, nil
+	}
+	if !p.capturing.TryAcquire(n) {
+		p.capturingFull()
+		if err := p.capturing.Acquire(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	if p.onReserve != nil {
+		p.onReserve(n)
+	}
+	return func() { p.capturing.Release(n) }, nil
+}
+
+// capturingFull reports a capture waiting for room under
+// Options.MaxCapturingBytes: in the log at most once a minute.
+func (p *Proxy) capturingFull() {
+	if p.onCaptureWait != nil {
+		p.onCaptureWait()
+	}
+	now := time.Now().UnixNano()
+	if last := p.lastCapturingFull.Load(); now-last >= int64(time.Minute) && p.lastCapturingFull.CompareAndSwap(last, now) {
+		p.log.Warn("hooks being captured at their memory bound: new ones wait until one is stored", "limit", p.maxCapturing)
+	}
+}
+
 // undeliverableURL says why a hook's URL cannot be a delivery target,
 // or returns "". The message never holds the URL itself.
 func undeliverableURL(r *http.Request) string {
@@ -407,6 +458,15 @@ func validPort(port string) bool {
 // from the body already read, for goproxy to send upstream.
 func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.Response) {
 	host := r.URL.Host
+	release, err := p.reserve(r.Context(), p.capturingBytes(r))
+	if err != nil {
+		p.log.Warn("hook abandoned: client went away", "target", host, "duration", time.Since(start), "error", err)
+		return nil, jsonErrorResponse(r, http.StatusServiceUnavailable, "request cancelled")
+	}
+	// A hook forwarded because the store failed counts no more once it
+	// is handed on: the forward waits on its receiver for up to the send
+	// timeout, and captures must not wait on a receiver.
+	defer release()
 	body, err := p.readHookBody(r)
 	var unsupported unsupportedEncodingError
 	switch {

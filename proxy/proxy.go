@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"golang.org/x/sync/semaphore"
 
 	"hookproxy/buffer"
 )
@@ -164,6 +165,18 @@ type Options struct {
 	// cannot open a file when it needs one may crash the process, so
 	// it keeps a share of the descriptors for the store. Zero: no bound.
 	MaxConns int
+	// MaxCapturingBytes bounds the body bytes of the hooks being captured
+	// at once, from the start of a body's read until the hook is stored
+	// (or handed on to be forwarded when the store fails): a capture that
+	// would take them past it waits, its body unread, until others are
+	// done, in the order they came. A body counts at its Content-Length,
+	// or at MaxBodyBytes when it has none or is encoded (what it decodes
+	// to is not known before it is read). Zero: no bound; otherwise at
+	// least MaxBodyBytes, or a hook that size could never be captured.
+	MaxCapturingBytes int64
+	// OnCaptureWait, when set, is called each time a capture waits for
+	// room under MaxCapturingBytes. It must not block.
+	OnCaptureWait func()
 	// Logger receives one line per captured hook and every error. Nil
 	// discards.
 	Logger *slog.Logger
@@ -246,6 +259,18 @@ type Proxy struct {
 	// lastFull is when the log last said the connections were at the
 	// bound (Unix nanoseconds).
 	lastFull atomic.Int64
+	// capturing holds the body bytes of the captures in progress when
+	// MaxCapturingBytes bounds them; nil: no bound.
+	capturing *semaphore.Weighted
+	// maxCapturing is MaxCapturingBytes.
+	maxCapturing int64
+	// lastCapturingFull is when the log last said captures wait for
+	// room (Unix nanoseconds).
+	lastCapturingFull atomic.Int64
+	onCaptureWait     func()
+	// onReserve, when set, is called with the bytes each capture has
+	// taken under MaxCapturingBytes (for tests).
+	onReserve func(n int64)
 	// onFull, when set, is called each time Serve waits for a connection
 	// to close before it accepts another (for tests).
 	onFull func()
@@ -306,6 +331,15 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxConns < 0 {
 		return nil, fmt.Errorf("new proxy: MaxConns %d is negative", opts.MaxConns)
 	}
+	var capturing *semaphore.Weighted
+	switch {
+	case opts.MaxCapturingBytes < 0:
+		return nil, fmt.Errorf("new proxy: MaxCapturingBytes %d is negative", opts.MaxCapturingBytes)
+	case opts.MaxCapturingBytes > 0 && opts.MaxCapturingBytes < maxBody:
+		return nil, fmt.Errorf("new proxy: MaxCapturingBytes %d is below MaxBodyBytes %d", opts.MaxCapturingBytes, maxBody)
+	case opts.MaxCapturingBytes > 0:
+		capturing = semaphore.NewWeighted(opts.MaxCapturingBytes)
+	}
 	readHeader := opts.ReadHeaderTimeout
 	switch {
 	case readHeader < 0:
@@ -319,19 +353,22 @@ func New(opts Options) (*Proxy, error) {
 	}
 
 	p := &Proxy{
-		store:       opts.Store,
-		methods:     methods,
-		hosts:       hosts,
-		maxBody:     maxBody,
-		requireJSON: opts.RequireValidJSON,
-		reject:      reject,
-		log:         log,
-		onCapture:   opts.OnCapture,
-		onPass:      opts.OnPassThrough,
-		tlsConfig:   opts.TLSConfig,
-		mitmHosts:   mitmHosts,
-		auth:        auth,
-		idle:        idle,
+		store:         opts.Store,
+		methods:       methods,
+		hosts:         hosts,
+		maxBody:       maxBody,
+		requireJSON:   opts.RequireValidJSON,
+		reject:        reject,
+		log:           log,
+		onCapture:     opts.OnCapture,
+		capturing:     capturing,
+		maxCapturing:  opts.MaxCapturingBytes,
+		onCaptureWait: opts.OnCaptureWait,
+		onPass:        opts.OnPassThrough,
+		tlsConfig:     opts.TLSConfig,
+		mitmHosts:     mitmHosts,
+		auth:          auth,
+		idle:          idle,
 	}
 	if opts.MaxConns > 0 {
 		p.slots = make(chan struct{}, opts.MaxConns)
