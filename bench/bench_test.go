@@ -329,10 +329,11 @@ func TestReferencesArmQuickackPerRequest(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	// Sometimes a read already waiting when the answer goes out arms
-	// once more after it returns; arming around every read would be
-	// about four per request.
-	if arms := quickackArms.Load() - before; arms < n || arms > 3*n/2 {
+	// The answer's write arms once. A read that begins or returns while
+	// that write is still in its system call arms once more, which a
+	// loaded machine makes common (83 for 50 requests once; 53-63 on a
+	// quiet one). Arming around every read is four per request (201).
+	if arms := quickackArms.Load() - before; arms < n || arms > 5*n/2 {
 		t.Errorf("%d arms for %d requests on one connection, want about one each", arms, n)
 	}
 }
