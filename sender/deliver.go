@@ -259,6 +259,9 @@ func (s *Sender) send(ctx context.Context, b *buffer.Batch, now time.Time) (resp
 		if resp != nil && errors.Is(err, errRedirect) {
 			return response{status: resp.StatusCode, header: resp.Header}, err
 		}
+		if bl, ok := errors.AsType[*badLocationError](err); ok {
+			return response{status: bl.status}, err
+		}
 		return response{}, err
 	}
 	closeBody(resp)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -241,6 +242,36 @@ func TestRedirects(t *testing.T) {
 			t.Errorf("%d pending, dead letters %+v: want it delivered", n, deadLetters(t, st))
 		}
 	})
+
+	t.Run("no Referer on a hop", func(t *testing.T) {
+		// The target URL may hold a secret (a token in its path or query):
+		// net/http would hand it to the next hop as Referer.
+		final := newReceiver(t, nil)
+		rc := redirector(t, http.StatusTemporaryRedirect, func() string { return final.URL + "/moved" })
+		run(t, rc.URL+"/in?token=s3cret", Options{FollowRedirects: true})
+		got := final.got()
+		if len(got) != 1 {
+			t.Fatalf("the redirect's target got %d requests, want 1", len(got))
+		}
+		if ref := got[0].header.Get("Referer"); ref != "" {
+			t.Errorf("the redirect's target got Referer %q, want none", ref)
+		}
+	})
+
+	// net/http reads a redirect's Location before it asks the redirect
+	// policy, and fails the request when it does not parse: that must
+	// not pass for a network error (retried, the Location logged).
+	for _, follow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Location that is not a URL, follow %v", follow), func(t *testing.T) {
+			rc := redirector(t, http.StatusMovedPermanently, func() string { return "http://[::1/x?token=s3cret" })
+			st := run(t, rc.URL, Options{FollowRedirects: follow})
+			wantDead(t, st, ReasonStatus, "redirect to a Location that is not a URL (HTTP 301 Moved Permanently): not followed")
+			dl := deadLetters(t, st)[0]
+			if dl.LastStatus != http.StatusMovedPermanently || strings.Contains(dl.Detail, "s3cret") {
+				t.Errorf("dead letter with status %d and detail %q, want 301 and no Location", dl.LastStatus, dl.Detail)
+			}
+		})
+	}
 
 	t.Run("302 not followed by default", func(t *testing.T) {
 		final := newReceiver(t, nil)

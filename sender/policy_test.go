@@ -282,9 +282,13 @@ func TestOwnClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, ok := s.client.Transport.(*http.Transport)
+	lc, ok := s.client.Transport.(locationCheck)
 	if !ok {
 		t.Fatalf("transport is %T", s.client.Transport)
+	}
+	tr, ok := lc.rt.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport is %T", lc.rt)
 	}
 	// The process's proxy settings point at hookproxy itself.
 	if tr.Proxy != nil {

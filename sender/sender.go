@@ -460,7 +460,7 @@ func New(opts Options) (*Sender, error) {
 			tr = NewTransport(s.workers, opts.TLSConfig, opts.Guard)
 			s.ownClient = true
 		}
-		s.client = &http.Client{Transport: tr, CheckRedirect: redirectPolicy(opts.FollowRedirects)}
+		s.client = &http.Client{Transport: locationCheck{tr}, CheckRedirect: redirectPolicy(opts.FollowRedirects)}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -536,6 +536,11 @@ func redirectPolicy(follow bool) func(*http.Request, []*http.Request) error {
 		if hops := len(via) - 1; hops >= MaxRedirects {
 			return fmt.Errorf("redirect to %s after %d redirects: %w", host, hops, errRedirect)
 		}
+		// net/http gives the hop the URL it leaves as Referer: the target
+		// URL, whose path or query may hold the subscriber's secret.
+		if via[0].Header.Get("Referer") == "" {
+			req.Header.Del("Referer")
+		}
 		if m := via[0].Method; req.Method != m {
 			status := 0
 			if req.Response != nil {
@@ -547,6 +552,54 @@ func redirectPolicy(follow bool) func(*http.Request, []*http.Request) error {
 		return nil
 	}
 }
+
+// locationCheck wraps the transport of the sender's own client. Before
+// it asks CheckRedirect, net/http reads the Location of a 301, 302, 303,
+// 307 or 308 and fails the request when it does not parse, with an
+// error that names it whole: a network error to classify, retried like
+// one, where every other redirect not followed is a permanent failure,
+// and a Location (query string included) in the logs. locationCheck
+// turns such an answer into a *badLocationError first.
+type locationCheck struct{ rt http.RoundTripper }
+
+// RoundTrip implements http.RoundTripper.
+func (l locationCheck) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.rt.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		// What net/http does with a Location, to the letter.
+		if loc := resp.Header.Get("Location"); loc != "" {
+			if _, err := req.URL.Parse(loc); err != nil {
+				closeBody(resp)
+				return nil, &badLocationError{status: resp.StatusCode}
+			}
+		}
+	}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the idle connections of the wrapped
+// transport, for http.Client.CloseIdleConnections.
+func (l locationCheck) CloseIdleConnections() {
+	if c, ok := l.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// badLocationError is a redirect whose Location is not a URL; it matches
+// errRedirect.
+type badLocationError struct{ status int }
+
+func (e *badLocationError) Error() string {
+	return fmt.Sprintf("redirect to a Location that is not a URL (HTTP %d %s): %v",
+		e.status, http.StatusText(e.status), errRedirect)
+}
+
+func (e *badLocationError) Unwrap() error { return errRedirect }
 
 // Notify tells the sender about a target's new status; the store calls it
 // after every commit of captured hooks. It never blocks on I/O: it
