@@ -24,7 +24,7 @@ import (
 func TestTunnelFramingErrorEndsTunnel(t *testing.T) {
 	for _, tt := range []struct{ name, contentType, status string }{
 		{"capture", "application/json", "400"},
-		{"pass-through", "text/plain", "502"},
+		{"pass-through", "text/plain", "400"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var mu sync.Mutex
@@ -492,5 +492,44 @@ func TestReadBodyWithContentLength(t *testing.T) {
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("%d of %d bytes: error %v, want io.ErrUnexpectedEOF", n, n+1, err)
 		}
+	}
+}
+
+// TestBrokenPassThroughBodyIs400: a pass-through request whose body the
+// app breaks (chunked framing that does not parse, a body cut short) is
+// a malformed request: 400 with a close, as for a hook, not a 502 that
+// blames the receiver.
+func TestBrokenPassThroughBodyIs400(t *testing.T) {
+	rc := newReceiver(t, nil, false)
+	tp := startProxy(t, Options{Store: &fakeStore{}})
+	head := "POST " + rc.URL + "/p HTTP/1.1\r\nHost: " + strings.TrimPrefix(rc.URL, "http://") + "\r\nContent-Type: text/plain\r\n"
+	for _, tt := range []struct {
+		name      string
+		req       string
+		halfClose bool
+	}{
+		{"chunk size not hex", head + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n", false},
+		{"chunk line with a bare LF", head + "Transfer-Encoding: chunked\r\n\r\n4\nabcd\n0\n\n", false},
+		{"body cut short", head + "Content-Length: 10\r\n\r\nhi", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, tp.Addr)
+			if _, err := io.WriteString(c, tt.req); err != nil {
+				t.Fatal(err)
+			}
+			if tt.halfClose {
+				if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resp, body := c.send(t, http.MethodPost)
+			assertJSONError(t, resp, body, http.StatusBadRequest)
+			if !resp.Close {
+				t.Errorf("the 400 of a broken body keeps the app's connection")
+			}
+			if !strings.Contains(tp.logs.String(), "request refused: cannot read body") {
+				t.Errorf("no log line for the broken body:\n%s", tp.logs.String())
+			}
+		})
 	}
 }

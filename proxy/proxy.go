@@ -146,9 +146,10 @@ type Options struct {
 	// IdleTimeout is how long a client connection may stay idle: between
 	// requests on a kept-alive connection (also inside an intercepted
 	// tunnel), in either direction of a relayed CONNECT tunnel or an
-	// upgraded connection, while the app sends a request body inside an
-	// intercepted tunnel, and while a write to an app inside one waits.
-	// Zero means DefaultIdleTimeout (2 minutes).
+	// upgraded connection, while the app sends a request body (also the
+	// rest of one that an answer left unread, which net/http reads to
+	// keep the connection), and while a write to an app inside an
+	// intercepted tunnel waits. Zero means DefaultIdleTimeout (2 minutes).
 	IdleTimeout time.Duration
 	// ReadHeaderTimeout is how long a client may take to send a request
 	// head once it has begun on a proxy connection. Inside an
@@ -510,6 +511,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Proxy-Authenticate", `Basic realm="hookproxy"`)
 		writeJSONError(w, http.StatusProxyAuthRequired,
 			"proxy authentication required: use a proxy URL of the form http://user:password@host:port")
+		p.boundUnreadBody(r)
 		return
 	}
 	// The CONNECT names host:port; patterns hold host names only.
@@ -525,13 +527,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	st := new(reqState)
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
+	var body *idleBody
 	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && r.Method != http.MethodConnect && r.Body != http.NoBody {
 		// A body that stalls half-way ends at the idle timeout: otherwise
 		// it held its connection (and its place under MaxConns) for as
 		// long as the app kept it open. r is a copy, net/http's stays.
-		r.Body = &idleBody{ReadCloser: r.Body, conn: c, idle: p.idle}
+		body = &idleBody{ReadCloser: r.Body, conn: c, idle: p.idle}
+		r.Body = body
 	}
 	p.gp.ServeHTTP(w, r)
+	if body != nil {
+		// An answer that left the body unread (a non-proxy request, a
+		// refused hook): net/http reads the rest, under the idle timeout
+		// too (see boundUnreadBody).
+		body.bound()
+	}
 	if st.upgraded.Load() {
 		// goproxy returns once either side of the upgraded connection
 		// ends, and never closes the app's side.
@@ -720,6 +730,14 @@ func (u *upstream) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 		rt = u.forward
 	}
 	resp, err := rt.RoundTrip(req)
+	if b, ok := req.Body.(*idleBody); ok && err != nil && b.readError() != nil {
+		// The app's body failed (broken chunked framing, cut short,
+		// stalled past the idle timeout): a malformed request, not a
+		// receiver that failed. What follows it is no request to read.
+		berr := b.readError()
+		u.log.Warn("request refused: cannot read body", "target", req.URL.Host, "status", http.StatusBadRequest, "error", berr)
+		return closing(jsonErrorResponse(req, http.StatusBadRequest, "cannot read request body: "+berr.Error())), nil
+	}
 	if err != nil {
 		err = withoutURL(err)
 		if req.Context().Err() == nil {

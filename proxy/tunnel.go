@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -106,6 +108,7 @@ func (p *Proxy) serveInTunnel(w http.ResponseWriter, r *http.Request) {
 		p.log.Warn("request refused: CONNECT inside a tunnel", "tunnel", tun.host, "status", http.StatusBadRequest)
 		w.Header().Set("Connection", "close")
 		writeJSONError(w, http.StatusBadRequest, "CONNECT inside a tunnel is not supported")
+		p.boundUnreadBody(r)
 		return
 	}
 	// net/http keeps r for itself (it checks its body after the
@@ -119,6 +122,7 @@ func (p *Proxy) serveInTunnel(w http.ResponseWriter, r *http.Request) {
 			"tunnel", tun.host, "status", http.StatusMisdirectedRequest)
 		writeJSONError(w, http.StatusMisdirectedRequest,
 			"request host "+r.URL.Host+" is not the host of its CONNECT tunnel")
+		p.boundUnreadBody(r)
 		return
 	}
 	p.forward(headFlusher{w}, r)
@@ -303,16 +307,64 @@ type idleBody struct {
 	io.ReadCloser
 	conn net.Conn
 	idle time.Duration
-	done bool
+	// done is set at the end or an error; the transport may still read
+	// a pass-through body after the handler has returned.
+	done atomic.Bool
+	// failed holds the error that ended the body when it was not its
+	// end: the app's framing was broken, or the app stalled.
+	failed atomic.Pointer[error]
 }
 
 // Read implements io.Reader.
 func (b *idleBody) Read(p []byte) (int, error) {
-	if b.done {
+	if b.done.Load() {
 		return b.ReadCloser.Read(p)
 	}
 	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.ReadCloser.Read(p)
-	b.done = err != nil
+	if err != nil {
+		// A read after the transport closed the body (its upstream
+		// failed) is not the app's failure.
+		if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
+			b.failed.CompareAndSwap(nil, &err)
+		}
+		b.done.Store(true)
+	}
 	return n, err
+}
+
+// readError returns the error that cut the body short, or nil.
+func (b *idleBody) readError() error {
+	if err := b.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// bound arms the idle timeout for what net/http reads of the body after
+// an answer that left it unread (see boundUnreadBody); nothing to do once
+// the body has ended.
+func (b *idleBody) bound() {
+	if !b.done.Load() {
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	}
+}
+
+// boundUnreadBody arms the idle timeout for net/http's read of the rest
+// of r's body, which the handler answered without reading. net/http
+// reads up to 256 KiB of it to keep the connection (before it sends the
+// answer, or after it when the answer closes the connection or the app
+// still waits for its 100 Continue), with no deadline of its own: an app
+// that stalled there held the connection, and its place under MaxConns,
+// for ever, without an answer. With the deadline the read fails at the
+// idle timeout, and net/http answers with Connection: close and closes.
+// No background read runs before the body's end, so the deadline
+// disturbs none.
+func (p *Proxy) boundUnreadBody(r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		_ = c.SetReadDeadline(time.Now().Add(p.idle))
+	}
 }

@@ -432,3 +432,42 @@ func TestStalledBodyEndsAtIdleTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreadBodyEndsAtIdleTimeout: an answer given without reading the
+// request body (a non-proxy request, a hook in an unsupported encoding,
+// a 407, a 421 in a tunnel) leaves net/http to read the rest of it; a
+// body that stalls there ends at the idle timeout too, with the answer
+// and a close, instead of holding the connection without an answer.
+func TestUnreadBodyEndsAtIdleTimeout(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	ca := newCA(t)
+	tp := startProxy(t, Options{Store: &fakeStore{}, IdleTimeout: idle, TLSConfig: ca.TLSConfig})
+	auth := startProxy(t, Options{Store: &fakeStore{}, IdleTimeout: idle, ProxyAuth: "app:secret"})
+	const stalled = "Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{}" // 2 bytes of 10
+	for _, tt := range []struct {
+		name string
+		dial func(t *testing.T) *rawConn
+		head string
+		want int
+	}{
+		{"non-proxy request", func(t *testing.T) *rawConn { return dialRaw(t, tp.Addr) },
+			"POST /x HTTP/1.1\r\nHost: hooks.example\r\n", http.StatusBadRequest},
+		{"unsupported encoding", func(t *testing.T) *rawConn { return dialRaw(t, tp.Addr) },
+			"POST http://hooks.example/x HTTP/1.1\r\nHost: hooks.example\r\nContent-Encoding: br\r\n", http.StatusUnsupportedMediaType},
+		{"unsupported encoding, 100-continue", func(t *testing.T) *rawConn { return dialRaw(t, tp.Addr) },
+			"POST http://hooks.example/x HTTP/1.1\r\nHost: hooks.example\r\nContent-Encoding: br\r\nExpect: 100-continue\r\n", http.StatusUnsupportedMediaType},
+		{"no credentials", func(t *testing.T) *rawConn { return dialRaw(t, auth.Addr) },
+			"POST http://hooks.example/x HTTP/1.1\r\nHost: hooks.example\r\n", http.StatusProxyAuthRequired},
+		{"host of another tunnel", func(t *testing.T) *rawConn { return connect(t, tp.Addr, "hooks.example:80") },
+			"POST /x HTTP/1.1\r\nHost: other.example\r\n", http.StatusMisdirectedRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.dial(t)
+			resp, body := c.send(t, http.MethodPost, tt.head+stalled)
+			if resp.StatusCode != tt.want || !resp.Close {
+				t.Errorf("stalled unread body: %d (Connection: close %v) %s, want %d and a close", resp.StatusCode, resp.Close, body, tt.want)
+			}
+			tunnelEnds(t, c)
+		})
+	}
+}
