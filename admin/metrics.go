@@ -18,7 +18,7 @@ import (
 var (
 	knownAttempts = map[string][]string{
 		"delivered": {"2xx"},
-		"retryable": {"4xx", "5xx", "network"}, // 408, 425, 429, 5xx, no answer
+		"retryable": {"4xx", "5xx", "network"}, // 408, 409 to a retry, 425, 429, 5xx, no answer
 		"permanent": {"3xx", "4xx", "network"}, // network: blocked or invalid target
 	}
 	knownReasons = []string{"retries-exhausted", "max-age", "status", "gone", "blocked", "invalid-request", buffer.ReasonUnreadable}

@@ -84,7 +84,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		res.kind = resultAborted
 		return res
 	}
-	out, reason := classify(resp.status, err)
+	out, reason := classify(resp.status, err, attempt > 1)
 	detail := describe(resp.status, err, s.timeout)
 	if resp.redirect != "" && out == outcomePermanent {
 		detail = fmt.Sprintf("redirect to %s not followed (%s)", resp.redirect, detail)

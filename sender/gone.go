@@ -49,7 +49,7 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 		}
 		status, err := s.postGone(ctx, id, body)
 		<-s.goneSlots
-		out, _ := classify(status, err)
+		out, _ := classify(status, err, attempt > 1)
 		if out == outcomeDelivered {
 			s.log.Info("gone webhook sent", "target", host, "hooks", len(n.HookIDs), "attempt", attempt, "status", status)
 			if s.onGoneNotified != nil {

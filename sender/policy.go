@@ -254,7 +254,12 @@ var errRedirect = errors.New("not followed")
 // network error, a timeout, 408, 425, 429 and 5xx are worth a retry; a
 // destination the egress guard refuses, 410 Gone, any other 3xx or 4xx,
 // a refused redirect and a request that cannot be built are permanent.
-func classify(status int, err error) (outcome, string) {
+// resent says the request's Idempotency-Key went out before (a retry):
+// then 409 is worth a retry too, as a receiver that follows the
+// Idempotency-Key draft (draft-ietf-httpapi-idempotency-key-header)
+// answers it while it still processes an earlier attempt under that key,
+// one that outlasted the send timeout, say.
+func classify(status int, err error, resent bool) (outcome, string) {
 	switch {
 	case errors.Is(err, errInvalidRequest):
 		return outcomePermanent, ReasonInvalid
@@ -268,6 +273,8 @@ func classify(status int, err error) (outcome, string) {
 		return outcomeDelivered, ""
 	case status == http.StatusRequestTimeout, status == http.StatusTooEarly,
 		status == http.StatusTooManyRequests, status >= 500:
+		return outcomeRetryable, ""
+	case status == http.StatusConflict && resent:
 		return outcomeRetryable, ""
 	case status == http.StatusGone:
 		return outcomePermanent, ReasonGone

@@ -74,6 +74,45 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
+// TestConflictOnARetry: a 409 to a batch's first attempt dead-letters
+// it, as any 4xx; a 409 to a retry, whose Idempotency-Key the receiver
+// has seen (it may still be processing that attempt), is retried under
+// the same key until the receiver answers 2xx.
+func TestConflictOnARetry(t *testing.T) {
+	clk := newFakeClock(t0)
+	answers := []int{http.StatusServiceUnavailable, http.StatusConflict, http.StatusConflict, http.StatusOK}
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(answers[min(n, len(answers))-1])
+	})
+	first := newReceiver(t, failFirst(1, http.StatusConflict))
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Retries: 5, RetryInterval: 5 * time.Second, Backoff: BackoffFixed}).start()
+	h.put(rc.URL, `{"n":1}`, jsonHeader())
+	h.put(first.URL, `{"n":2}`, jsonHeader())
+	h.settle()
+	for range len(answers) - 1 {
+		if !h.advance(5 * time.Second) {
+			t.Fatalf("no retry after %d attempts", len(rc.got()))
+		}
+	}
+	got := rc.got()
+	if len(got) != len(answers) {
+		t.Fatalf("%d attempts, want %d", len(got), len(answers))
+	}
+	for _, r := range got {
+		if k := r.header.Get("Idempotency-Key"); k != got[0].header.Get("Idempotency-Key") || k == "" {
+			t.Fatalf("Idempotency-Key %q, want the first attempt's %q on every attempt", k, got[0].header.Get("Idempotency-Key"))
+		}
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending after the receiver answered 200", n)
+	}
+	dls := deadLetters(t, st)
+	if len(dls) != 1 || dls[0].Target != first.URL || dls[0].Reason != ReasonStatus || dls[0].Attempts != 1 {
+		t.Fatalf("dead letters %+v, want the one answered 409 on its first attempt, after that attempt", dls)
+	}
+}
+
 // TestExponentialBackoff: with the default backoff the waits double from
 // RetryInterval (the harness draws the middle of the jitter range).
 func TestExponentialBackoff(t *testing.T) {

@@ -207,28 +207,35 @@ func TestClassify(t *testing.T) {
 		err        error
 		want       outcome
 		wantReason string
+		resent     bool
 	}{
-		{200, nil, outcomeDelivered, ""},
-		{204, nil, outcomeDelivered, ""},
-		{0, errors.New("connection refused"), outcomeRetryable, ""},
-		{0, context.DeadlineExceeded, outcomeRetryable, ""},
-		{0, fmt.Errorf("x: %w", errInvalidRequest), outcomePermanent, ReasonInvalid},
-		{0, blocked, outcomePermanent, ReasonBlocked},
-		{302, refused, outcomePermanent, ReasonStatus},
-		{408, nil, outcomeRetryable, ""},
-		{425, nil, outcomeRetryable, ""},
-		{429, nil, outcomeRetryable, ""},
-		{500, nil, outcomeRetryable, ""},
-		{503, nil, outcomeRetryable, ""},
-		{301, nil, outcomePermanent, ReasonStatus},
-		{302, nil, outcomePermanent, ReasonStatus},
-		{400, nil, outcomePermanent, ReasonStatus},
-		{404, nil, outcomePermanent, ReasonStatus},
-		{410, nil, outcomePermanent, ReasonGone},
+		{200, nil, outcomeDelivered, "", false},
+		{204, nil, outcomeDelivered, "", false},
+		{0, errors.New("connection refused"), outcomeRetryable, "", false},
+		{0, context.DeadlineExceeded, outcomeRetryable, "", false},
+		{0, fmt.Errorf("x: %w", errInvalidRequest), outcomePermanent, ReasonInvalid, false},
+		{0, blocked, outcomePermanent, ReasonBlocked, false},
+		{302, refused, outcomePermanent, ReasonStatus, false},
+		{408, nil, outcomeRetryable, "", false},
+		{425, nil, outcomeRetryable, "", false},
+		{429, nil, outcomeRetryable, "", false},
+		{500, nil, outcomeRetryable, "", false},
+		{503, nil, outcomeRetryable, "", false},
+		{301, nil, outcomePermanent, ReasonStatus, false},
+		{302, nil, outcomePermanent, ReasonStatus, false},
+		{400, nil, outcomePermanent, ReasonStatus, false},
+		{404, nil, outcomePermanent, ReasonStatus, false},
+		{410, nil, outcomePermanent, ReasonGone, false},
+		// 409 to a key sent for the first time is the receiver's refusal;
+		// to one sent before, it may still be processing that one.
+		{409, nil, outcomePermanent, ReasonStatus, false},
+		{409, nil, outcomeRetryable, "", true},
+		{400, nil, outcomePermanent, ReasonStatus, true},
+		{410, nil, outcomePermanent, ReasonGone, true},
 	} {
-		got, reason := classify(tc.status, tc.err)
+		got, reason := classify(tc.status, tc.err, tc.resent)
 		if got != tc.want || reason != tc.wantReason {
-			t.Errorf("classify(%d, %v) = %v, %q; want %v, %q", tc.status, tc.err, got, reason, tc.want, tc.wantReason)
+			t.Errorf("classify(%d, %v, resent %v) = %v, %q; want %v, %q", tc.status, tc.err, tc.resent, got, reason, tc.want, tc.wantReason)
 		}
 	}
 }

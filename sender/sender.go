@@ -73,14 +73,16 @@ const (
 // Reasons passed to Store.GiveUp and Options.OnGiveUp.
 const (
 	// ReasonRetriesExhausted: every allowed attempt failed with a
-	// retryable error (network error, timeout, 408, 425, 429, 5xx).
+	// retryable error (network error, timeout, 408, 425, 429, 5xx, 409
+	// to a retry).
 	ReasonRetriesExhausted = "retries-exhausted"
 	// ReasonMaxAge: an attempt failed with a retryable error when the
 	// batch was already Options.RetryMaxAge old.
 	ReasonMaxAge = "max-age"
 	// ReasonStatus: the receiver answered a status that no retry can fix
 	// (a 3xx that is not followed, or a 4xx other than 408, 410, 425 and
-	// 429), or a redirect could not be followed.
+	// 429, or a 409 to a first attempt), or a redirect could not be
+	// followed.
 	ReasonStatus = "status"
 	// ReasonGone: the receiver answered 410 Gone, or the target was
 	// already marked gone and the batch was not sent.
@@ -112,8 +114,8 @@ const RetryForever = -1
 const (
 	// OutcomeDelivered: the receiver answered 2xx.
 	OutcomeDelivered = "delivered"
-	// OutcomeRetryable: a network error, a timeout, 408, 425, 429 or
-	// 5xx.
+	// OutcomeRetryable: a network error, a timeout, 408, 425, 429, 5xx,
+	// or 409 to a retry.
 	OutcomeRetryable = "retryable"
 	// OutcomePermanent: any other status, a destination the egress guard
 	// refused, or a request that cannot be built.
