@@ -4,7 +4,7 @@ package main
 
 import "fmt"
 
-type memCgroup struct{}
+type memCgroup struct{ dir string }
 
 func newMemCgroup(string, int64) (*memCgroup, error) {
 	return nil, fmt.Errorf("%w: memory cgroups are Linux only", errNoCgroup)

@@ -332,11 +332,7 @@ func diskUsage(dir string) (int64, error) {
 		if err != nil {
 			return err
 		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			total += st.Blocks * 512
-		} else {
-			total += info.Size()
-		}
+		total += allocated(info)
 		return nil
 	})
 	if err != nil {

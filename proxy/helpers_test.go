@@ -541,3 +541,10 @@ func recv[T any](tb testing.TB, ch <-chan T, what string) T {
 		panic("unreachable")
 	}
 }
+
+// post is a whole hook request for host at path (absolute or not), as
+// bytes on the wire.
+func post(host, path string) string {
+	return "POST " + path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(hookBody)) + "\r\n\r\n" + hookBody
+}

@@ -80,13 +80,6 @@ func (s *gateStore) Put(ctx context.Context, h *buffer.Hook) error {
 	return nil
 }
 
-// post is a whole hook request for host at path (absolute or not), as
-// bytes on the wire.
-func post(host, path string) string {
-	return "POST " + path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: application/json\r\nContent-Length: " +
-		strconv.Itoa(len(hookBody)) + "\r\n\r\n" + hookBody
-}
-
 // TestQuickackRearmedOnEveryRead checks, on a kept-alive connection,
 // that TCP_QUICKACK is on each time the proxy has just read a request:
 // a plain proxy request, a request relayed through a CONNECT tunnel and
