@@ -312,10 +312,7 @@ func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
 	if len(codings) > 1 {
 		return nil, unsupportedEncodingError(strings.Join(codings, ", "))
 	}
-	// What is read from the wire is bounded too, a little above the
-	// limit: incompressible data grows by a few bytes per block, and
-	// empty gzip members could go on for ever.
-	raw := p.maxBody + p.maxBody/16 + 1024
+	raw := p.maxWire()
 	if r.ContentLength > raw {
 		return nil, errBodyTooLarge
 	}
@@ -362,6 +359,11 @@ func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
+// maxWire bounds what is read from the wire of an encoded hook body, a
+// little above the limit: incompressible data grows by a few bytes per
+// block, and empty gzip members could go on for ever.
+func (p *Proxy) maxWire() int64 { return p.maxBody + p.maxBody/16 + 1024 }
+
 // contentCodings lists a request's content codings other than identity,
 // lower-cased, in the order they were applied.
 func contentCodings(h http.Header) []string {
@@ -378,12 +380,16 @@ func contentCodings(h http.Header) []string {
 
 // capturingBytes is what capturing r counts against
 // Options.MaxCapturingBytes: its Content-Length, or the body limit when
-// it has none or is encoded; nothing when it is refused unread.
+// it has none or is encoded; nothing when it is refused unread. An
+// encoded body is refused unread only past maxWire: one a little over
+// the limit on the wire may decode to a body under it, and is read.
 func (p *Proxy) capturingBytes(r *http.Request) int64 {
+	codings := contentCodings(r.Header)
 	switch {
-	case r.ContentLength > p.maxBody:
+	case len(codings) == 0 && r.ContentLength > p.maxBody,
+		len(codings) > 0 && r.ContentLength > p.maxWire():
 		return 0
-	case r.ContentLength >= 0 && len(contentCodings(r.Header)) == 0:
+	case len(codings) == 0 && r.ContentLength >= 0:
 		return r.ContentLength
 	}
 	return p.maxBody

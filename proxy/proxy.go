@@ -172,8 +172,10 @@ type Options struct {
 	// would take them past it waits, its body unread, until others are
 	// done, in the order they came. A body counts at its Content-Length,
 	// or at MaxBodyBytes when it has none or is encoded (what it decodes
-	// to is not known before it is read). Zero: no bound; otherwise at
-	// least MaxBodyBytes, or a hook that size could never be captured.
+	// to is not known before it is read, and an encoded body a little
+	// over MaxBodyBytes on the wire is read too). Zero: no bound;
+	// otherwise at least MaxBodyBytes, or a hook that size could never
+	// be captured.
 	MaxCapturingBytes int64
 	// OnCaptureWait, when set, is called each time a capture waits for
 	// room under MaxCapturingBytes. It must not block.
