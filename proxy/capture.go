@@ -380,9 +380,11 @@ func contentCodings(h http.Header) []string {
 
 // capturingBytes is what capturing r counts against
 // Options.MaxCapturingBytes: its Content-Length, or the body limit when
-// it has none or is encoded; nothing when it is refused unread. An
-// encoded body is refused unread only past maxWire: one a little over
-// the limit on the wire may decode to a body under it, and is read.
+// it has none or is encoded; nothing when its Content-Length alone gets
+// it refused (413). An encoded body is refused so only past maxWire: one
+// a little over the limit on the wire may decode to a body under it, and
+// is read. A coding that is refused unread (415) still counts, and may
+// wait for its refusal: python requests sends none.
 func (p *Proxy) capturingBytes(r *http.Request) int64 {
 	codings := contentCodings(r.Header)
 	switch {

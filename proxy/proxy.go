@@ -710,7 +710,7 @@ func (p *Proxy) serveNonProxy(w http.ResponseWriter, r *http.Request) {
 }
 
 // upstream sends requests to receivers for goproxy and answers failures
-// with a 502 Bad Gateway.
+// with a 502 Bad Gateway, or a 400 when the app's body failed.
 type upstream struct {
 	rt      http.RoundTripper
 	forward http.RoundTripper // hooks forwarded by capture; nil: rt

@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -84,7 +86,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		res.kind = resultAborted
 		return res
 	}
-	out, reason := classify(resp.status, err, attempt > 1)
+	out, reason := classify(resp.status, err, attempt > 1 || resp.resent)
 	detail := describe(resp.status, err, s.timeout)
 	if resp.redirect != "" && out == outcomePermanent {
 		detail = fmt.Sprintf("redirect to %s not followed (%s)", resp.redirect, detail)
@@ -241,6 +243,10 @@ type response struct {
 	// redirect is the host a 3xx pointed at (Location resolved against
 	// the request; "" when none).
 	redirect string
+	// resent says net/http sent the request again by itself within the
+	// attempt (see resendTrace): the receiver may have seen its
+	// Idempotency-Key before the copy it answered.
+	resent bool
 }
 
 // send makes one attempt, at now, and returns the receiver's answer
@@ -248,6 +254,7 @@ type response struct {
 func (s *Sender) send(ctx context.Context, b *buffer.Batch, now time.Time) (response, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	ctx, resent := resendTrace(ctx)
 	req, err := s.newRequest(ctx, b, now)
 	if err != nil {
 		return response{}, err
@@ -265,7 +272,7 @@ func (s *Sender) send(ctx context.Context, b *buffer.Batch, now time.Time) (resp
 		return response{}, err
 	}
 	closeBody(resp)
-	r := response{status: resp.StatusCode, header: resp.Header}
+	r := response{status: resp.StatusCode, header: resp.Header, resent: resent.Load()}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		if loc, err := resp.Location(); err == nil && loc.Host != "" {
 			r.redirect = loc.Host
@@ -374,6 +381,34 @@ func latin1ToUTF8(b []byte) []byte {
 		out = utf8.AppendRune(out, rune(c))
 	}
 	return out
+}
+
+// resendTrace returns ctx with a trace that sets the flag when net/http
+// sends the request again by itself after a copy was written and got no
+// answer: it does that for a request with an Idempotency-Key when a
+// kept-alive connection closes before the first byte of the answer (a
+// receiver's worker killed mid-request, a load balancer's cut), so the
+// receiver may still be processing the first copy. A copy whose write
+// failed is none; an answered one (a redirect followed) is no resend. The
+// flag may be set for nothing (a copy whose last bytes never left, a hop
+// after an answer that came before its request was written whole): a
+// 409 is then retried where it would have been dead-lettered.
+func resendTrace(ctx context.Context) (context.Context, *atomic.Bool) {
+	var unanswered atomic.Bool
+	resent := new(atomic.Bool)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) {
+			if unanswered.Load() {
+				resent.Store(true)
+			}
+		},
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				unanswered.Store(true)
+			}
+		},
+		GotFirstResponseByte: func() { unanswered.Store(false) },
+	}), resent
 }
 
 // describe is a readable cause of a failed attempt, for logs and the

@@ -47,9 +47,9 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 			s.goneDropped(host, attempt)
 			return
 		}
-		status, err := s.postGone(ctx, id, body)
+		status, resent, err := s.postGone(ctx, id, body)
 		<-s.goneSlots
-		out, _ := classify(status, err, attempt > 1)
+		out, _ := classify(status, err, attempt > 1 || resent)
 		if out == outcomeDelivered {
 			s.log.Info("gone webhook sent", "target", host, "hooks", len(n.HookIDs), "attempt", attempt, "status", status)
 			if s.onGoneNotified != nil {
@@ -128,13 +128,15 @@ func isClosed(c <-chan struct{}) bool {
 
 // postGone makes one attempt of the gone webhook whose id is id: in
 // Idempotency-Key and, with signing secrets, in its signature, as on a
-// delivery.
-func (s *Sender) postGone(ctx context.Context, id string, body []byte) (int, error) {
+// delivery. resent says net/http sent it again by itself (see
+// resendTrace).
+func (s *Sender) postGone(ctx context.Context, id string, body []byte) (status int, resent bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	ctx, sentAgain := resendTrace(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.goneWebhook, bytes.NewReader(body))
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", errInvalidRequest, err)
+		return 0, false, fmt.Errorf("%w: %w", errInvalidRequest, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", s.userAgent)
@@ -142,8 +144,8 @@ func (s *Sender) postGone(ctx context.Context, id string, body []byte) (int, err
 	s.signer.sign(req.Header, id, s.clock.Now(), body)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	closeBody(resp)
-	return resp.StatusCode, nil
+	return resp.StatusCode, sentAgain.Load(), nil
 }

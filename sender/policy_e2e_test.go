@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,6 +113,63 @@ func TestConflictOnARetry(t *testing.T) {
 	dls := deadLetters(t, st)
 	if len(dls) != 1 || dls[0].Target != first.URL || dls[0].Reason != ReasonStatus || dls[0].Attempts != 1 {
 		t.Fatalf("dead letters %+v, want the one answered 409 on its first attempt, after that attempt", dls)
+	}
+}
+
+// TestConflictAfterResend: net/http sends a request with an
+// Idempotency-Key again by itself when a kept-alive connection closes
+// after the request went out whole, before any answer (a receiver's
+// worker killed mid-request, a load balancer's cut). A 409 to that second
+// copy is the receiver still processing the first, as on a retry: the
+// batch is retried, not dead-lettered although it is its first attempt.
+func TestConflictAfterResend(t *testing.T) {
+	clk := newFakeClock(t0)
+	var n atomic.Int32
+	var keys []string
+	var mu sync.Mutex
+	url := rawReceiver(t, func(c net.Conn, br *bufio.Reader) {
+		defer c.Close()
+		for {
+			switch n.Add(1) {
+			case 2: // the second hook, on the reused connection: no answer
+				return
+			case 3: // net/http's own second copy of it
+				_, _ = io.WriteString(c, "HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			mu.Lock()
+			keys = append(keys, req.Header.Get("Idempotency-Key"))
+			mu.Unlock()
+		}
+	})
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Retries: 5, RetryInterval: 5 * time.Second, Backoff: BackoffFixed}).start()
+	h.put(url, `{"n":1}`, jsonHeader())
+	h.settle()
+	h.put(url, `{"n":2}`, jsonHeader())
+	h.settle()
+	if got := n.Load(); got != 3 {
+		t.Fatalf("the receiver read %d requests, want 3 (the second sent twice by net/http)", got)
+	}
+	if dls := deadLetters(t, st); len(dls) != 0 {
+		t.Fatalf("dead letters %+v: a 409 to net/http's own resend was taken for a refusal", dls)
+	}
+	if !h.advance(5 * time.Second) {
+		t.Fatal("no retry after the 409 to a resent request")
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending after the receiver answered 200", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 2 || keys[0] != keys[1] {
+		t.Errorf("Idempotency-Keys after the first request %q, want the resent one's on the retry", keys)
 	}
 }
 
@@ -280,6 +340,15 @@ func TestRedirects(t *testing.T) {
 		if n := pending(t, st); n != 0 || len(deadLetters(t, st)) != 0 {
 			t.Errorf("%d pending, dead letters %+v: want it delivered", n, deadLetters(t, st))
 		}
+	})
+
+	t.Run("409 from a hop followed is no resend", func(t *testing.T) {
+		// Two requests went out whole in the attempt, each answered: the
+		// hop's 409 is to the first copy it saw.
+		final := newReceiver(t, failFirst(1, http.StatusConflict))
+		rc := redirector(t, http.StatusTemporaryRedirect, func() string { return final.URL + "/moved" })
+		st := run(t, rc.URL, Options{FollowRedirects: true})
+		wantDead(t, st, ReasonStatus, "HTTP 409 Conflict")
 	})
 
 	t.Run("no Referer on a hop", func(t *testing.T) {

@@ -81,8 +81,8 @@ const (
 	ReasonMaxAge = "max-age"
 	// ReasonStatus: the receiver answered a status that no retry can fix
 	// (a 3xx that is not followed, or a 4xx other than 408, 410, 425 and
-	// 429, or a 409 to a first attempt), or a redirect could not be
-	// followed.
+	// 429, or a 409 to a first attempt sent once), or a redirect could
+	// not be followed.
 	ReasonStatus = "status"
 	// ReasonGone: the receiver answered 410 Gone, or the target was
 	// already marked gone and the batch was not sent.
