@@ -193,13 +193,19 @@ func (c *Config) validate(vars map[string]string, unparsed map[string]bool) erro
 	if err := proxy.CheckHostPatterns(c.CaptureHosts); err != nil {
 		bad("CAPTURE_HOSTS", strings.Join(c.CaptureHosts, ","), err.Error())
 	}
-	if c.MaxBodyBytes <= 0 {
+	// The bounds below are measured against the body limit only when it
+	// is one hookproxy takes: against a refused one, a bound that fits
+	// every body limit allowed would be reported as too small.
+	bodyOK := false
+	switch {
+	case c.MaxBodyBytes <= 0:
 		bad("MAX_BODY_BYTES", c.MaxBodyBytes, "must be positive")
-	}
-	if c.MaxBodyBytes > 16<<20 {
+	case c.MaxBodyBytes > 16<<20:
 		bad("MAX_BODY_BYTES", c.MaxBodyBytes, "must be at most 16MiB")
+	default:
+		bodyOK = true
 	}
-	if c.MaxCapturingBytes > 0 && c.MaxCapturingBytes < c.MaxBodyBytes {
+	if bodyOK && c.MaxCapturingBytes > 0 && c.MaxCapturingBytes < c.MaxBodyBytes {
 		bad("MAX_CAPTURING_BYTES", c.MaxCapturingBytes, fmt.Sprintf(
 			"must be 0 (no limit) or at least HOOKPROXY_MAX_BODY_BYTES (%d): a larger hook could never be captured", int64(c.MaxBodyBytes)))
 	}
@@ -233,7 +239,7 @@ func (c *Config) validate(vars map[string]string, unparsed map[string]bool) erro
 	if c.MaxPendingBytes < 0 {
 		bad("MAX_PENDING_BYTES", c.MaxPendingBytes, "must be 0 (no limit) or positive")
 	}
-	if c.MaxPendingBytes > 0 && c.MaxPendingBytes < c.MaxBodyBytes {
+	if bodyOK && c.MaxPendingBytes > 0 && c.MaxPendingBytes < c.MaxBodyBytes {
 		bad("MAX_PENDING_BYTES", c.MaxPendingBytes, fmt.Sprintf(
 			"must be 0 (no limit) or at least HOOKPROXY_MAX_BODY_BYTES (%d): a larger hook could never be accepted", int64(c.MaxBodyBytes)))
 	}

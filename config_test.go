@@ -350,6 +350,22 @@ func TestBoundsBelowBodyLimit(t *testing.T) {
 	}
 }
 
+// TestBoundsAgainstARefusedBodyLimit: a MAX_BODY_BYTES that is itself
+// refused (over 16MiB) is not the measure of the bounds: a bound that
+// fits every body limit allowed is not reported as too small for it,
+// which would send the operator to raise it for nothing.
+func TestBoundsAgainstARefusedBodyLimit(t *testing.T) {
+	_, err := loadConfig([]string{"HOOKPROXY_MAX_BODY_BYTES=20MiB", "HOOKPROXY_MAX_CAPTURING_BYTES=16MiB", "HOOKPROXY_MAX_PENDING_BYTES=16MiB"})
+	if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_MAX_BODY_BYTES=20MiB") {
+		t.Fatalf("MAX_BODY_BYTES=20MiB: %v, want it refused", err)
+	}
+	for _, name := range []string{"HOOKPROXY_MAX_CAPTURING_BYTES", "HOOKPROXY_MAX_PENDING_BYTES"} {
+		if strings.Contains(err.Error(), name) {
+			t.Errorf("%s=16MiB reported against a refused body limit: %v", name, err)
+		}
+	}
+}
+
 // TestSecretsIgnoreSurroundingWhiteSpace: a secret read from a file
 // ends with a newline. HOOKPROXY_PROXY_AUTH drops it as
 // HOOKPROXY_ADMIN_TOKEN and HOOKPROXY_SIGNING_SECRET do, instead of

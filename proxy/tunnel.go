@@ -333,6 +333,24 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close implements io.Closer. The transport closes the body unread when
+// the receiver cannot be reached (a refused dial, say); net/http then
+// reads up to 256 KiB of the rest to keep the connection, which must
+// wait for the app no longer than a read does: an app that stalled
+// there held the connection without an answer for as long as it kept it
+// open. A body that fails there failed as a read would have.
+func (b *idleBody) Close() error {
+	if b.done.Swap(true) {
+		return b.ReadCloser.Close()
+	}
+	_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	err := b.ReadCloser.Close()
+	if err != nil {
+		b.failed.CompareAndSwap(nil, &err)
+	}
+	return err
+}
+
 // readError returns the error that cut the body short, or nil.
 func (b *idleBody) readError() error {
 	if err := b.failed.Load(); err != nil {

@@ -433,6 +433,39 @@ func TestStalledBodyEndsAtIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestStalledBodyToAnUnreachableReceiver: a passed-through request whose
+// receiver cannot be reached (here a closed port) has its body closed
+// unread by the transport, and net/http then reads up to 256 KiB of the
+// rest to keep the connection; a body that stalls there ends at the idle
+// timeout too, with an answer and a close, instead of holding the
+// connection without an answer for as long as the app keeps it.
+func TestStalledBodyToAnUnreachableReceiver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+	tp := startProxy(t, Options{Store: &fakeStore{}, IdleTimeout: 200 * time.Millisecond})
+	head := "POST http://" + closed + "/x HTTP/1.1\r\nHost: " + closed + "\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+	for _, tt := range []struct {
+		name, body string
+		want       int
+	}{
+		{"whole body", "0123456789", http.StatusBadGateway},
+		{"stalled body", "01", http.StatusBadRequest}, // 2 bytes of 10
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, tp.Addr)
+			resp, body := c.send(t, http.MethodPost, head, tt.body)
+			if resp.StatusCode != tt.want || !resp.Close {
+				t.Errorf("%s to an unreachable receiver: %d (Connection: close %v) %s, want %d and a close", tt.name, resp.StatusCode, resp.Close, body, tt.want)
+			}
+			tunnelEnds(t, c)
+		})
+	}
+}
+
 // TestUnreadBodyEndsAtIdleTimeout: an answer given without reading the
 // request body (a non-proxy request, a hook in an unsupported encoding,
 // a 407, a 421 in a tunnel) leaves net/http to read the rest of it; a

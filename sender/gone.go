@@ -58,6 +58,12 @@ func (s *Sender) notifyGone(ctx context.Context, waits <-chan struct{}, n goneNo
 			return
 		}
 		detail := describe(status, err, s.timeout)
+		if err != nil && ctx.Err() != nil {
+			// Shutdown cut the try (the drain's deadline, or at once
+			// without a drain): describe would blame the receiver for
+			// a send timeout that had not passed.
+			detail = "cut short by shutdown"
+		}
 		if ctx.Err() != nil || out == outcomePermanent || attempt > len(s.goneWaits) || isClosed(waits) {
 			s.log.Warn("gone webhook not delivered; the dead letters keep the hooks", "target", host,
 				"attempt", attempt, "status", status, "error", detail)

@@ -886,6 +886,28 @@ func TestGoneWebhookInDrain(t *testing.T) {
 	}
 }
 
+// TestGoneWebhookCutByDrainDeadline: a gone webhook's try that the
+// drain's deadline cuts is reported as cut by shutdown, not as a receiver
+// that gave no answer within the send timeout (which had not passed).
+func TestGoneWebhookCutByDrainDeadline(t *testing.T) {
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) })
+	hang := make(chan struct{})
+	app := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { <-hang })
+	defer close(hang)
+	h, notified := goneHarness(t, newFakeClock(t0), rc, app)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.snd.Drain(ctx) }()
+	recv(t, app.arrived, "the gone webhook")
+	cancel() // the drain's deadline
+	_ = recv(t, done, "Drain's return")
+	err := goneEnded(t, notified, "Drain")
+	if err == nil || !strings.Contains(err.Error(), "shutdown") || strings.Contains(err.Error(), "no response within") {
+		t.Errorf("gone webhook cut by the drain's deadline: %v, want it said cut short by shutdown", err)
+	}
+}
+
 // goneAndDown starts a target that answers 410 and an app whose gone
 // webhook answers 503.
 func goneAndDown(t *testing.T) (rc, app *receiver) {
