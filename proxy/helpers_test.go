@@ -41,6 +41,19 @@ func TestMain(m *testing.M) {
 // testTimeout bounds every wait in these tests; reaching it is a failure.
 const testTimeout = 10 * time.Second
 
+// handshakeIdle is the idle timeout of a test that opens an intercepted
+// tunnel and then needs the timeout to fire, or not, later on. The proxy
+// gives the app's whole TLS handshake one idle timeout, and a handshake
+// is CPU work (a leaf to sign, the key exchange, the chain to verify)
+// that the race detector slows: 5-12 ms on a quiet machine, up to 28 ms
+// on a core shared with one busy loop. With 100 or 200 ms these tests
+// failed whenever they got less than about a tenth of a core for that
+// long (the tunnel closed before its first request: "TLS handshake
+// inside the tunnel: EOF", "write: broken pipe"), which CI's shared
+// 2-core machine can give them. A second is still a tenth of
+// testTimeout: a tunnel the idle timeout fails to close still fails.
+const handshakeIdle = time.Second
+
 // logBuffer collects log output safely from many goroutines.
 type logBuffer struct {
 	mu  sync.Mutex

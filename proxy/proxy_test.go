@@ -1034,7 +1034,7 @@ func TestIdleTimeoutClosesHalfClosedTunnel(t *testing.T) {
 // reading an intercepted tunnel while a response streams to it does not
 // hold the tunnel (and the upstream request) for ever.
 func TestIdleTimeoutClosesStalledInterceptedTunnel(t *testing.T) {
-	const idle = 200 * time.Millisecond
+	const idle = handshakeIdle
 	ended := make(chan error, 1)
 	chunk := make([]byte, 64<<10)
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {

@@ -115,8 +115,8 @@ func TestMITMOversizedHeadIs431(t *testing.T) {
 // intercepted tunnel, as is a tunnel whose TLS handshake does not come.
 // Inside tunnels only the idle timeout applied, pushed forward by every
 // read: an app that sent a byte now and then held the tunnel for ever.
-// IdleTimeout is far longer than the test here, so only the header
-// timeout can end these connections.
+// The timeout not under test is far longer than the test, so only the
+// header timeout can end these connections.
 func TestHeaderReadTimeout(t *testing.T) {
 	const partial = "POST /t HTTP/1.1\r\nHost: hooks.example\r\nContent-Type: application/json\r\nX-Slow: "
 	ca := newCA(t)
@@ -150,7 +150,7 @@ func TestHeaderReadTimeout(t *testing.T) {
 			// a tunnel, the idle timeout.
 			opts := Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: time.Minute}
 			if tt.name != "proxy connection" {
-				opts.ReadHeaderTimeout, opts.IdleTimeout = time.Minute, 100*time.Millisecond
+				opts.ReadHeaderTimeout, opts.IdleTimeout = time.Minute, handshakeIdle
 			}
 			tp := startProxy(t, opts)
 			c := tt.open(t, tp)
@@ -158,7 +158,7 @@ func TestHeaderReadTimeout(t *testing.T) {
 			n, err := c.br.Read(make([]byte, 1))
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("a stalled request head held its connection for %v (timeout 100ms)", time.Since(start))
+				t.Fatalf("a stalled request head held its connection for %v (timeout %v)", time.Since(start), min(opts.ReadHeaderTimeout, opts.IdleTimeout))
 			}
 			if err == nil {
 				t.Fatalf("read %d bytes, want the connection's end", n)
@@ -174,7 +174,7 @@ func TestHeaderReadTimeout(t *testing.T) {
 func TestMITMStalledBodyEndsAtIdleTimeout(t *testing.T) {
 	ca := newCA(t)
 	store := &fakeStore{}
-	tp := startProxy(t, Options{Store: store, TLSConfig: ca.TLSConfig, IdleTimeout: 200 * time.Millisecond})
+	tp := startProxy(t, Options{Store: store, TLSConfig: ca.TLSConfig, IdleTimeout: handshakeIdle})
 	c := intercepted(t, tp, ca, "hooks.example:443")
 	resp, body := c.send(t, http.MethodPost, "POST /t HTTP/1.1\r\nHost: hooks.example\r\nContent-Type: application/json\r\n"+
 		"Content-Length: 10\r\n\r\n{}") // 2 bytes of 10
@@ -209,7 +209,7 @@ func TestMITMPlainHTTPInTunnel(t *testing.T) {
 // than IdleTimeout for its next request is closed.
 func TestMITMIdleTunnelCloses(t *testing.T) {
 	ca := newCA(t)
-	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, IdleTimeout: 100 * time.Millisecond})
+	tp := startProxy(t, Options{Store: &fakeStore{}, TLSConfig: ca.TLSConfig, IdleTimeout: handshakeIdle})
 	c := intercepted(t, tp, ca, "hooks.example:443")
 	resp, body := c.send(t, http.MethodPost, post("hooks.example", "/t"))
 	assertAccepted(t, resp, body)
@@ -301,11 +301,11 @@ func tunnelEnds(t *testing.T, c *rawConn) {
 // a proxy connection (net/http's watch of the app for its close, which
 // reads from the body's end on, must not inherit the body's deadline).
 func TestMITMSlowAnswerAfterABody(t *testing.T) {
-	const idle = 100 * time.Millisecond
+	const idle = handshakeIdle
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		select { // a receiver slower than the app's idle timeout
-		case <-time.After(5 * idle):
+		case <-time.After(2 * idle):
 		case <-r.Context().Done():
 			return
 		}

@@ -30,7 +30,7 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 		// application data); the watch reads on past both.
 		tls12 bool
 		// idle, when set, is the proxy's idle timeout, and the app hangs
-		// up after three of them: a request may be upstream for longer
+		// up after two of them: a request may be upstream for longer
 		// (a slow receiver, a stream that says nothing), and the watch has
 		// no read deadline of its own.
 		idle time.Duration
@@ -40,8 +40,8 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 		{name: "get tls 1.2", request: get, tls12: true},
 		{name: "post", request: "POST /slow HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"},
 		{name: "silent stream", request: "GET /events HTTP/1.1\r\nHost: %s\r\n\r\n", stream: true},
-		{name: "get after the idle timeout", request: get, idle: 100 * time.Millisecond},
-		{name: "silent stream after the idle timeout", request: get, stream: true, idle: 100 * time.Millisecond},
+		{name: "get after the idle timeout", request: get, idle: handshakeIdle},
+		{name: "silent stream after the idle timeout", request: get, stream: true, idle: handshakeIdle},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			entered := make(chan struct{}, 1)
@@ -81,8 +81,15 @@ func TestMITMAppHangUpCancelsUpstream(t *testing.T) {
 			}
 			if tt.idle > 0 {
 				// What is tested is the time: the request stays upstream
-				// for several idle timeouts before the app hangs up.
-				time.Sleep(3 * tt.idle)
+				// for two idle timeouts before the app hangs up, and is
+				// not cancelled meanwhile (a watch that inherited a read
+				// deadline would take its timeout for the app's hang-up).
+				time.Sleep(2 * tt.idle)
+				select {
+				case <-gone:
+					t.Fatalf("the upstream request was cancelled while the app waited for it (idle timeout %v)", tt.idle)
+				default:
+				}
 			}
 			if tt.tcpOnly {
 				_ = tcp.Close()

@@ -774,7 +774,13 @@ func TestSlowMarkFollowsTheLastAttempt(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	st := openStore(t, t.TempDir(), clk)
-	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: 100 * time.Millisecond, Retries: 5}).start()
+	// The send timeout is real time: each attempt must reach the
+	// receiver within it, and the last one be answered. 100 ms failed
+	// when the test got a few percent of a core ("no request arrived":
+	// the first attempt timed out before its request was read); a second
+	// is far above what a loopback request takes, and the timeouts of
+	// the first three attempts still make the target slow.
+	h := newHarness(t, clk, st, Options{Concurrency: 2, SendTimeout: time.Second, Retries: 5}).start()
 	h.put(rc.URL, `{"n":1}`, jsonHeader())
 	waitArrival(t, rc)
 	h.settle()
