@@ -91,6 +91,10 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 	if resp.redirect != "" && out == outcomePermanent {
 		detail = fmt.Sprintf("redirect to %s not followed (%s)", resp.redirect, detail)
 	}
+	if resp.status == http.StatusRequestEntityTooLarge && len(b.Hooks) > 1 {
+		// Its hooks may pass in smaller batches: say how, for the replay.
+		detail += fmt.Sprintf(" for a batch of %d hooks: smaller batches (HOOKPROXY_BATCH_MAX_BYTES, HOOKPROXY_BATCH_SIZE) may pass, then replay", len(b.Hooks))
+	}
 	attrs := []slog.Attr{
 		slog.String("batch_id", b.ID),
 		slog.String("target", host),

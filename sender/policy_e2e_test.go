@@ -227,6 +227,32 @@ func TestRetryForeverUntilMaxAge(t *testing.T) {
 	}
 }
 
+// TestTooLargeBatchSaysHowToPass: a 413 to a batch of several hooks
+// dead-letters it with a detail that names the settings under which its
+// hooks may pass; a 413 to a hook sent alone says nothing of batches.
+func TestTooLargeBatchSaysHowToPass(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, failFirst(100, http.StatusRequestEntityTooLarge))
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{BatchSize: 2})
+	h.put(rc.URL+"/two", `{"n":1}`, jsonHeader())
+	h.put(rc.URL+"/two", `{"n":2}`, jsonHeader())
+	h.put(rc.URL+"/one", `{"n":3}`, jsonHeader())
+	h.start()
+	h.settle()
+	h.advance(time.Hour) // the lone hook's BatchMaxWait
+	details := map[string]string{}
+	for _, dl := range deadLetters(t, st) {
+		details[strings.TrimPrefix(dl.Target, rc.URL)] = dl.Detail
+	}
+	if d := details["/two"]; !strings.Contains(d, "HTTP 413") || !strings.Contains(d, "batch of 2 hooks") || !strings.Contains(d, "HOOKPROXY_BATCH_MAX_BYTES") {
+		t.Errorf("detail of the 2-hook batch %q, want the 413 and the settings that make smaller batches", d)
+	}
+	if d := details["/one"]; !strings.Contains(d, "HTTP 413") || strings.Contains(d, "BATCH") {
+		t.Errorf("detail of the lone hook %q, want the 413 alone", d)
+	}
+}
+
 // TestBatchMaxBytes: a batch stops before the hook that would take it
 // past BatchMaxBytes; a bigger hook goes alone.
 func TestBatchMaxBytes(t *testing.T) {
