@@ -28,17 +28,16 @@ func TestDeadLetterPage(t *testing.T) {
 	rawDeadLetter(t, s, 2)
 	// Part way replayed: a commit fails after the first chunk.
 	var commits int
-	orig2 := commitTxn
-	commitTxn = func(txn *badger.Txn) error {
+	restore := wrapCommits(t, func(txn *badger.Txn, commit func(*badger.Txn) error) error {
 		if commits++; commits == 3 { // the second chunk of the large one
 			return fmt.Errorf("injected")
 		}
-		return orig2(txn)
-	}
+		return commit(txn)
+	})
 	if _, _, err := s.ReplayDeadLetters(DeadLetterFilter{Target: "http://a.test/"}); err == nil {
 		t.Fatal("replay: no error, want the injected one")
 	}
-	commitTxn = orig2
+	restore()
 	// Stored with its hooks as JSON, by an earlier version.
 	put(t, s, "http://c.test/", `{"n":0}`)
 	old := DeadLetter{ID: "01HF7YAT00FWE8GBR000000001", TargetID: statusOf(t, s, "http://c.test/").ID, Target: "http://c.test/", Reason: "gone",

@@ -102,18 +102,16 @@ func TestDeadLetterTotalsAfterAFailedCommit(t *testing.T) {
 	checkDeadTotals(t, s, "before the replay")
 
 	var commits atomic.Int32
-	orig := commitTxn
-	t.Cleanup(func() { commitTxn = orig })
-	commitTxn = func(txn *badger.Txn) error {
+	restore := wrapCommits(t, func(txn *badger.Txn, commit func(*badger.Txn) error) error {
 		if commits.Add(1) == 2 {
 			return errors.New("injected: commit failed")
 		}
-		return orig(txn)
-	}
+		return commit(txn)
+	})
 	if _, n, err := s.ReplayDeadLetters(DeadLetterFilter{}); err == nil || n != replayChunk {
 		t.Fatalf("replay = %d hooks, %v; want %d and the injected error", n, err, replayChunk)
 	}
-	commitTxn = orig
+	restore()
 	got := checkDeadTotals(t, s, "after the failed replay")
 	if got.Letters != 1 || got.Hooks != replayChunk+3 {
 		t.Fatalf("totals %+v, want 1 dead letter of %d hooks", got, replayChunk+3)

@@ -25,17 +25,25 @@ func failAfterApply(t *testing.T, n int64) {
 	t.Helper()
 	var left atomic.Int64
 	left.Store(n)
-	orig := commitTxn
-	t.Cleanup(func() { commitTxn = orig })
-	commitTxn = func(txn *badger.Txn) error {
-		if err := orig(txn); err != nil {
+	wrapCommits(t, func(txn *badger.Txn, commit func(*badger.Txn) error) error {
+		if err := commit(txn); err != nil {
 			return err
 		}
 		if left.Add(-1) >= 0 {
 			return errSyncFailed
 		}
 		return nil
-	}
+	})
+}
+
+// wrapCommits sends every commit of the store through wrap, which calls
+// commit to make it, until restore is called or the test ends.
+func wrapCommits(t testing.TB, wrap func(txn *badger.Txn, commit func(*badger.Txn) error) error) (restore func()) {
+	orig := commitTxn
+	restore = func() { commitTxn = orig }
+	t.Cleanup(restore)
+	commitTxn = func(txn *badger.Txn) error { return wrap(txn, orig) }
+	return restore
 }
 
 // TestFailedCaptureIsNotKept: a capture whose commit fails after Badger
@@ -345,15 +353,13 @@ func TestValueLogSyncFailureFailsTheCapture(t *testing.T) {
 	const url = "http://r.example/big"
 	put(t, s, url, `{"n":0}`)
 
-	orig := commitTxn
-	t.Cleanup(func() { commitTxn = orig })
-	commitTxn = func(txn *badger.Txn) error {
-		err := orig(txn)
+	restore := wrapCommits(t, func(txn *badger.Txn, commit func(*badger.Txn) error) error {
+		err := commit(txn)
 		// What value.go's valueLog.write logs when its sync fails, with
 		// the format it uses.
 		s.db.Opts().Logger.Errorf("Error while curlf sync: %v\n", errors.New("input/output error"))
 		return err
-	}
+	})
 	big := &Hook{Target: url, Method: "POST", Body: []byte(`{"pad":"` + strings.Repeat("x", valueThreshold) + `"}`)}
 	if err := s.Put(t.Context(), big); !errors.Is(err, errValueLogSync) {
 		t.Fatalf("put with a failed value log sync: %v, want %v", err, errValueLogSync)
@@ -361,7 +367,7 @@ func TestValueLogSyncFailureFailsTheCapture(t *testing.T) {
 	if err := s.Check(); !errors.Is(err, errValueLogSync) {
 		t.Fatalf("Check after it: %v, want %v", err, errValueLogSync)
 	}
-	commitTxn = orig
+	restore()
 	put(t, s, url, `{"n":2}`)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

@@ -57,20 +57,18 @@ func TestForgetKeepsUndeletedHooksToTheirRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	orig := commitTxn
-	t.Cleanup(func() { commitTxn = orig })
 	var unblock func()
-	commitTxn = func(txn *badger.Txn) error {
-		err := orig(txn)
+	restore := wrapCommits(t, func(txn *badger.Txn, commit func(*badger.Txn) error) error {
+		err := commit(txn)
 		if unblock == nil {
 			unblock = blockWrites(t, s) // the deletion of the rest fails
 		}
 		return err
-	}
+	})
 	if _, err := s.Ack(id, b.ID, NextClaim{}); err != nil {
 		t.Fatal(err)
 	}
-	commitTxn = orig
+	restore()
 	unblock()
 	left := countKeys(t, s, queuePrefix(id))
 	if left == 0 {

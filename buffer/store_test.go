@@ -600,10 +600,8 @@ func TestForgetWaitsForCaptureInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	orig := commitTxn
-	t.Cleanup(func() { commitTxn = orig })
 	acked := false
-	commitTxn = func(txn *badger.Txn) error {
+	restore := wrapCommits(t, func(txn *badger.Txn, commit func(*badger.Txn) error) error {
 		if !acked {
 			// The capture's commit: the batch ends first (its own
 			// commit comes back here).
@@ -612,10 +610,10 @@ func TestForgetWaitsForCaptureInProgress(t *testing.T) {
 				t.Errorf("ack: %v", err)
 			}
 		}
-		return orig(txn)
-	}
+		return commit(txn)
+	})
 	h := put(t, s, url, `{"n":1}`)
-	commitTxn = orig
+	restore()
 	if st, err := s.Target(id); err != nil || st.Pending != 1 {
 		t.Fatalf("target after the capture: %+v, %v; want it with 1 pending", st, err)
 	}
