@@ -303,8 +303,8 @@ func (e unsupportedEncodingError) Error() string {
 // (gzip or deflate), so the store holds the JSON a batch is made of.
 // The limit applies to the decoded body. On success the request's
 // Content-Encoding header is gone, as the body is no longer encoded.
-func (p *Proxy) readHookBody(r *http.Request) ([]byte, error) {
-	codings := contentCodings(r.Header)
+// codings are r's (contentCodings).
+func (p *Proxy) readHookBody(r *http.Request, codings []string) ([]byte, error) {
 	if len(codings) == 0 {
 		r.Header.Del("Content-Encoding") // identity, if anything
 		return readBody(r.Body, r.ContentLength, p.maxBody)
@@ -384,9 +384,9 @@ func contentCodings(h http.Header) []string {
 // it refused (413). An encoded body is refused so only past maxWire: one
 // a little over the limit on the wire may decode to a body under it, and
 // is read. A coding that is refused unread (415) still counts, and may
-// wait for its refusal: python requests sends none.
-func (p *Proxy) capturingBytes(r *http.Request) int64 {
-	codings := contentCodings(r.Header)
+// wait for its refusal: python requests sends none. codings are r's
+// (contentCodings).
+func (p *Proxy) capturingBytes(r *http.Request, codings []string) int64 {
 	switch {
 	case len(codings) == 0 && r.ContentLength > p.maxBody,
 		len(codings) > 0 && r.ContentLength > p.maxWire():
@@ -422,8 +422,7 @@ func (p *Proxy) capturingFull() {
 	if p.onCaptureWait != nil {
 		p.onCaptureWait()
 	}
-	now := time.Now().UnixNano()
-	if last := p.lastCapturingFull.Load(); now-last >= int64(time.Minute) && p.lastCapturingFull.CompareAndSwap(last, now) {
+	if onceAMinute(&p.lastCapturingFull) {
 		p.log.Warn("hooks being captured at their memory bound: new ones wait until one is stored", "limit", p.maxCapturing)
 	}
 }
@@ -466,7 +465,8 @@ func validPort(port string) bool {
 // from the body already read, for goproxy to send upstream.
 func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.Response) {
 	host := r.URL.Host
-	release, err := p.reserve(r.Context(), p.capturingBytes(r))
+	codings := contentCodings(r.Header)
+	release, err := p.reserve(r.Context(), p.capturingBytes(r, codings))
 	if err != nil {
 		p.log.Warn("hook abandoned: client went away", "target", host, "duration", time.Since(start), "error", err)
 		return nil, jsonErrorResponse(r, http.StatusServiceUnavailable, "request cancelled")
@@ -475,7 +475,7 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	// is handed on: the forward waits on its receiver for up to the send
 	// timeout, and captures must not wait on a receiver.
 	defer release()
-	body, err := p.readHookBody(r)
+	body, err := p.readHookBody(r, codings)
 	var unsupported unsupportedEncodingError
 	switch {
 	case errors.Is(err, errBodyTooLarge):

@@ -128,7 +128,7 @@ func TestCapturingBytes(t *testing.T) {
 			if tt.encoding != "" {
 				r.Header.Set("Content-Encoding", tt.encoding)
 			}
-			if got := p.capturingBytes(r); got != tt.want {
+			if got := p.capturingBytes(r, contentCodings(r.Header)); got != tt.want {
 				t.Errorf("capturingBytes = %d, want %d", got, tt.want)
 			}
 		})

@@ -145,10 +145,18 @@ func (p *Proxy) full() {
 	if p.onFull != nil {
 		p.onFull()
 	}
-	now := time.Now().UnixNano()
-	if last := p.lastFull.Load(); now-last >= int64(time.Minute) && p.lastFull.CompareAndSwap(last, now) {
+	if onceAMinute(&p.lastFull) {
 		p.log.Warn("app connections at their limit: new ones wait until one closes", "limit", cap(p.slots))
 	}
+}
+
+// onceAMinute reports whether a minute has passed since it last
+// reported true for last (Unix nanoseconds), and if so records now: one
+// caller at a time gets true.
+func onceAMinute(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(time.Minute) && last.CompareAndSwap(prev, now)
 }
 
 // hijackable is an accepted connection whose idle deadlines the proxy
