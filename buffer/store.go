@@ -226,6 +226,8 @@ type flightRecord struct {
 	Keys         [][]byte  `json:"keys"`
 	Bytes        int64     `json:"bytes"`
 	Cut          bool      `json:"cut,omitempty"`
+	// resumed: found in flight at Open (see Batch.Resumed); never stored.
+	resumed bool
 }
 
 func (f *flightRecord) lastSeq() uint64 {
@@ -541,6 +543,7 @@ func (s *Store) rebuild() error {
 				seen(ms)
 			}
 			fr.onClock(now)
+			fr.resumed = true
 			t.inflight = &fr
 		}
 		it.Close()
@@ -1231,6 +1234,7 @@ func (f *flightRecord) batch(t *target) Batch {
 		Size:         len(f.Keys),
 		Bytes:        f.Bytes,
 		Cut:          f.Cut,
+		Resumed:      f.resumed,
 	}
 }
 

@@ -320,6 +320,9 @@ func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if inflight.Resumed {
+		t.Fatal("a batch claimed in this run is marked resumed")
+	}
 	failAt := time.Unix(1700000000, 0)
 	if err := s.RecordAttempt(id, inflight.ID, Failure{At: failAt, Status: 503, Error: "HTTP 503", Next: failAt.Add(time.Minute)}); err != nil {
 		t.Fatal(err)
@@ -353,6 +356,10 @@ func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
 	if again.ID != inflight.ID || !slices.Equal(got, want[2:5]) {
 		t.Fatalf("claim after restart = %s %v, want %s %v", again.ID, got, inflight.ID, want[2:5])
 	}
+	// It may have gone out unrecorded before the restart: it says so.
+	if !again.Resumed || !st.InFlight.Resumed {
+		t.Errorf("batch in flight at the restart: Resumed %v (claim) %v (status), want true", again.Resumed, st.InFlight.Resumed)
+	}
 	// New hooks after a restart still come after the old ones.
 	put(t, s, url, `{"n":6}`)
 	if _, err := s.Ack(id, again.ID, NextClaim{}); err != nil {
@@ -364,6 +371,9 @@ func TestRestartKeepsQueueAndInFlightBatch(t *testing.T) {
 	}
 	if got, want := bodies(last), []string{`{"n":5}`, `{"n":6}`}; !slices.Equal(got, want) {
 		t.Fatalf("tail = %v, want %v", got, want)
+	}
+	if last.Resumed {
+		t.Error("a batch claimed after the restart is marked resumed")
 	}
 }
 

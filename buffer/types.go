@@ -71,6 +71,11 @@ type Batch struct {
 	// the next pending hook: the batch is full, and what it left behind
 	// was due with it.
 	Cut bool
+	// Resumed is set when the batch was already in flight when the store
+	// was opened: claimed by an earlier run of the process, it may have
+	// been sent (whole or in part) by an attempt that was never recorded,
+	// one cut short by a crash or by the end of a drain.
+	Resumed bool
 }
 
 // TargetStatus is a snapshot of one target's state, derived from disk.

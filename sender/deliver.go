@@ -86,7 +86,8 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		res.kind = resultAborted
 		return res
 	}
-	out, reason := classify(resp.status, err, attempt > 1 || resp.resent)
+	// A resumed batch may have gone out under its key before the restart.
+	out, reason := classify(resp.status, err, attempt > 1 || b.Resumed || resp.resent)
 	detail := describe(resp.status, err, s.timeout)
 	if resp.redirect != "" && out == outcomePermanent {
 		detail = fmt.Sprintf("redirect to %s not followed (%s)", resp.redirect, detail)

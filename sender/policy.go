@@ -254,8 +254,9 @@ var errRedirect = errors.New("not followed")
 // network error, a timeout, 408, 425, 429 and 5xx are worth a retry; a
 // destination the egress guard refuses, 410 Gone, any other 3xx or 4xx,
 // a refused redirect and a request that cannot be built are permanent.
-// resent says the request's Idempotency-Key went out before (a retry,
-// or a copy net/http sent again by itself: see resendTrace): then 409
+// resent says the request's Idempotency-Key went out, or may have gone
+// out, before (a retry, a copy net/http sent again by itself: see
+// resendTrace, or a batch in flight at start): then 409
 // is worth a retry too, as a receiver that follows the
 // Idempotency-Key draft (draft-ietf-httpapi-idempotency-key-header)
 // answers it while it still processes an earlier attempt under that key,

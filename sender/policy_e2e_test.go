@@ -116,6 +116,47 @@ func TestConflictOnARetry(t *testing.T) {
 	}
 }
 
+// TestConflictAfterRestart: a batch found in flight at start may have
+// gone out under its key before the restart, by an attempt a crash or the
+// end of a drain cut short and never recorded. A 409 to its first
+// recorded attempt is the receiver still processing that one: the batch is
+// retried, not dead-lettered.
+func TestConflictAfterRestart(t *testing.T) {
+	clk := newFakeClock(t0)
+	rc := newReceiver(t, failFirst(1, http.StatusConflict))
+	dir := t.TempDir()
+	st := openStore(t, dir, clk)
+	putHook(t, st, rc.URL, `{"n":1}`, jsonHeader())
+	targets, err := st.Targets()
+	if err != nil || len(targets) != 1 {
+		t.Fatalf("Targets = %v, %v", targets, err)
+	}
+	b, err := st.Claim(targets[0].ID, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st = openStore(t, dir, clk)
+	h := newHarness(t, clk, st, Options{Retries: 5, RetryInterval: 5 * time.Second, Backoff: BackoffFixed}).start()
+	h.settle()
+	if !h.advance(5 * time.Second) {
+		t.Fatalf("no retry after %d attempts", len(rc.got()))
+	}
+	got := rc.got()
+	if len(got) != 2 || !sameKey(got[1], got[0]) || got[0].header.Get("Idempotency-Key") != b.ID {
+		t.Fatalf("%d attempts, want 2 under the batch's key %s", len(got), b.ID)
+	}
+	if dls := deadLetters(t, st); len(dls) != 0 {
+		t.Fatalf("dead letters %+v, want none: the 409 came to a batch that may have gone out before", dls)
+	}
+	if n := pending(t, st); n != 0 {
+		t.Errorf("%d hooks pending after the receiver answered 200", n)
+	}
+}
+
 // TestConflictAfterResend: net/http sends a request with an
 // Idempotency-Key again by itself when a kept-alive connection closes
 // after the request went out whole, before any answer (a receiver's
