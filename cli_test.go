@@ -26,6 +26,7 @@ import (
 	"hookproxy/admin"
 	"hookproxy/admin/admintest"
 	"hookproxy/buffer"
+	"hookproxy/proxy"
 )
 
 // cliRun runs an operator command in-process against adminURL and
@@ -192,6 +193,21 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 	c := proxyClient(t, hp.proxyURL)
 	postHooks(t, c, hookRequests(a, 0, 4))
 	postHooks(t, c, hookRequests(b, 100, 2))
+	// A hook refused (a coding hookproxy cannot read) is counted.
+	req, err := http.NewRequest(http.MethodPost, a, strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "br")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Fatalf("hook in br: %d, want 415", resp.StatusCode)
+	}
 	waitLogs(t, hp.logs, "batch given up", 3)
 	cli := func(code int, args ...string) (string, string) {
 		t.Helper()
@@ -273,7 +289,17 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 	if code := admintest.Call(t, "GET", adminURL+"/api/status", "", nil, &body); code != http.StatusUnauthorized {
 		t.Errorf("/api/status without token: %d, want 401", code)
 	}
-	if n, _ := admintest.Series(t, admintest.Scrape(t, adminURL, token), "hookproxy_hooks_captured_total"); n != 6 {
+	fams := admintest.Scrape(t, adminURL, token)
+	for _, reason := range proxy.RefusalReasons {
+		want := 0.0
+		if reason == proxy.RefusedEncoding {
+			want = 1
+		}
+		if n, _ := admintest.Series(t, fams, "hookproxy_hooks_refused_total", "reason="+reason); n != want {
+			t.Errorf("hookproxy_hooks_refused_total{reason=%q} = %v, want %v", reason, n, want)
+		}
+	}
+	if n, _ := admintest.Series(t, fams, "hookproxy_hooks_captured_total"); n != 6 {
 		t.Errorf("hookproxy_hooks_captured_total = %v, want 6", n)
 	}
 }

@@ -253,6 +253,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Logger:            log.With("component", "proxy"),
 		OnCapture:         metrics.CaptureObserved,
 		OnCaptureWait:     metrics.CaptureWaited,
+		OnRefuse:          metrics.Refused,
+		OnForward:         metrics.Forwarded,
 		OnPassThrough:     metrics.PassThrough,
 		// HTTPS interception and proxy credentials (tls.go).
 		TLSConfig:         hs.ca.TLSConfig,

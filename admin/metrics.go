@@ -22,6 +22,9 @@ var (
 		"permanent": {"3xx", "4xx", "network"}, // network: blocked or invalid target
 	}
 	knownReasons = []string{"retries-exhausted", "max-age", "status", "gone", "blocked", "invalid-request", buffer.ReasonUnreadable}
+	// knownRefusals are the proxy's reasons for a hook it does not keep
+	// (proxy.RefusalReasons).
+	knownRefusals = []string{"too-large", "url-too-long", "unsupported-encoding", "bad-request", "invalid-json", "pending-full", "store-error", "client-gone"}
 )
 
 // Metrics holds hookproxy's Prometheus metrics on a registry of its own.
@@ -40,6 +43,8 @@ type Metrics struct {
 	capturedBytes prometheus.Counter
 	captureTime   prometheus.Histogram
 	captureWaits  prometheus.Counter
+	refused       *prometheus.CounterVec
+	forwarded     prometheus.Counter
 	passThrough   *prometheus.CounterVec
 	attempts      *prometheus.CounterVec
 	attemptTime   *prometheus.HistogramVec
@@ -71,6 +76,14 @@ func NewMetrics(version string) *Metrics {
 		captureWaits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hookproxy_capture_waits_total",
 			Help: "Webhook requests that waited, their body unread, for the hooks being captured to fall under HOOKPROXY_MAX_CAPTURING_BYTES.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookproxy_hooks_refused_total",
+			Help: "Webhook requests answered without being kept, by reason (too-large, url-too-long, unsupported-encoding, bad-request, invalid-json, pending-full, store-error, client-gone). The app does not retry them: each is a lost hook unless the app sends it again.",
+		}, []string{"reason"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookproxy_hooks_forwarded_total",
+			Help: "Webhook requests the store could not keep, sent straight to their receiver once (HOOKPROXY_ON_STORE_ERROR=forward).",
 		}),
 		passThrough: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookproxy_passthrough_requests_total",
@@ -117,6 +130,9 @@ func NewMetrics(version string) *Metrics {
 		m.givenUp.WithLabelValues(r)
 		m.givenUpHooks.WithLabelValues(r)
 	}
+	for _, r := range knownRefusals {
+		m.refused.WithLabelValues(r)
+	}
 	m.passThrough.WithLabelValues("http")
 	m.passThrough.WithLabelValues("connect")
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -126,7 +142,7 @@ func NewMetrics(version string) *Metrics {
 	})
 	info.Set(1)
 	m.reg.MustRegister(
-		m.captured, m.capturedBytes, m.captureTime, m.captureWaits, m.passThrough,
+		m.captured, m.capturedBytes, m.captureTime, m.captureWaits, m.refused, m.forwarded, m.passThrough,
 		m.attempts, m.attemptTime, m.batches, m.hooks, m.givenUp, m.givenUpHooks, m.batchSize,
 		info,
 		collectors.NewGoCollector(),
@@ -160,6 +176,14 @@ func (m *Metrics) CaptureObserved(h *buffer.Hook, d time.Duration) {
 // CaptureWaited counts a capture that waits for room under the bound on
 // the bytes being captured; it is the proxy's OnCaptureWait.
 func (m *Metrics) CaptureWaited() { m.captureWaits.Inc() }
+
+// Refused counts a hook answered without being kept; it is the proxy's
+// OnRefuse.
+func (m *Metrics) Refused(reason string) { m.refused.WithLabelValues(reason).Inc() }
+
+// Forwarded counts a hook the store could not keep, sent straight to its
+// receiver; it is the proxy's OnForward.
+func (m *Metrics) Forwarded() { m.forwarded.Inc() }
 
 // PassThrough counts a forwarded request; it is the proxy's OnPassThrough.
 func (m *Metrics) PassThrough(r *http.Request) {

@@ -37,6 +37,10 @@ func TestMetricsExposition(t *testing.T) {
 	for _, h := range []*buffer.Hook{{Body: []byte(`{"n":1}`)}, {Body: []byte(`{"n":2}`)}, {Body: []byte(`{"n":3}`)}} {
 		m.CaptureObserved(h, time.Millisecond)
 	}
+	m.Refused("too-large")
+	m.Refused("too-large")
+	m.Refused("client-gone")
+	m.Forwarded()
 	m.PassThrough(&http.Request{Method: "GET"})
 	m.PassThrough(&http.Request{Method: "CONNECT"})
 	m.PassThrough(&http.Request{Method: "POST"})
@@ -56,6 +60,10 @@ func TestMetricsExposition(t *testing.T) {
 		{"hookproxy_hooks_captured_total", nil, 3},
 		{"hookproxy_captured_body_bytes_total", nil, 21},
 		{"hookproxy_capture_duration_seconds", nil, 3},
+		{"hookproxy_hooks_refused_total", []string{"reason=too-large"}, 2},
+		{"hookproxy_hooks_refused_total", []string{"reason=client-gone"}, 1},
+		{"hookproxy_hooks_refused_total", []string{"reason=pending-full"}, 0},
+		{"hookproxy_hooks_forwarded_total", nil, 1},
 		{"hookproxy_passthrough_requests_total", []string{"kind=http"}, 2},
 		{"hookproxy_passthrough_requests_total", []string{"kind=connect"}, 1},
 		{"hookproxy_delivery_attempts_total", []string{"outcome=retryable", "status_class=5xx"}, 1},

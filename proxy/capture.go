@@ -469,6 +469,7 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	release, err := p.reserve(r.Context(), p.capturingBytes(r, codings))
 	if err != nil {
 		p.log.Warn("hook abandoned: client went away", "target", host, "duration", time.Since(start), "error", err)
+		p.refused(RefusedClientGone)
 		return nil, jsonErrorResponse(r, http.StatusServiceUnavailable, "request cancelled")
 	}
 	// A hook forwarded because the store failed counts no more once it
@@ -480,15 +481,18 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		p.log.Warn("hook refused: body too large", "target", host, "status", http.StatusRequestEntityTooLarge, "limit", p.maxBody)
+		p.refused(RefusedTooLarge)
 		return nil, jsonErrorResponse(r, http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("request body exceeds the %d-byte limit", p.maxBody))
 	case errors.As(err, &unsupported):
 		p.log.Warn("hook refused: unsupported content encoding", "target", host, "status", http.StatusUnsupportedMediaType, "encoding", string(unsupported))
+		p.refused(RefusedEncoding)
 		resp := jsonErrorResponse(r, http.StatusUnsupportedMediaType, err.Error())
 		resp.Header.Set("Accept-Encoding", "gzip, deflate")
 		return nil, resp
 	case err != nil:
 		p.log.Warn("hook refused: cannot read body", "target", host, "status", http.StatusBadRequest, "error", err)
+		p.refused(RefusedBadRequest)
 		// The body's framing may be broken: what follows it is no
 		// request to read.
 		return nil, closing(jsonErrorResponse(r, http.StatusBadRequest, "cannot read request body: "+err.Error()))
@@ -496,10 +500,12 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	if msg := undeliverableURL(r); msg != "" {
 		// Not the URL itself: it may hold credentials or a token.
 		p.log.Warn("hook refused: "+msg, "target", host, "status", http.StatusBadRequest)
+		p.refused(RefusedBadRequest)
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, msg)
 	}
 	if n := len(r.URL.String()); n > MaxTargetURL {
 		p.log.Warn("hook refused: URL too long", "target", host, "status", http.StatusRequestURITooLong, "bytes", n)
+		p.refused(RefusedURLTooLong)
 		return nil, jsonErrorResponse(r, http.StatusRequestURITooLong,
 			fmt.Sprintf("the hook's URL is %d bytes, over the %d-byte limit", n, MaxTargetURL))
 	}
@@ -507,6 +513,7 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	// inside a string): batches carry it re-encoded from ISO-8859-1.
 	if p.requireJSON && !json.Valid(body) {
 		p.log.Warn("hook refused: body is not valid JSON", "target", host, "status", http.StatusBadRequest)
+		p.refused(RefusedInvalidJSON)
 		return nil, jsonErrorResponse(r, http.StatusBadRequest, "request body is not valid JSON")
 	}
 
@@ -524,20 +531,26 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	switch {
 	case errors.Is(err, buffer.ErrQuota):
 		p.log.Warn("hook refused: pending quota exhausted", "target", host, "status", http.StatusInsufficientStorage, "error", err)
+		p.refused(RefusedPendingFull)
 		return nil, jsonErrorResponse(r, http.StatusInsufficientStorage, "hook buffer is full: "+err.Error())
 	case r.Context().Err() != nil:
 		// The app hung up before the hook was stored: nobody is left to
 		// answer, and forwarding now would deliver a hook the app may
 		// send again.
 		p.log.Warn("hook abandoned: client went away", "target", host, "duration", d, "error", err)
+		p.refused(RefusedClientGone)
 		return nil, jsonErrorResponse(r, http.StatusServiceUnavailable, "request cancelled")
 	case p.reject:
 		p.log.Error("hook refused: store unavailable", "target", host, "status", http.StatusServiceUnavailable, "error", err)
+		p.refused(RefusedStoreError)
 		resp := jsonErrorResponse(r, http.StatusServiceUnavailable, "hook buffer unavailable: "+err.Error())
 		resp.Header.Set("Retry-After", "5")
 		return nil, resp
 	}
 	p.log.Error("store unavailable: forwarding hook directly", "target", host, "error", err)
+	if p.onForward != nil {
+		p.onForward()
+	}
 	r.Header = h.Header
 	if r.Header == nil {
 		r.Header = make(http.Header)
@@ -548,6 +561,39 @@ func (p *Proxy) capture(r *http.Request, start time.Time) (*http.Request, *http.
 	// Lets the transport retry on a stale pooled connection.
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	return r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)), nil
+}
+
+// Reasons a hook is answered without being kept (Options.OnRefuse).
+const (
+	// RefusedTooLarge: the body is over MaxBodyBytes (413).
+	RefusedTooLarge = "too-large"
+	// RefusedURLTooLong: the URL is over MaxTargetURL (414).
+	RefusedURLTooLong = "url-too-long"
+	// RefusedEncoding: a Content-Encoding hookproxy cannot decode (415).
+	RefusedEncoding = "unsupported-encoding"
+	// RefusedBadRequest: a body that cannot be read or framed, or a URL
+	// no hook can be delivered to (400, 411).
+	RefusedBadRequest = "bad-request"
+	// RefusedInvalidJSON: a body that is not JSON, with RequireValidJSON
+	// (400).
+	RefusedInvalidJSON = "invalid-json"
+	// RefusedPendingFull: the store's pending-bytes quota is full (507).
+	RefusedPendingFull = "pending-full"
+	// RefusedStoreError: the store failed, with OnStoreErrorReject (503).
+	RefusedStoreError = "store-error"
+	// RefusedClientGone: the app hung up before the hook was kept.
+	RefusedClientGone = "client-gone"
+)
+
+// RefusalReasons lists every reason OnRefuse is called with.
+var RefusalReasons = []string{RefusedTooLarge, RefusedURLTooLong, RefusedEncoding, RefusedBadRequest,
+	RefusedInvalidJSON, RefusedPendingFull, RefusedStoreError, RefusedClientGone}
+
+// refused reports a hook answered without being kept.
+func (p *Proxy) refused(reason string) {
+	if p.onRefuse != nil {
+		p.onRefuse(reason)
+	}
 }
 
 // acceptedResponse is the answer to a captured hook.

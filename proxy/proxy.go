@@ -187,6 +187,13 @@ type Options struct {
 	// hook (its ID set) and the capture latency, from the request's
 	// arrival to the hook being durable. It must not block or modify h.
 	OnCapture func(h *buffer.Hook, d time.Duration)
+	// OnRefuse, when set, is called for each hook answered without being
+	// kept, with the reason (one of RefusalReasons). It must not block.
+	OnRefuse func(reason string)
+	// OnForward, when set, is called for each hook sent straight to its
+	// receiver because the store could not keep it (OnStoreErrorForward).
+	// It must not block.
+	OnForward func()
 	// OnPassThrough, when set, is called for each request the proxy
 	// forwards unchanged, before it is sent upstream: requests inside
 	// intercepted tunnels, and CONNECT requests whose tunnel is relayed
@@ -235,6 +242,8 @@ type Proxy struct {
 	reject      bool
 	log         *slog.Logger
 	onCapture   func(*buffer.Hook, time.Duration)
+	onRefuse    func(string)
+	onForward   func()
 	onPass      func(*http.Request)
 
 	// tlsConfig answers a CONNECT to a host of mitmHosts; nil when
@@ -364,6 +373,8 @@ func New(opts Options) (*Proxy, error) {
 		reject:        reject,
 		log:           log,
 		onCapture:     opts.OnCapture,
+		onRefuse:      opts.OnRefuse,
+		onForward:     opts.OnForward,
 		capturing:     capturing,
 		maxCapturing:  opts.MaxCapturingBytes,
 		onCaptureWait: opts.OnCaptureWait,
@@ -584,6 +595,9 @@ func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Re
 		// next request.
 		p.log.Warn("request refused: HTTP/1.0 request without Content-Length", "method", r.Method,
 			"target", r.URL.Host, "status", http.StatusLengthRequired)
+		if capture {
+			p.refused(RefusedBadRequest)
+		}
 		return r, closing(jsonErrorResponse(r, http.StatusLengthRequired, "an HTTP/1.0 request with a body needs a Content-Length"))
 	}
 	if capture {
