@@ -323,8 +323,12 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"dead-list"}, exitUsage, `unknown command "dead-list"`},
 		{[]string{"status", "--admin-url", "ftp://x"}, exitUsage, "want http://host:port"},
 		{[]string{"status", "--admin-url", "http://127.0.0.1:1", "--timeout", "5s"}, exitFailure, "is hookproxy running?"},
+		{[]string{"status", "--admin-url", "http://op:s3cretpw@127.0.0.1:1", "--timeout", "5s"}, exitFailure, "admin API at http://op:xxxxx@127.0.0.1:1"},
 	} {
 		_, _, err := cliRun(t, "", tt.args...)
+		if err != nil && strings.Contains(err.Error(), "s3cretpw") {
+			t.Errorf("hookproxy %v: the error shows the password: %v", tt.args, err)
+		}
 		if exitCode(err) != tt.code || err == nil || !strings.Contains(err.Error(), tt.msg) {
 			t.Errorf("hookproxy %v: %v (exit %d), want exit %d and %q", tt.args, err, exitCode(err), tt.code, tt.msg)
 		}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -164,6 +166,36 @@ func TestNoBatchingForwardsEachHookAlone(t *testing.T) {
 		ids[key] = true
 		if r.Header.Get("Proxy-Connection") != "" || r.Header.Get("Proxy-Authorization") != "" {
 			t.Errorf("hook %d carries proxy headers: %v", i, r.Header)
+		}
+	}
+}
+
+// TestPathEscapesReachReceiver: python's urllib (the app's client when
+// it is not requests) sends a path as it is given, "|" and all; the hook
+// is delivered, and a GET passed through, to the path the app named,
+// its "%2F" kept (net/http rebuilt such a path decoded: "/files/a/b%7Cc",
+// another path).
+func TestPathEscapesReachReceiver(t *testing.T) {
+	rc := newReceiver(t, nil)
+	hp := startHookproxy(t, nil)
+	script := `import sys, urllib.request
+proxy, url = sys.argv[1], sys.argv[2]
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+hook = urllib.request.Request(url, data=b'{"hook": 1}', headers={"Content-Type": "application/json"})
+print(opener.open(hook).status, opener.open(url).status)
+`
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", script, hp.proxyURL, rc.srv.URL+"/files/a%2Fb|c?x=1|2")
+	cmd.Env = pythonEnv()
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "202 200" {
+		t.Fatalf("urllib: %v: %s, want 202 to the hook and 200 to the GET", err, out)
+	}
+	got := rc.waitFor(t, "the GET and the hook", func(g []received) bool { return len(g) >= 2 })
+	for _, r := range got {
+		if r.Path != "/files/a%2Fb%7Cc?x=1|2" {
+			t.Errorf("%s arrived for %s, want /files/a%%2Fb%%7Cc?x=1|2", r.Method, r.Path)
 		}
 	}
 }

@@ -586,6 +586,7 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 
 // route captures r or prepares it for pass-through.
 func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Response) {
+	keepPathEscapes(r.URL)
 	capture := p.captures(r)
 	if !r.ProtoAtLeast(1, 1) && r.Header.Get("Content-Length") == "" &&
 		(capture || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch) {
@@ -623,6 +624,32 @@ func (p *Proxy) route(r *http.Request, start time.Time) (*http.Request, *http.Re
 		p.onPass(r)
 	}
 	return r, nil
+}
+
+// pathBytes are the bytes a request path may hold as they are, as Go's
+// URL takes them (RFC 3986 pchar, "/", and "[" and "]", which browsers
+// leave alone); '%' starts an escape.
+const pathBytes = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/[]%"
+
+// keepPathEscapes makes u's path go on, and be stored with a hook, as
+// the app wrote it. A path holding a byte that must be escaped ("|",
+// "^", "{", raw UTF-8: python's urllib and other clients send them as
+// they are) is written by net/http from its decoded form, which undid
+// the app's escapes as well: "/a%2Fb|c" went on as "/a/b%7Cc", another
+// path. Escaping only those bytes keeps the app's escapes.
+func keepPathEscapes(u *url.URL) {
+	if u.RawPath == "" || u.EscapedPath() == u.RawPath {
+		return
+	}
+	var b strings.Builder
+	for i := range len(u.RawPath) {
+		if c := u.RawPath[i]; strings.IndexByte(pathBytes, c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	u.RawPath = b.String()
 }
 
 // maxForwards applies Max-Forwards to a TRACE or OPTIONS request

@@ -382,6 +382,64 @@ func TestPassThrough(t *testing.T) {
 	mu.Unlock()
 }
 
+// TestPathEscapesKept: a path that holds a byte a URL cannot hold as it
+// is (python's urllib sends "|", "^" and raw UTF-8 so) keeps the app's
+// own escapes: passed through, captured as a hook (the URL the sender
+// delivers to), and inside an intercepted tunnel. net/http rebuilt such
+// a path from its decoded form: "/a%2Fb|c" went on as "/a/b%7Cc".
+func TestPathEscapesKept(t *testing.T) {
+	for _, tt := range []struct{ sent, want string }{
+		{"/files/a%2Fb|c?x=1|2", "/files/a%2Fb%7Cc?x=1|2"},
+		{"/a%3Bb^c/caf\xc3\xa9", "/a%3Bb%5Ec/caf%C3%A9"},
+		{"/k%2f(1)[2]{3}", "/k%2f(1)[2]%7B3%7D"},
+		{"/plain|pipe", "/plain%7Cpipe"},
+	} {
+		t.Run(tt.sent, func(t *testing.T) {
+			rc := newReceiver(t, nil, false)
+			store := openStore(t)
+			tp := startProxy(t, Options{Store: store})
+			c := dialRaw(t, tp.Addr)
+			host := strings.TrimPrefix(rc.URL, "http://")
+			resp, body := c.send(t, http.MethodGet, "GET http://"+host+tt.sent+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+			if resp.StatusCode != http.StatusTeapot {
+				t.Fatalf("pass-through: %d %s, want the receiver's 418", resp.StatusCode, body)
+			}
+			if reqs := rc.requests(); len(reqs) != 1 || reqs[0].URI != tt.want {
+				t.Errorf("receiver got %+v, want one request for %s", reqs, tt.want)
+			}
+			resp, body = c.send(t, http.MethodPost, post(host, "http://"+host+tt.sent))
+			assertAccepted(t, resp, body)
+			hooks := storedHooks(t, store)
+			if want := "http://" + host + tt.want; len(hooks) != 1 || hooks[0].Target != want {
+				t.Fatalf("stored hooks for %q, want one for %s", targets(hooks), want)
+			}
+			if u, err := url.Parse(hooks[0].Target); err != nil || u.RequestURI() != tt.want {
+				t.Errorf("the hook's URL %s goes out as %q (%v), want %s", hooks[0].Target, u.RequestURI(), err, tt.want)
+			}
+		})
+	}
+	t.Run("in a tunnel", func(t *testing.T) {
+		ca := newCA(t)
+		store := openStore(t)
+		tp := startProxy(t, Options{Store: store, TLSConfig: ca.TLSConfig})
+		c := intercepted(t, tp, ca, "hooks.example:443")
+		resp, body := c.send(t, http.MethodPost, post("hooks.example", "/files/a%2Fb|c?x=1"))
+		assertAccepted(t, resp, body)
+		if hooks := storedHooks(t, store); len(hooks) != 1 || hooks[0].Target != "https://hooks.example/files/a%2Fb%7Cc?x=1" {
+			t.Errorf("stored hooks for %q, want one for https://hooks.example/files/a%%2Fb%%7Cc?x=1", targets(hooks))
+		}
+	})
+}
+
+// targets lists the target URLs of hooks.
+func targets(hooks []buffer.Hook) []string {
+	urls := make([]string, len(hooks))
+	for i := range hooks {
+		urls[i] = hooks[i].Target
+	}
+	return urls
+}
+
 // TestPassThroughAddsNoHeaders: a request without a User-Agent reaches the
 // receiver without one, and a response without a Content-Type reaches the
 // app without one (net/http would add both).
