@@ -336,6 +336,8 @@ func redactedURL(s string) string {
 
 func (c *cliRunner) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
+	// As written, not "\u0026": a target is copied from it into --target.
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -189,7 +189,9 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 	// The receiver is on loopback, which the egress guard refuses unless told.
 	hp := startHookproxy(t, map[string]string{"BATCH_SIZE": "2", "ADMIN_TOKEN": token, "ALLOW_PRIVATE_TARGETS": "true"})
 	adminURL := "http://" + hp.logs.field("admin listening", "admin_addr")
-	a, b := rc.srv.URL+"/a", rc.srv.URL+"/b"
+	// A query with "&", which JSON output must not turn into \u0026: an
+	// operator copies a target from it into --target.
+	a, b := rc.srv.URL+"/a?x=1&y=2", rc.srv.URL+"/b"
 	c := proxyClient(t, hp.proxyURL)
 	postHooks(t, c, hookRequests(a, 0, 4))
 	postHooks(t, c, hookRequests(b, 100, 2))
@@ -226,6 +228,9 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 		}
 	}
 	out, _ = cli(0, "dead", "list", "--target", a, "--json")
+	if !strings.Contains(out, `"target": "`+a+`"`) {
+		t.Errorf("dead list --json does not show the target %s as it is:\n%s", a, out)
+	}
 	ofA := decode[admin.DeadLetterList](t, out)
 	if ofA.Total != 2 {
 		t.Fatalf("dead list --target a: %d, want 2", ofA.Total)
