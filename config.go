@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -183,6 +184,8 @@ func (c *Config) validate(vars map[string]string, unparsed map[string]bool) erro
 	}
 	if c.DataDir == "" {
 		bad("DATA_DIR", c.DataDir, "must be a directory")
+	} else if err := checkPath(c.DataDir); err != nil {
+		bad("DATA_DIR", c.DataDir, err.Error())
 	}
 	if len(c.CaptureMethods) == 0 {
 		bad("CAPTURE_METHODS", "", "must name at least one method")
@@ -383,10 +386,28 @@ func sameListener(a, b string) bool {
 	return strings.EqualFold(ha, hb)
 }
 
+// checkPath refuses a path setting that is only white space or holds a
+// control character. Paths keep their surrounding white space, so a
+// value read from a file or written as a YAML block scalar ends with a
+// line break: the store or the bundle would silently go to a new
+// directory or file of that name, next to the one the operator meant.
+func checkPath(path string) error {
+	switch {
+	case strings.TrimSpace(path) == "":
+		return errors.New("is only white space")
+	case strings.ContainsFunc(path, unicode.IsControl):
+		return errors.New("holds a control character (a line break, a tab...), which a path setting may not")
+	}
+	return nil
+}
+
 // checkReadable checks that a file named by a setting can be opened for
 // reading, so that a wrong path stops the start before anything is
 // made.
 func checkReadable(path string) error {
+	if err := checkPath(path); err != nil {
+		return err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		var pe *fs.PathError
@@ -580,26 +601,22 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	if !isDecimal(s) {
 		return fmt.Errorf("%q is not a byte size (such as 1048576, 512KiB or 1MiB)", string(text))
 	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
-		if n > math.MaxInt64/factor {
-			return fmt.Errorf("%q is out of range (at most 8388607TiB)", string(text))
-		}
-		*b = ByteSize(n * factor)
-		return nil
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 {
+	// Read exactly, as a fraction: in floating point 2.01 is a little
+	// less than 2.01, and 2.01KB would be 2009 bytes.
+	v, ok := new(big.Rat).SetString(s)
+	if !ok || v.Sign() < 0 {
 		return fmt.Errorf("%q is not a byte size (such as 1048576, 512KiB or 1MiB)", string(text))
 	}
-	if v*float64(factor) >= math.MaxInt64 {
+	v.Mul(v, new(big.Rat).SetInt64(factor))
+	if v.Cmp(new(big.Rat).SetInt64(math.MaxInt64)) > 0 {
 		return fmt.Errorf("%q is out of range (at most 8388607TiB)", string(text))
 	}
 	// A fraction of a byte would be taken as 0, which for a limit means
 	// none at all: "0.5B" must not turn the limit off.
-	if v > 0 && v*float64(factor) < 1 {
+	if v.Sign() > 0 && v.Cmp(big.NewRat(1, 1)) < 0 {
 		return fmt.Errorf("%q is less than one byte but not 0", string(text))
 	}
-	*b = ByteSize(v * float64(factor))
+	*b = ByteSize(new(big.Int).Quo(v.Num(), v.Denom()).Int64())
 	return nil
 }
 

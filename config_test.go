@@ -239,6 +239,10 @@ func TestNumbersAreDecimal(t *testing.T) {
 		want int64
 	}{
 		{"1000", 1000}, {"010", 10}, {"+5", 5}, {"1.5MiB", 3 << 19}, {".5KiB", 512}, {"5 KiB", 5 << 10}, {"2kb", 2000},
+		// Decimals are exact: read in floating point, these were a byte
+		// short.
+		{"2.01KB", 2010}, {"2.01MB", 2_010_000}, {"2.01GB", 2_010_000_000}, {"2.03KB", 2030},
+		{"1.5B", 1}, {"8388607.5TiB", 8388607<<40 + 1<<39},
 	} {
 		var b ByteSize
 		if err := b.UnmarshalText([]byte(tt.in)); err != nil || int64(b) != tt.want {
@@ -414,6 +418,49 @@ func TestSecretsWithControlCharactersRefused(t *testing.T) {
 		if strings.Contains(err.Error(), "s3c") || strings.Contains(err.Error(), "app") {
 			t.Errorf("%s=%q: err = %v repeats the secret", tt.name, tt.value, err)
 		}
+	}
+}
+
+// TestPathsWithControlCharactersRefused: paths keep their surrounding
+// white space, so a data directory written as a YAML block scalar ends
+// with a line break. Taken as written, the store would go to a new
+// directory "/data\n" beside the volume, and the acknowledged hooks with
+// it: the start is refused instead, before anything is made, naming the
+// variable and showing the line break; so is a path that is only white
+// space.
+func TestPathsWithControlCharactersRefused(t *testing.T) {
+	base := t.TempDir()
+	for _, tt := range []struct{ name, value, want string }{
+		{"DATA_DIR", "data\n", "holds a control character"},
+		{"DATA_DIR", "da\tta", "holds a control character"},
+		{"DATA_DIR", " ", "is only white space"},
+		{"CA_BUNDLE_FILE", "bundle.pem\r\n", "holds a control character"},
+		{"CA_BUNDLE_FILE", "\t", "is only white space"},
+	} {
+		value := tt.value
+		if strings.TrimSpace(value) != "" {
+			value = filepath.Join(base, value)
+		}
+		environ := []string{"HOOKPROXY_LISTEN=127.0.0.1:0", "HOOKPROXY_ADMIN_LISTEN=127.0.0.1:0", "HOOKPROXY_MEMORY_LIMIT=0",
+			"HOOKPROXY_DATA_DIR=" + filepath.Join(base, "ok"), envPrefix + tt.name + "=" + value}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel() // should the setting be accepted, hookproxy stops at once
+		err := run(ctx, nil, environ, io.Discard, io.Discard)
+		want := fmt.Sprintf("%s%s=%q: %s", envPrefix, tt.name, value, tt.want)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s=%q: run = %v, want an error with %s", tt.name, value, err, want)
+		}
+		if entries, _ := os.ReadDir(base); len(entries) > 0 {
+			t.Errorf("%s=%q: %s was made; a bad path must stop the start before anything", tt.name, value, entries[0].Name())
+		}
+	}
+	// The ca command makes the data directory's CA: it refuses the same.
+	err := run(t.Context(), []string{"ca"}, []string{"HOOKPROXY_DATA_DIR=" + filepath.Join(base, "data") + "\n"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "HOOKPROXY_DATA_DIR=") {
+		t.Errorf("ca: run = %v, want an error naming HOOKPROXY_DATA_DIR", err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) > 0 {
+		t.Errorf("ca: %q was made", entries[0].Name())
 	}
 }
 

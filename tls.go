@@ -153,6 +153,11 @@ func (c *Config) validateHTTPS(bad func(name string, value any, why string)) {
 	// hookproxy reads, the CA's key say, that file would be lost for
 	// good, and the next start would fail for want of it.
 	bundle := c.caBundleFile()
+	if c.CABundleFile != "" {
+		if err := checkPath(c.CABundleFile); err != nil {
+			bad("CA_BUNDLE_FILE", c.CABundleFile, err.Error())
+		}
+	}
 	caDir := filepath.Join(c.DataDir, caDirName)
 	for _, f := range []struct{ what, path string }{
 		{"HOOKPROXY_CA_CERT_FILE", c.CACertFile},
@@ -254,6 +259,8 @@ func runCA(args []string, environ []string, stdout, stderr io.Writer) error {
 	r := &reporter{vars: vars}
 	if cfg.DataDir == "" && cfg.CACertFile == "" {
 		r.bad("DATA_DIR", cfg.DataDir, "must be a directory")
+	} else if err := checkPath(cfg.DataDir); cfg.CACertFile == "" && err != nil {
+		r.bad("DATA_DIR", cfg.DataDir, err.Error())
 	}
 	cfg.validateCA(r.bad)
 	if err := r.err(); err != nil {

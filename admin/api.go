@@ -614,13 +614,15 @@ func (s *Server) getDeadLetter(w http.ResponseWriter, r *http.Request) {
 const maxSelectorBody = 1 << 20
 
 // selector reads the selector of a replay or purge: from the query, or
-// from a JSON body (replay).
+// from a JSON body (replay). A purge's body is refused, not dropped: a
+// selector there (as a replay takes it) would otherwise be ignored, and
+// the query's selection purged in its place.
 func selector(r *http.Request) (Selector, error) {
 	sel, err := selectorFromQuery(r.URL.Query())
 	if err != nil {
 		return sel, err
 	}
-	if r.Method == http.MethodPost && r.Body != nil {
+	if r.Body != nil {
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxSelectorBody+1))
 		if err != nil {
 			return sel, fmt.Errorf("read body: %w", err)
@@ -629,6 +631,9 @@ func selector(r *http.Request) (Selector, error) {
 			return sel, errors.New("body too large")
 		}
 		if len(strings.TrimSpace(string(b))) > 0 {
+			if r.Method != http.MethodPost {
+				return sel, fmt.Errorf("%s takes its selector as query parameters (all=true, target=, target_id=, id=, reason=), not in a body", r.Method)
+			}
 			if len(r.URL.Query()) > 0 {
 				return sel, errors.New("select by query parameters or by a JSON body, not both")
 			}

@@ -406,6 +406,10 @@ func TestSelectorsAreExplicit(t *testing.T) {
 		{"POST", "?target=http://a.test/&ids=X", nil},
 		{"DELETE", "?all=true&reasn=retries-exhausted", nil},
 		{"POST", "?all=false", Selector{All: true}},
+		// A purge takes no body: a selector there, as a replay takes it,
+		// is refused, not dropped for the query's wider one.
+		{"DELETE", "", Selector{All: true}},
+		{"DELETE", "?target=http://a.test/", Selector{IDs: []string{"X"}}},
 	} {
 		var eb ErrorBody
 		path := "/api/dead-letters"
