@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"hookproxy/quickack"
 )
 
 // hookMarker appears exactly once in every hook body the benchmark sends,
@@ -91,7 +93,7 @@ func (c *quickackConn) Write(p []byte) (int, error) {
 func (c *quickackConn) arm() {
 	if c.wrote.Swap(false) || c.writing.Load() > 0 {
 		quickackArms.Add(1)
-		quickack(c.TCPConn)
+		quickack.On(c.TCPConn)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"hookproxy/quickack"
 )
 
 // Serve accepts client connections on l and serves the proxy on them until
@@ -98,7 +100,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		w := &tcpConn{TCPConn: tc}
 		w.idle, w.set, w.free = l.p.idle, &l.p.conns, free
-		if quickackSupported {
+		if quickack.Supported {
 			if raw, err := tc.SyscallConn(); err == nil {
 				w.raw = raw
 				w.wrote.Store(true) // arm before the first read
@@ -321,7 +323,7 @@ func (c *tcpConn) quickack() bool {
 // arm turns TCP_QUICKACK on.
 func (c *tcpConn) arm() {
 	quickackArms.Add(1)
-	_ = c.raw.Control(setQuickack)
+	_ = c.raw.Control(quickack.Set)
 }
 
 // dialTunnel dials the receiver of a relayed CONNECT tunnel and wraps it
