@@ -826,7 +826,11 @@ func (s *Sender) Drain(ctx context.Context) error {
 		held := len(s.held)
 		s.mu.Unlock()
 		if done && held > 0 {
-			return fmt.Errorf("drain sender: %d targets: %w", held, ErrUndelivered)
+			what := "targets"
+			if held == 1 {
+				what = "target"
+			}
+			return fmt.Errorf("drain sender: %d %s: %w", held, what, ErrUndelivered)
 		}
 		if done {
 			return nil
