@@ -96,6 +96,17 @@ func (c *deadCounter) endUnknown() {
 	c.lost = c.lost || c.inCount
 }
 
+// knownBytes is the dead letters' body bytes when the totals are known
+// (they are counted in the background after a start), 0 otherwise.
+func (c *deadCounter) knownBytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.known {
+		return 0
+	}
+	return c.totals.Bytes
+}
+
 // DeadLetterTotals returns the dead-letter store's figures. The first
 // call after Open (and the first after a change whose outcome was not
 // known) reads every dead letter; every other returns at once. Damage to

@@ -296,7 +296,7 @@ func Open(opts Options) (*Store, error) {
 		// goes to the dead-letter store, see unreadable) instead of
 		// being delivered as it reads; one CRC per body of 64 KiB and more.
 		WithVerifyValueChecksum(true).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(valueLogFileSize).
 		WithMetricsEnabled(false).
 		// Writes of hooks are serialised by the group commit and target
 		// records by recMu, so Badger's conflict tracking is pure cost.
@@ -640,6 +640,10 @@ func (s *Store) forgetIdle() {
 // Badger has applied the writes.
 var commitTxn = (*badger.Txn).Commit
 
+// valueLogFileSize is the size at which Badger starts a new value log
+// file; a variable so that tests can fill several with a few MiB.
+var valueLogFileSize int64 = 64 << 20
+
 // hookSeqBandwidth is how many hook sequences one lease takes; a
 // variable so that tests can reach the next lease quickly.
 var hookSeqBandwidth uint64 = 1000
@@ -817,6 +821,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 	total := s.pendingBytes
 	s.mu.Unlock()
 	admitted := group[:0:0]
+	short := false
 	for _, r := range group {
 		disk := r.diskSize()
 		if !spare.fits(used + disk) {
@@ -824,7 +829,7 @@ func (s *Store) commitGroup(group []*putRequest) {
 			s.mu.Lock()
 			s.commitErr = err
 			s.mu.Unlock()
-			s.maybeReclaim()
+			short = true
 			r.done <- err
 			continue
 		}
@@ -835,6 +840,9 @@ func (s *Store) commitGroup(group []*putRequest) {
 		used += disk
 		total += r.size
 		admitted = append(admitted, r)
+	}
+	if short {
+		s.maybeReclaim() // once a group: it reads the store's directory
 	}
 	if len(admitted) == 0 {
 		return
@@ -913,8 +921,9 @@ func (s *Store) spareSpace() spareSpace {
 }
 
 // maybeReclaim starts, in the background, a compaction of every table
-// into the last level (Badger's Flatten) when the space reserved for the
-// tables is mostly taken by hooks already delivered: Badger drops deleted
+// into the last level (Badger's Flatten), then a collection of the value
+// log, when the tables and the value log are mostly taken by hooks
+// already delivered or dead letters purged: Badger drops deleted
 // hooks only when they reach the last level, and with captures refused
 // nothing else may make it compact, so the reserve, which grows with the
 // tables, would keep captures refused after the backlog is delivered. Its
@@ -925,17 +934,25 @@ func (s *Store) maybeReclaim() {
 	if s.db == nil || s.opts.InMemory || s.opts.LSMBytes != nil {
 		return
 	}
-	lsm := s.lsmBytes()
-	s.mu.Lock()
-	pending := s.pendingBytes
-	s.mu.Unlock()
-	if lsm < 16<<20 || 2*pending > lsm {
-		return // small, or mostly hooks still pending: nothing to gain
-	}
 	// On the monotonic clock: a step back of the wall clock must not
 	// hold reclaims off for its length, captures refused meanwhile.
 	now := max(int64(time.Since(monoStart)), 1)
-	if last := s.lastReclaim.Load(); last != 0 && now-last < int64(time.Minute) || !s.reclaiming.CompareAndSwap(false, true) {
+	if last := s.lastReclaim.Load(); last != 0 && now-last < int64(time.Minute) {
+		return
+	}
+	lsm := s.lsmBytes()
+	_, vlog := s.DiskUsage()
+	s.mu.Lock()
+	pending := s.pendingBytes
+	s.mu.Unlock()
+	// Dead letters stay: a store that is mostly dead letters has nothing
+	// to give back (purge them), and a compaction of every table each
+	// minute would only load a disk already short.
+	live := pending + s.dead.knownBytes()
+	if stored := lsm + vlog; stored < 16<<20 || 2*live > stored {
+		return // small, or mostly hooks still pending or dead letters: nothing to gain
+	}
+	if !s.reclaiming.CompareAndSwap(false, true) {
 		return
 	}
 	s.lastReclaim.Store(now)
@@ -943,7 +960,8 @@ func (s *Store) maybeReclaim() {
 	go func() {
 		defer s.wg.Done()
 		defer s.reclaiming.Store(false)
-		s.log.Info("disk nearly full: compacting to give back the space of delivered hooks", "table_bytes", lsm, "pending_bytes", pending)
+		s.log.Info("disk nearly full: compacting to give back the space of delivered hooks",
+			"table_bytes", lsm, "value_log_bytes", vlog, "pending_bytes", pending)
 		if err := s.flushMemtable(); err != nil {
 			s.log.Warn("compaction to give back space failed", "error", err)
 			return
@@ -952,7 +970,15 @@ func (s *Store) maybeReclaim() {
 			s.log.Warn("compaction to give back space failed", "error", err)
 			return
 		}
-		s.log.Info("compacted", "table_bytes", s.lsmBytes())
+		// Bodies of valueThreshold and more (and dead letters that
+		// large) live in the value log, which only its GC gives back,
+		// and only for what a compaction has found deleted: the
+		// compaction above has counted the delivered ones, so collect
+		// them now rather than at the GC's next tick.
+		for s.db.RunValueLogGC(0.5) == nil {
+		}
+		_, vlog := s.DiskUsage()
+		s.log.Info("compacted", "table_bytes", s.lsmBytes(), "value_log_bytes", vlog)
 	}()
 }
 
