@@ -153,8 +153,10 @@ func (s *Sender) rescheduleLocked(t *target) bool {
 		heap.Push(q, t)
 	} else {
 		// A target already due keeps its place (and its overdue time)
-		// when new hooks arrive.
-		if !t.due.After(now) && !due.After(now) && t.due.Before(due) {
+		// when new hooks arrive, also the place it took at the end of
+		// its last turn (see settleLocked), which its oldest hook's
+		// window would put ahead.
+		if !t.due.After(now) && !due.After(now) {
 			due = t.due
 		}
 		t.due = due
@@ -265,6 +267,16 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 		return
 	}
 	s.rescheduleLocked(t)
+	if now := s.clock.Now(); t.index >= 0 && t.due.Before(now) {
+		// Its turn is over: a target whose next batch was due already (a
+		// backlog in time mode, a remainder whose window ended while the
+		// batch before it was out) goes behind the targets due before
+		// now, as a full batch claimed by the ack does. Otherwise its
+		// oldest hook's window would hand it the worker back ahead of
+		// them turn after turn, until its backlog is gone.
+		t.due = now
+		heap.Fix(s.heapOf(t), t.index)
+	}
 }
 
 // heapOf is the heap t waits in. t.slow changes only while t is busy,

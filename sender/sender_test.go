@@ -158,6 +158,74 @@ func TestBacklogClaimsWithAck(t *testing.T) {
 	}
 }
 
+// TestBacklogTakesTurns: in time mode, a target with a backlog whose
+// windows ended long ago goes behind the other targets already due once
+// it has had its turn, as a full batch claimed by the ack does, and
+// stays there when more hooks come in for it; with one worker it would
+// otherwise hold it until its backlog was gone.
+func TestBacklogTakesTurns(t *testing.T) {
+	clk := newFakeClock(t0)
+	st := openStore(t, t.TempDir(), clk)
+	var rc *receiver
+	rc = newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/b" {
+			// a is waiting for its next turn, behind c.
+			hook := &buffer.Hook{Target: rc.URL + "/a", Method: http.MethodPost, Header: jsonHeader(), Body: []byte(`{"late":1}`)}
+			if err := st.Put(context.Background(), hook); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	for _, b := range bodies(1, 50) {
+		putHook(t, st, rc.URL+"/a", b, jsonHeader())
+	}
+	clk.Advance(time.Second)
+	putHook(t, st, rc.URL+"/b", `{"n":1}`, jsonHeader())
+	clk.Advance(time.Second)
+	putHook(t, st, rc.URL+"/c", `{"n":1}`, jsonHeader())
+	// Every window ended a while ago (a restart after an outage, say).
+	clk.Advance(time.Hour)
+	h := newHarness(t, clk, st, Options{Concurrency: 1, BatchTime: 10 * time.Second, MaxBatchHooks: 5}).start()
+	h.settle()
+
+	var got []string
+	for _, r := range rc.got() {
+		got = append(got, r.path)
+	}
+	want := []string{"/a", "/b", "/c", "/a", "/a", "/a", "/a", "/a", "/a", "/a", "/a", "/a"}
+	if !slices.Equal(got, want) {
+		t.Errorf("targets in the order sent = %v, want %v", got, want)
+	}
+}
+
+// TestBacklogIsNoStall: a target with a backlog whose windows ended long
+// ago counts as overdue from the end of its last turn, not from its
+// oldest hook's window: while the workers drain backlogs, OldestDue (the
+// stall check of /readyz) stays small.
+func TestBacklogIsNoStall(t *testing.T) {
+	clk := newFakeClock(t0)
+	st := openStore(t, t.TempDir(), clk)
+	entered := make(chan struct{}, 1)
+	rc := newReceiver(t, func(n int, _ http.ResponseWriter, r *http.Request) {
+		if n == 3 {
+			entered <- struct{}{}
+			<-r.Context().Done() // until the sender stops
+		}
+	})
+	for _, b := range bodies(1, 20) {
+		putHook(t, st, rc.URL+"/a", b, jsonHeader())
+		putHook(t, st, rc.URL+"/b", b, jsonHeader())
+	}
+	clk.Advance(time.Hour)
+	h := newHarness(t, clk, st, Options{Concurrency: 1, BatchTime: 10 * time.Second, MaxBatchHooks: 5}).start()
+	// a, b, then a again: b waits from the end of its first turn.
+	recv(t, entered, "the third batch")
+	clk.Advance(time.Second)
+	if d := h.snd.OldestDue(clk.Now()); d != time.Second {
+		t.Errorf("OldestDue while both targets take turns = %v, want 1s", d)
+	}
+}
+
 func TestTimeBatches(t *testing.T) {
 	clk := newFakeClock(t0)
 	rc := newReceiver(t, nil)
