@@ -41,8 +41,10 @@ func closeBody(resp *http.Response) {
 // outcome in the store. In drain mode the batch's retry time is ignored.
 // A target marked gone gets no attempt: the batch is given up at once.
 // When owed holds the outcome of the batch's last attempt, which the
-// store failed to record, the turn records it and sends nothing.
-func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bool, owed *settlement) result {
+// store failed to record, the turn records it and sends nothing. a is the
+// attempt at an ordinary target (nil for a slow one), which admit may
+// turn away before it sends: the batch stays in flight, unsent.
+func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bool, owed *settlement, a *attempt) result {
 	if ctx.Err() != nil {
 		return result{kind: resultAborted}
 	}
@@ -71,6 +73,10 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		// A status older than our own record scheduled the target early;
 		// the store's record of the retry time wins.
 		res.kind = resultWaiting
+		return res
+	}
+	if a != nil && !s.admit(a, host) {
+		res.kind = resultDeferred
 		return res
 	}
 
@@ -141,7 +147,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		}
 	}
 	r := s.settle(id, b, host, st)
-	r.attempted, r.failed = true, out != outcomeDelivered
+	r.attempted, r.failed, r.host = true, out != outcomeDelivered, host
 	r.slow = d >= s.timeout/2 || errors.Is(err, context.DeadlineExceeded)
 	return r
 }

@@ -2,6 +2,7 @@ package sender
 
 import (
 	"container/heap"
+	"container/list"
 	"time"
 
 	"hookproxy/buffer"
@@ -183,6 +184,10 @@ const (
 	// resultStoreError: the store failed; the target is held back for a
 	// retry interval, with what it owes the store, if anything.
 	resultStoreError
+	// resultDeferred: the target's receiver host was found slow and the
+	// slow targets' workers were all taken (see Sender.admit): the batch
+	// stays in flight, unsent, and the target waits with the slow ones.
+	resultDeferred
 )
 
 // result is what a worker reports back to the scheduler.
@@ -199,9 +204,10 @@ type result struct {
 	owed *settlement
 	// attempted is set when the turn sent the batch and the receiver
 	// answered or failed (not shutdown); slow then says whether that took
-	// half the send timeout or more, and failed whether the batch was not
-	// delivered.
+	// half the send timeout or more, failed whether the batch was not
+	// delivered, and host is the receiver host it was sent to.
 	attempted, slow, failed bool
+	host                    string
 }
 
 // settleLocked applies a worker's result to t, which the worker just
@@ -236,9 +242,12 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 			t.version = r.status.Version
 			t.pending, t.oldest, t.gone = r.status.Pending, r.status.Oldest, r.status.Gone
 		}
-	case resultWaiting:
+	case resultWaiting, resultDeferred:
 		t.setFlight(r.batchID, r.next)
 		t.setNotBefore(time.Time{})
+		if r.kind == resultDeferred {
+			t.slow = true
+		}
 	case resultEmpty:
 		t.clearFlight()
 		if t.version == version {
@@ -259,9 +268,10 @@ func (s *Sender) settleLocked(t *target, r result, version uint64, drain bool) {
 	// receiver until the deadline helps nobody. That holds also when the
 	// failure ended the batch (its last retry, a permanent answer) and
 	// the target has hooks left; after a 410 they are dead-lettered
-	// without a send, which hammers no one.
+	// without a send, which hammers no one. A target deferred to the slow
+	// ones failed nothing: it is sent later in the same drain.
 	gaveUp := r.failed && r.gone == nil && t.pending > 0
-	if drain && (gaveUp || r.kind != resultFinished && r.kind != resultEmpty) {
+	if drain && (gaveUp || r.kind != resultFinished && r.kind != resultEmpty && r.kind != resultDeferred) {
 		t.held = true
 		s.held = append(s.held, t)
 		return
@@ -366,3 +376,46 @@ func (h *dueHeap) Pop() any {
 
 // popTarget removes and returns the earliest target.
 func (h *dueHeap) popTarget() *target { return heap.Pop(h).(*target) }
+
+// maxSlowHosts bounds the receiver hosts a Sender remembers as slow: a
+// flood of hosts that hang costs little memory, and a host forgotten is
+// only found slow again.
+const maxSlowHosts = 4096
+
+// slowHosts is a set of receiver hosts (host:port, as the delivery logs
+// name them) whose last attempt took half the send timeout or more, or
+// is still running past it. It keeps at most max, dropping the one
+// marked longest ago. Guarded by Sender.mu.
+type slowHosts struct {
+	max   int
+	order *list.List // of hosts, the oldest mark first
+	at    map[string]*list.Element
+}
+
+func newSlowHosts(max int) slowHosts {
+	return slowHosts{max: max, order: list.New(), at: make(map[string]*list.Element)}
+}
+
+func (h *slowHosts) has(host string) bool {
+	_, ok := h.at[host]
+	return ok
+}
+
+// mark adds host, or makes its mark the newest.
+func (h *slowHosts) mark(host string) {
+	if e, ok := h.at[host]; ok {
+		h.order.MoveToBack(e)
+		return
+	}
+	h.at[host] = h.order.PushBack(host)
+	if h.order.Len() > h.max {
+		delete(h.at, h.order.Remove(h.order.Front()).(string))
+	}
+}
+
+func (h *slowHosts) unmark(host string) {
+	if e, ok := h.at[host]; ok {
+		h.order.Remove(e)
+		delete(h.at, host)
+	}
+}

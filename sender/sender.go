@@ -326,6 +326,10 @@ type Sender struct {
 	// stuck holds the targets whose last turn ended in a store error,
 	// with when each was first due, for OldestDue.
 	stuck map[*target]time.Time
+	// hosts are the receiver hosts found slow: an attempt at an ordinary
+	// target on one of them counts against slowCap from its start, or
+	// the target waits with the slow ones (see admit).
+	hosts slowHosts
 
 	// onIdle, when set (by tests), is called each time the Run loop is
 	// about to wait.
@@ -453,6 +457,7 @@ func New(opts Options) (*Sender, error) {
 		wake:        make(chan struct{}, 1),
 		targets:     make(map[buffer.TargetID]*target),
 		stuck:       make(map[*target]time.Time),
+		hosts:       newSlowHosts(maxSlowHosts),
 	}
 	s.slowCap = max(1, s.workers/2)
 	s.goneSlots = make(chan struct{}, s.workers)
@@ -862,7 +867,9 @@ func (s *Sender) load() error {
 // whose waits between tries end when waits closes. An attempt at an
 // ordinary target that runs half the send timeout becomes overtime,
 // while fewer than slowCap slow and overtime attempts run: its worker
-// goes back to the other targets. Called with s.mu held.
+// goes back to the other targets. One on a receiver host found slow does
+// so from its start, or waits with the slow targets (see admit). Called
+// with s.mu held.
 func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *sync.WaitGroup, t *target, drain bool) {
 	t.busy = true
 	s.busy++
@@ -872,8 +879,12 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 	}
 	a := new(attempt)
 	finished := make(chan struct{})
-	var timer Timer
+	var (
+		timer    Timer
+		ordinary *attempt // a, for admit; nil at a slow target
+	)
 	if !slow {
+		ordinary = a
 		timer = s.clock.NewTimer(s.timeout / 2)
 		wg.Go(func() {
 			select {
@@ -882,8 +893,12 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 			case <-timer.C():
 			}
 			s.mu.Lock()
-			if !a.ended {
+			if !a.ended && !a.over {
 				a.ripe = true
+				if a.host != "" {
+					// Still sending: its host hangs, or drops packets.
+					s.hosts.mark(a.host)
+				}
 				s.ripe = append(s.ripe, a)
 				s.overtimeLocked()
 			}
@@ -893,7 +908,7 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 	}
 	version, gone, owed := t.version, t.gone, t.owed()
 	wg.Go(func() {
-		res := s.deliver(ctx, t.id, drain, gone, owed)
+		res := s.deliver(ctx, t.id, drain, gone, owed, ordinary)
 		if timer != nil {
 			timer.Stop()
 		}
@@ -904,6 +919,13 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 			wg.Go(func() { s.notifyGone(ctx, waits, *res.gone) })
 		}
 		s.mu.Lock()
+		if res.attempted {
+			if res.slow {
+				s.hosts.mark(res.host)
+			} else {
+				s.hosts.unmark(res.host)
+			}
+		}
 		a.ended = true
 		if a.over {
 			s.overtime--
@@ -928,9 +950,45 @@ func (s *Sender) startLocked(ctx context.Context, waits <-chan struct{}, wg *syn
 // attempt is an attempt in progress at an ordinary target, for overtime.
 // Its fields are guarded by Sender.mu.
 type attempt struct {
-	ended bool // it has returned
-	ripe  bool // it has run half the send timeout
-	over  bool // it no longer holds a worker (counted in overtime)
+	ended bool   // it has returned
+	ripe  bool   // it has run half the send timeout
+	over  bool   // it no longer holds a worker (counted in overtime)
+	host  string // its receiver host, once the batch is claimed
+}
+
+// admit is called by an attempt at an ordinary target once it knows its
+// receiver host, before it sends. When the host was found slow, the
+// attempt does not hold an ordinary worker: it is moved to overtime at
+// once while fewer than slowCap slow and overtime attempts run, and
+// otherwise admit reports false: the turn ends unsent and the target
+// waits with the slow ones. Without this, each of many targets on a host
+// that starts to hang held a worker for half the send timeout before it
+// was found slow, and together they held the other targets back for
+// that long times their number over the workers.
+func (s *Sender) admit(a *attempt, host string) bool {
+	s.mu.Lock()
+	a.host = host
+	if a.over || !s.hosts.has(host) {
+		s.mu.Unlock()
+		return true
+	}
+	// Ripe attempts wait only while the slots are taken: room means a
+	// is not among them.
+	if s.slowBusy+s.overtime >= s.slowCap {
+		s.mu.Unlock()
+		return false
+	}
+	if a.ripe {
+		// Moved here, not by overtimeLocked: it must not be moved twice.
+		s.ripe = slices.DeleteFunc(s.ripe, func(r *attempt) bool { return r == a })
+	}
+	a.over = true
+	s.busy--
+	s.overtime++
+	s.epoch++
+	s.mu.Unlock()
+	s.signal()
+	return true
 }
 
 // overtimeLocked moves ripe attempts out of busy, oldest first, while

@@ -738,6 +738,149 @@ func TestOvertimeWaitsForASlot(t *testing.T) {
 	waitArrival(t, later)
 }
 
+// TestHangingHostDoesNotHoldUpOthers: many targets on one receiver host
+// that starts to hang, due together with a healthy target, hold it back
+// for about half the send timeout, not half of it for each worker's
+// worth of them: once the host is found slow (an attempt at it has run
+// half the send timeout), its other targets wait with the slow ones
+// instead of holding a worker each. In Run and in the drain alike, every
+// batch is delivered in the end, once, with no attempt counted for the
+// turns that waited.
+func TestHangingHostDoesNotHoldUpOthers(t *testing.T) {
+	for _, drain := range []bool{false, true} {
+		t.Run(map[bool]string{false: "run", true: "drain"}[drain], func(t *testing.T) {
+			clk := newFakeClock(t0)
+			release := make(chan struct{})
+			var once sync.Once
+			free := func() { once.Do(func() { close(release) }) }
+			hang := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			t.Cleanup(free)
+			healthy := newReceiver(t, nil)
+			st := openStore(t, t.TempDir(), clk)
+			// 4 workers, 2 of them for slow and overtime attempts.
+			h := newHarness(t, clk, st, Options{
+				Concurrency: 4, SendTimeout: time.Minute, Retries: 5, BatchTime: time.Second,
+			})
+			const n = 12
+			for i := range n {
+				h.put(hang.URL+"/t"+strconv.Itoa(i), `{"n":1}`, jsonHeader())
+			}
+			h.put(healthy.URL+"/ok", `{"n":1}`, jsonHeader()) // due last of all
+			clk.Advance(time.Second)
+			drained := make(chan error, 1)
+			if drain {
+				ctx, cancel := context.WithTimeout(context.Background(), guard)
+				defer cancel()
+				go func() { drained <- h.snd.Drain(ctx) }()
+			} else {
+				h.start()
+			}
+
+			// Every worker is taken by a hanging receiver.
+			for range 4 {
+				waitArrival(t, hang)
+			}
+			clk.Advance(30 * time.Second) // half the send timeout
+			waitArrival(t, healthy)
+			if got := len(hang.got()); got != 4 {
+				t.Errorf("the hanging host got %d requests before the healthy target's, want 4", got)
+			}
+
+			free()
+			if drain {
+				if err := recv(t, drained, "the drain's end"); err != nil {
+					t.Fatalf("Drain: %v", err)
+				}
+			} else {
+				waitFor(t, "every batch delivered", func() bool { return pending(t, st) == 0 })
+				h.settle()
+			}
+			paths := make(map[string]int)
+			for _, r := range hang.got() {
+				paths[r.path]++
+			}
+			for i := range n {
+				if p := "/t" + strconv.Itoa(i); paths[p] != 1 {
+					t.Errorf("%s got %d requests, want 1", p, paths[p])
+				}
+			}
+			if n := pending(t, st); n != 0 {
+				t.Errorf("%d hooks pending", n)
+			}
+			if dls := deadLetters(t, st); len(dls) != 0 {
+				t.Errorf("%d dead letters", len(dls))
+			}
+		})
+	}
+}
+
+// TestAttemptAtSlowHostTakesNoWorker: an attempt at a target not yet
+// found slow, on a receiver host found slow, counts as overtime from its
+// start while half the workers' worth of slow and overtime attempts is
+// not reached: it leaves every worker to the other targets.
+func TestAttemptAtSlowHostTakesNoWorker(t *testing.T) {
+	clk := newFakeClock(t0)
+	done := make(chan struct{})
+	entered := make(chan string, 8)
+	host := hangingReceiver(t, "host", entered, nil, done)
+	var others []*receiver
+	for i := range 4 {
+		others = append(others, hangingReceiver(t, "other"+strconv.Itoa(i), entered, nil, done))
+	}
+	st := openStore(t, t.TempDir(), clk)
+	h := newHarness(t, clk, st, Options{Concurrency: 4, SendTimeout: time.Minute, Retries: 5}).start()
+	t.Cleanup(func() { close(done) })
+
+	// a has run half the timeout: overtime, and its host is slow.
+	h.put(host.URL+"/a", `{"n":1}`, jsonHeader())
+	recv(t, entered, "a's attempt")
+	clk.Advance(30 * time.Second)
+	waitFor(t, "a in overtime", func() bool {
+		h.snd.mu.Lock()
+		defer h.snd.mu.Unlock()
+		return h.snd.overtime == 1
+	})
+	// b, on the same host, takes the second such slot at once.
+	h.put(host.URL+"/b", `{"n":1}`, jsonHeader())
+	recv(t, entered, "b's attempt")
+	for _, rc := range others {
+		h.put(rc.URL, `{"n":1}`, jsonHeader())
+	}
+	for range others {
+		if name := recv(t, entered, "an attempt at another host"); name == "host" {
+			t.Fatalf("the slow host got a third request")
+		}
+	}
+	if st := h.caughtUp(); st.busy != 6 || st.queue != 0 {
+		t.Fatalf("two overtime attempts and four on the workers: %d sending, %d waiting; want 6 and none", st.busy, st.queue)
+	}
+}
+
+// TestSlowHostsBound: the slow hosts kept are bounded, the one marked
+// longest ago dropped first; a mark made again counts as new.
+func TestSlowHostsBound(t *testing.T) {
+	h := newSlowHosts(2)
+	h.mark("a:80")
+	h.mark("b:80")
+	h.mark("a:80")
+	h.mark("c:80") // drops b, marked before a's second mark
+	for host, want := range map[string]bool{"a:80": true, "b:80": false, "c:80": true} {
+		if got := h.has(host); got != want {
+			t.Errorf("has(%s) = %v, want %v", host, got, want)
+		}
+	}
+	h.unmark("a:80")
+	h.unmark("x:80")
+	if h.has("a:80") || len(h.at) != 1 || h.order.Len() != 1 {
+		t.Errorf("after unmark: %d hosts, %d in order; want c:80 alone", len(h.at), h.order.Len())
+	}
+}
+
 // TestNoAttemptAfterRunEnds: once Run's context is done, no attempt
 // starts, also when a hook comes in at the same moment (Run's select may
 // take the wake-up over the context's end). Each round ends Run while a
