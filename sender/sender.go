@@ -978,10 +978,6 @@ func (s *Sender) admit(a *attempt, host string) bool {
 		s.mu.Unlock()
 		return false
 	}
-	if a.ripe {
-		// Moved here, not by overtimeLocked: it must not be moved twice.
-		s.ripe = slices.DeleteFunc(s.ripe, func(r *attempt) bool { return r == a })
-	}
 	a.over = true
 	s.busy--
 	s.overtime++
