@@ -309,7 +309,7 @@ func (c *cliRunner) apiErr(err error, named bool) error {
 	case admin.IsNotAdminAPI(err):
 		// An answer without the admin API's mark, whatever its status (a
 		// 2xx, or another server's 401): another server, or the proxy port.
-		return fmt.Errorf("%w (is %s hookproxy's admin address? set HOOKPROXY_ADMIN_URL or --admin-url)", err, redactedURL(c.adminURL))
+		return fmt.Errorf("%w (is %s hookproxy's admin address? set HOOKPROXY_ADMIN_URL or --admin-url)", err, admin.RedactedURL(c.adminURL))
 	case errors.As(err, &ae) && ae.Status == 401:
 		return fmt.Errorf("%w (set HOOKPROXY_ADMIN_TOKEN or --token)", err)
 	case named && admin.IsNotFound(err):
@@ -320,18 +320,8 @@ func (c *cliRunner) apiErr(err error, named bool) error {
 	case errors.As(err, &ae):
 		return err
 	default:
-		return fmt.Errorf("admin API at %s: %w (is hookproxy running? set HOOKPROXY_ADMIN_URL or --admin-url)", redactedURL(c.adminURL), err)
+		return fmt.Errorf("admin API at %s: %w (is hookproxy running? set HOOKPROXY_ADMIN_URL or --admin-url)", admin.RedactedURL(c.adminURL), err)
 	}
-}
-
-// redactedURL is s with the password of its user:password@, if any,
-// replaced by "xxxxx", as Go's HTTP client writes it in its own errors.
-func redactedURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return s
-	}
-	return u.Redacted()
 }
 
 func (c *cliRunner) printJSON(v any) error {

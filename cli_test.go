@@ -329,6 +329,11 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"status", "--admin-url", "ftp://x"}, exitUsage, "want http://host:port"},
 		{[]string{"status", "--admin-url", "http://127.0.0.1:1", "--timeout", "5s"}, exitFailure, "is hookproxy running?"},
 		{[]string{"status", "--admin-url", "http://op:s3cretpw@127.0.0.1:1", "--timeout", "5s"}, exitFailure, "admin API at http://op:xxxxx@127.0.0.1:1"},
+		// Refused before any request: a scheme mistyped, a port that is
+		// no number, no scheme at all.
+		{[]string{"status", "--admin-url", "htp://op:s3cretpw@127.0.0.1:1"}, exitUsage, `admin url "htp://op:xxxxx@127.0.0.1:1"`},
+		{[]string{"status", "--admin-url", "http://op:s3cretpw@127.0.0.1:9o90/"}, exitUsage, `admin url "http://op:xxxxx@127.0.0.1:9o90/"`},
+		{[]string{"status", "--admin-url", "op:s3cretpw@127.0.0.1:9090"}, exitUsage, `admin url "op:xxxxx@127.0.0.1:9090"`},
 	} {
 		_, _, err := cliRun(t, "", tt.args...)
 		if err != nil && strings.Contains(err.Error(), "s3cretpw") {

@@ -27,12 +27,37 @@ type Client struct {
 func NewClient(baseURL, token string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("admin url %q: want http://host:port", baseURL)
+		return nil, fmt.Errorf("admin url %q: want http://host:port", RedactedURL(baseURL))
 	}
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{Proxy: nil}}
 	}
 	return &Client{base: u, token: token, http: hc}, nil
+}
+
+// RedactedURL is rawURL with the password of its user:password@, if
+// any, replaced by "xxxxx", as Go's HTTP client writes a URL in its
+// errors; also when rawURL is no URL (a port that is not a number, no
+// scheme), which is when an error shows it.
+func RedactedURL(rawURL string) string {
+	_, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		rest = rawURL
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return rawURL
+	}
+	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	if !hasPassword {
+		return rawURL
+	}
+	start := len(rawURL) - len(rest)
+	return rawURL[:start] + user + ":xxxxx" + rawURL[start+at:]
 }
 
 // APIError is an error answer of the admin API, or any answer of a

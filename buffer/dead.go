@@ -248,6 +248,7 @@ func (s *Store) PurgeDeadLetters(f DeadLetterFilter) ([]string, error) {
 	}
 	s.dead.begin()
 	err = s.deleteKeys(keys)
+	s.deletes.Add(1) // applied, or not known not to be
 	if damaged && err == nil {
 		// The totals may have counted a damaged dead letter before its
 		// damage, with the hooks it held then, which a listing no
@@ -380,6 +381,7 @@ func (s *Store) replay(d *DeadLetter) (int, error) {
 			s.dead.end(DeadTotals{}, nil)
 		} else {
 			s.dead.end(back.neg(), err)
+			s.deletes.Add(1) // applied, or not known not to be
 		}
 		if err != nil {
 			return done, err

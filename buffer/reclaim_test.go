@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,12 +116,19 @@ func TestCapturesWaitForAMemtableFlush(t *testing.T) {
 	}
 }
 
-// largeHooks opens a store whose reserve is 1 MiB, on a file system
-// whose free space follows what the store's files take, with value log
-// files of 1 MiB, and puts 20 MiB of 100 KiB hooks for url (which Badger
-// keeps in its value log). short makes the disk a byte short of the
-// reserve.
+// largeHooks opens a store as fullStore does and puts 20 MiB of 100 KiB
+// hooks for url (which Badger keeps in its value log).
 func largeHooks(t *testing.T, url string) (s *Store, short func()) {
+	t.Helper()
+	body := `{"b":"` + strings.Repeat("x", 100<<10) + `"}`
+	return fullStore(t, url, 200, Hook{Target: url, Method: "POST", Body: []byte(body)})
+}
+
+// fullStore opens a store whose reserve is 1 MiB, on a file system
+// whose free space follows what the store's files take, with value log
+// files of 1 MiB, and puts n copies of h. short makes the disk a byte
+// short of the reserve, with at least 16 MiB of value log.
+func fullStore(t *testing.T, url string, n int, h Hook) (s *Store, short func()) {
 	t.Helper()
 	origFile, origDead := valueLogFileSize, maxDeadLetterValue
 	t.Cleanup(func() { valueLogFileSize, maxDeadLetterValue = origFile, origDead })
@@ -148,13 +156,12 @@ func largeHooks(t *testing.T, url string) (s *Store, short func()) {
 	})
 	store.Store(s)
 	// From 8 writers so that they share commits.
-	body := `{"b":"` + strings.Repeat("x", 100<<10) + `"}`
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
-			for i := range 25 {
-				h := &Hook{Target: url, Method: "POST", Body: []byte(body)}
-				if err := s.Put(context.Background(), h); err != nil {
+			for i := range n / 8 {
+				h := h
+				if err := s.Put(context.Background(), &h); err != nil {
 					t.Errorf("put %d/%d: %v", w, i, err)
 					return
 				}
@@ -169,7 +176,7 @@ func largeHooks(t *testing.T, url string) (s *Store, short func()) {
 		t.Helper()
 		lsm, vlog := s.DiskUsage()
 		if vlog < 16<<20 {
-			t.Fatalf("%d bytes of value log after 20 MiB of large hooks, want at least 16 MiB", vlog)
+			t.Fatalf("%d bytes of value log, want at least 16 MiB", vlog)
 		}
 		// Free space a byte short of the reserve (MinFreeBytes plus
 		// the tables' size).
@@ -246,4 +253,62 @@ func TestShortDiskKeepsDeadLetters(t *testing.T) {
 	if s.lastReclaim.Load() != 0 {
 		t.Fatal("a compaction started on a store of dead letters")
 	}
+}
+
+// TestShortDiskReclaimsAfterDeletesOnly: a reclaim gives back what was
+// deleted since the last one, so none runs again before hooks are
+// delivered or dead letters purged. Dead letters of small hooks take
+// several times their body bytes (their headers, their records in
+// base64), and a store of them passed for one mostly deleted: every
+// table was compacted once a minute on a disk already short, for
+// nothing.
+func TestShortDiskReclaimsAfterDeletesOnly(t *testing.T) {
+	const url = "http://a.test/"
+	// 5,000 hooks of 100 bytes with 4 KiB of headers (a token, say), of
+	// which 4,000 are given up: over 20 MiB of dead letters, for 400 KB
+	// of bodies.
+	h := Hook{Target: url, Method: "POST", Body: []byte(`{"b":"` + strings.Repeat("x", 92) + `"}`),
+		Header: http.Header{"Authorization": {"Bearer " + strings.Repeat("t", 4<<10)}}}
+	s, short := fullStore(t, url, 5000, h)
+	id := statusOf(t, s, url).ID
+	for range 4 {
+		b, err := s.Claim(id, 1000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GiveUp(id, b.ID, "status", Failure{At: time.Now(), Status: 400}, NextClaim{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.DeadLetterTotals(); err != nil { // counted, as after every start
+		t.Fatal(err)
+	}
+	// The records of the hooks given up, which the dead letters copied,
+	// are given back.
+	reclaimed := func(what string) {
+		t.Helper()
+		if s.lastReclaim.Load() == 0 {
+			t.Fatalf("no reclaim %s", what)
+		}
+		waitReclaimed(t, s)
+		s.lastReclaim.Store(0) // as a minute later
+	}
+	short()
+	reclaimed("of the records of the hooks given up")
+
+	short()
+	if s.lastReclaim.Load() != 0 {
+		t.Fatal("a compaction started with nothing deleted since the last one")
+	}
+
+	deliverAll(t, s, url)
+	short()
+	reclaimed("after hooks were delivered")
+
+	if _, err := s.PurgeDeadLetters(DeadLetterFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	short()
+	reclaimed("after the dead letters were purged")
+	put(t, s, url, `{"after":true}`)
 }
