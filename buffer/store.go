@@ -678,7 +678,9 @@ func (s *Store) gcLoop(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			for s.db.RunValueLogGC(0.5) == nil {
+			// One file a call; a Close waits for the call in progress
+			// only.
+			for !s.closing.Load() && s.db.RunValueLogGC(0.5) == nil {
 			}
 		}
 	}
@@ -991,7 +993,7 @@ func (s *Store) maybeReclaim() {
 		// and only for what a compaction has found deleted: the
 		// compaction above has counted the delivered ones, so collect
 		// them now rather than at the GC's next tick.
-		for s.db.RunValueLogGC(0.5) == nil {
+		for !s.closing.Load() && s.db.RunValueLogGC(0.5) == nil {
 		}
 		s.reclaimedDeletes.Store(deletes)
 		_, vlog := s.DiskUsage()
