@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/caarlos0/env/v11"
 
@@ -481,7 +482,7 @@ func writeStatus(w io.Writer, st admin.Status, tl admin.TargetList) {
 			}
 		}
 		if t.LastError != "" {
-			last = truncate(t.LastError, 40)
+			last = truncate(visible(t.LastError, ""), 40)
 		}
 		if t.Gone {
 			gone = "gone"
@@ -577,10 +578,10 @@ func (c *cliRunner) deadShow(ctx context.Context, args []string) error {
 	}
 	w := c.stdout
 	fmt.Fprintf(w, "dead letter %s\n", d.ID)
-	fmt.Fprintf(w, "target:    %s (id %d)\n", d.Target, d.TargetID)
+	fmt.Fprintf(w, "target:    %s (id %d)\n", visible(d.Target, ""), d.TargetID)
 	fmt.Fprintf(w, "reason:    %s", d.Reason)
 	if d.Detail != "" {
-		fmt.Fprintf(w, ": %s", d.Detail)
+		fmt.Fprintf(w, ": %s", visible(d.Detail, ""))
 	}
 	fmt.Fprintf(w, "\nattempts:  %d, first %s, last %s\n", d.Attempts, stamp(d.FirstAttempt), stamp(d.LastAttempt))
 	fmt.Fprintf(w, "given up:  %s\n", stamp(d.GivenUp))
@@ -591,7 +592,7 @@ func (c *cliRunner) deadShow(ctx context.Context, args []string) error {
 			fmt.Fprintf(w, "(binary body, %d bytes; see --json)\n", len(h.BodyBase64))
 			continue
 		}
-		fmt.Fprintln(w, h.Body)
+		fmt.Fprintln(w, visible(h.Body, "\n\t"))
 	}
 	return nil
 }
@@ -729,13 +730,38 @@ func plural(n int, what string) string {
 func displayURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return truncate(raw, 60)
+		return truncate(visible(raw, ""), 60)
 	}
 	s := u.Scheme + "://" + u.Host + u.EscapedPath()
 	if u.RawQuery != "" {
 		s += "?..."
 	}
-	return truncate(s, 60)
+	return truncate(visible(s, ""), 60)
+}
+
+// visible is s with each control character but those in keep written as
+// its Go escape (\x1b, \a, \n, \u009b), so that printing s cannot act on
+// the operator's terminal. What the commands print comes in part from
+// strangers: a dead letter's detail holds the names in a receiver's TLS
+// certificate, and a terminal takes an escape sequence there for a
+// command (clear the screen, set the clipboard, hide the lines around
+// it); a line break or a tab would fake lines and columns. --json
+// has the values whole, as JSON writes them.
+func visible(s, keep string) string {
+	escaped := func(r rune) bool { return unicode.IsControl(r) && !strings.ContainsRune(keep, r) }
+	if !strings.ContainsFunc(s, escaped) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if escaped(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func truncate(s string, n int) string {

@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +15,8 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -22,6 +29,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 
 	"hookproxy/admin"
 	"hookproxy/admin/admintest"
@@ -877,5 +885,115 @@ func TestReplayOutlastingTheTimeout(t *testing.T) {
 	}
 	if n := deadLetterCount(t, adminURL); n != 0 {
 		t.Errorf("%d dead letters after the replay the command stopped waiting for, want 0: it was made", n)
+	}
+}
+
+// hostileCertError is the error a TLS client gets from a receiver whose
+// certificate names hold escape sequences (set the window title, write
+// the clipboard, clear the screen): the detail a sender keeps for an
+// attempt at https://receiver.invalid/ served by it.
+func hostileCertError(tb testing.TB) string {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"\x1b]2;owned\a\x1b]52;c;cm0gLXJmIH4K\a\x1b[2J"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	conn, err := tls.Dial("tcp", srv.Listener.Addr().String(), &tls.Config{ServerName: "receiver.invalid"})
+	if err == nil {
+		conn.Close()
+		tb.Fatal("a handshake with a certificate for other names passed")
+	}
+	return err.Error()
+}
+
+// TestOutputCannotDriveTheTerminal: what the text commands print of a
+// dead letter and a target (the detail of a receiver's TLS failure, a
+// hook's body, a target's last error) shows its control characters as
+// escapes; written raw, a receiver's certificate would set the
+// operator's clipboard and clear the screen. --json keeps the values
+// whole.
+func TestOutputCannotDriveTheTerminal(t *testing.T) {
+	detail := hostileCertError(t)
+	if !strings.Contains(detail, "\x1b]52;") {
+		t.Fatalf("the handshake error %q does not name the certificate's names", detail)
+	}
+	store, err := buffer.Open(buffer.Options{Dir: t.TempDir(), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	claim := func(target, body string) (buffer.TargetID, *buffer.Batch) {
+		t.Helper()
+		if err := store.Put(context.Background(), &buffer.Hook{Target: target, Method: "POST", Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+		sts, err := store.Targets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range sts {
+			if st.URL == target {
+				b, err := store.Claim(st.ID, 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st.ID, b
+			}
+		}
+		t.Fatalf("no target %s", target)
+		return 0, nil
+	}
+	const body = "pk=1\n\tname=\x1b[8mhidden"
+	dead, b := claim("https://receiver.invalid/dead", body)
+	if _, err := store.GiveUp(dead, b.ID, "retries-exhausted", buffer.Failure{At: time.Now(), Error: detail}, buffer.NextClaim{}); err != nil {
+		t.Fatal(err)
+	}
+	retried, b := claim("https://receiver.invalid/retried", `{"pk":2}`)
+	if err := store.RecordAttempt(retried, b.ID, buffer.Failure{At: time.Now(), Error: "\x1b[2J" + detail, Next: time.Now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	adminURL := serveAdmin(t, store)
+
+	out, _, err := cliRun(t, adminURL, "dead", "list", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := decode[admin.DeadLetterList](t, out)
+	if list.Total != 1 || list.DeadLetters[0].Detail != detail {
+		t.Fatalf("dead list --json: %+v, want the one dead letter with its detail whole", list)
+	}
+	id := list.DeadLetters[0].ID
+	for _, args := range [][]string{{"status"}, {"dead", "list"}, {"dead", "show", id}} {
+		out, _, err := cliRun(t, adminURL, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", strings.Join(args, " "), err)
+		}
+		if i := strings.IndexFunc(out, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }); i >= 0 {
+			t.Errorf("%s writes a control character to the terminal at %d:\n%q", strings.Join(args, " "), i, out)
+		}
+	}
+	out, _, err = cliRun(t, adminURL, "dead", "show", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`valid for \x1b]2;owned\a\x1b]52;c;cm0gLXJmIH4K\a\x1b[2J, not receiver.invalid`, "pk=1\n\tname=\\x1b[8mhidden\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dead show:\n%s\nwant it to show %q", out, want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"hookproxy/buffer"
@@ -101,6 +102,65 @@ func TestRebindingThroughAPublishedPort(t *testing.T) {
 		if rec.Code != http.StatusForbidden {
 			t.Errorf("%s by a rebound page through the published port: %d, want 403", method, rec.Code)
 		}
+	}
+	if dead, err := st.ListDeadLetters(buffer.DeadLetterFilter{}, false); err != nil || len(dead) != 1 {
+		t.Errorf("dead letters after the refused requests: %d, %v; want 1", len(dead), err)
+	}
+}
+
+// TestBrowserCredentialsAndPreflights: the token counts only in an
+// Authorization: Bearer header, which a page cannot make a browser send
+// to another site; a cookie, a query parameter or Basic credentials
+// holding it (which a browser can send on its own) do not. A preflight
+// by a page of another site is refused, and no answer allows a
+// cross-origin read.
+func TestBrowserCredentialsAndPreflights(t *testing.T) {
+	clk := newClock()
+	st := openStore(t, clk)
+	put(t, st, "http://a.test/hook", `{"n":1}`)
+	kill(t, st, clk, "http://a.test/hook", 0, "status", 400)
+	const token = "t0ken"
+	for _, tt := range []struct {
+		name, method, path string
+		header             map[string]string
+		want               int
+	}{
+		{"token in a cookie", "DELETE", "/api/dead-letters?all=true", map[string]string{"Cookie": "token=" + token}, http.StatusUnauthorized},
+		{"token as a query parameter", "DELETE", "/api/dead-letters?all=true&token=" + token, nil, http.StatusUnauthorized},
+		{"token as Basic credentials", "DELETE", "/api/dead-letters?all=true", map[string]string{"Authorization": "Basic OnQwa2Vu"}, http.StatusUnauthorized},
+		{"preflight", "OPTIONS", "/api/dead-letters?all=true", map[string]string{
+			"Origin": "http://evil.example", "Access-Control-Request-Method": "DELETE", "Access-Control-Request-Headers": "authorization",
+		}, http.StatusUnauthorized},
+		{"preflight with the token", "OPTIONS", "/api/dead-letters?all=true", map[string]string{
+			"Origin": "http://evil.example", "Access-Control-Request-Method": "DELETE", "Authorization": "Bearer " + token,
+		}, http.StatusForbidden},
+		{"read by another origin with the token", "GET", "/api/dead-letters", map[string]string{
+			"Origin": "http://evil.example", "Authorization": "Bearer " + token,
+		}, http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, base := serve(t, Options{Store: st, Token: token, Now: clk.Now})
+			req, err := http.NewRequest(tt.method, base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("%s %s: %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+			}
+			for k := range resp.Header {
+				if strings.HasPrefix(k, "Access-Control-") {
+					t.Errorf("%s %s: answer with %s: %s", tt.method, tt.path, k, resp.Header.Get(k))
+				}
+			}
+		})
 	}
 	if dead, err := st.ListDeadLetters(buffer.DeadLetterFilter{}, false); err != nil || len(dead) != 1 {
 		t.Errorf("dead letters after the refused requests: %d, %v; want 1", len(dead), err)
