@@ -191,6 +191,21 @@ func openStore(tb testing.TB, dir string, clk *fakeClock) *buffer.Store {
 	return st
 }
 
+// claimOnly claims a batch of up to 10 hooks of the store's only target,
+// as a sender's turn would before it sends.
+func claimOnly(tb testing.TB, st *buffer.Store) *buffer.Batch {
+	tb.Helper()
+	targets, err := st.Targets()
+	if err != nil || len(targets) != 1 {
+		tb.Fatalf("Targets = %v, %v", targets, err)
+	}
+	b, err := st.Claim(targets[0].ID, 10, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 // harness runs a Sender under test and follows its loop.
 type harness struct {
 	tb    testing.TB

@@ -127,14 +127,7 @@ func TestConflictAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, dir, clk)
 	putHook(t, st, rc.URL, `{"n":1}`, jsonHeader())
-	targets, err := st.Targets()
-	if err != nil || len(targets) != 1 {
-		t.Fatalf("Targets = %v, %v", targets, err)
-	}
-	b, err := st.Claim(targets[0].ID, 10, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := claimOnly(t, st)
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

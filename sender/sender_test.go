@@ -1086,14 +1086,7 @@ func TestRestartResendsSameBatch(t *testing.T) {
 		st := openStore(t, dir, clk)
 		putHook(t, st, rc.URL, `{"n":1}`, jsonHeader())
 		putHook(t, st, rc.URL, `{"n":2}`, jsonHeader())
-		targets, err := st.Targets()
-		if err != nil || len(targets) != 1 {
-			t.Fatalf("Targets = %v, %v", targets, err)
-		}
-		b, err := st.Claim(targets[0].ID, 10, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := claimOnly(t, st)
 		putHook(t, st, rc.URL, `{"n":3}`, jsonHeader()) // after the claim: not in the batch
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
