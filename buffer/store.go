@@ -146,6 +146,9 @@ type Store struct {
 	byURL        map[string]*target
 	pendingBytes int64
 	notify       func(TargetStatus)
+	// dirInfo is the data directory as Open found it (nil in memory):
+	// see dirMoved.
+	dirInfo os.FileInfo
 	// commitErr is the error of the last hook commit, nil after a success.
 	commitErr error
 	// forgotten holds the targets forgotten while running (see
@@ -335,6 +338,15 @@ func Open(opts Options) (*Store, error) {
 		vlogSyncFailures: vlogSyncFailures,
 	}
 	s.reclaimedDeletes.Store(-1)
+	if !opts.InMemory {
+		// Badger holds its files open: it would go on writing them
+		// after the directory was removed or replaced, and each hook
+		// acknowledged then would be gone at the next start.
+		if s.dirInfo, err = os.Stat(opts.Dir); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+		}
+	}
 	if err := s.init(); err != nil {
 		s.releaseSequences()
 		_ = db.Close()
@@ -822,6 +834,15 @@ func (s *Store) commitGroup(group []*putRequest) {
 	// the reserve and the pending bytes allow. The group's own records
 	// count against the reserve: a group that fits only by eating into
 	// it would leave the room the reserve is for taken.
+	if err := s.dirMoved(); err != nil {
+		s.mu.Lock()
+		s.commitErr = err
+		s.mu.Unlock()
+		for _, r := range group {
+			r.done <- err
+		}
+		return
+	}
 	spare := s.spareSpace()
 	var used int64 // of the space above the reserve, by the requests admitted
 	max := s.opts.MaxPendingBytes
@@ -926,6 +947,23 @@ func (s *Store) spareSpace() spareSpace {
 		return spareSpace{}
 	}
 	return spareSpace{checked: true, free: n, reserve: s.opts.MinFreeBytes + s.lsmBytes()}
+}
+
+// dirMoved reports the data directory gone from its path, or another
+// directory in its place: what the store writes then is in files no one
+// will find, and the next start opens what is at the path. One stat.
+func (s *Store) dirMoved() error {
+	if s.dirInfo == nil {
+		return nil
+	}
+	fi, err := os.Stat(s.opts.Dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrDirMoved, err)
+	case !os.SameFile(fi, s.dirInfo):
+		return fmt.Errorf("%w: %s is another directory than the one opened", ErrDirMoved, s.opts.Dir)
+	}
+	return nil
 }
 
 // maybeReclaim starts, in the background, a compaction of every table
@@ -2307,6 +2345,9 @@ func (s *Store) Check() error {
 	s.mu.Lock()
 	err := s.commitErr
 	s.mu.Unlock()
+	if moved := s.dirMoved(); moved != nil {
+		return moved
+	}
 	if err != nil && !errors.Is(err, ErrDiskFull) {
 		return fmt.Errorf("last commit failed: %w", err)
 	}

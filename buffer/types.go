@@ -170,4 +170,8 @@ var (
 	// ErrDiskFull is returned by Put when the data directory's file
 	// system has less free space than Options.MinFreeBytes.
 	ErrDiskFull = errors.New("disk nearly full")
+	// ErrDirMoved is returned by Put, and by Check, when the data
+	// directory was removed or replaced since Open: nothing written then
+	// would be found at the next start.
+	ErrDirMoved = errors.New("data directory removed or replaced since the store was opened")
 )
