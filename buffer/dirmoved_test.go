@@ -53,3 +53,30 @@ func TestDirectoryMovedRefusesHooks(t *testing.T) {
 		t.Errorf("%d hooks pending, want the 2 put while the directory was in place", st.PendingHooks)
 	}
 }
+
+// TestDirectoryEmptiedRefusesHooks: a data directory that is a mount
+// point (a container's volume) cannot be removed, but rm -rf on it
+// removes every file in it; the directory stays the one opened, and
+// Badger would go on writing its open files, which no start finds.
+// Put and Check refuse as for a directory removed.
+func TestDirectoryEmptiedRefusesHooks(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{GCInterval: -1})
+	const url = "http://127.0.0.1:1/"
+	put(t, s, url, `{"n":1}`)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(context.Background(), &Hook{Target: url, Method: "POST", Body: []byte(`{"n":2}`)}); !errors.Is(err, ErrDirMoved) {
+		t.Errorf("put = %v, want ErrDirMoved", err)
+	}
+	if err := s.Check(); !errors.Is(err, ErrDirMoved) {
+		t.Errorf("check = %v, want ErrDirMoved", err)
+	}
+}

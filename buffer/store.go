@@ -949,9 +949,17 @@ func (s *Store) spareSpace() spareSpace {
 	return spareSpace{checked: true, free: n, reserve: s.opts.MinFreeBytes + s.lsmBytes()}
 }
 
-// dirMoved reports the data directory gone from its path, or another
-// directory in its place: what the store writes then is in files no one
-// will find, and the next start opens what is at the path. One stat.
+// lockFile is the file Badger writes in its directory at Open and
+// removes at Close (the pid of the process that holds the directory).
+const lockFile = "LOCK"
+
+// dirMoved reports the data directory gone from its path, another
+// directory in its place, or its files removed: what the store writes
+// then is in files no one will find, and the next start opens what is at
+// the path. A directory that is a mount point (a container's volume)
+// cannot be removed, but rm -rf on it removes every file in it and leaves
+// the directory the one opened: the lock file, which nothing but Close
+// removes, is gone then. Two stats.
 func (s *Store) dirMoved() error {
 	if s.dirInfo == nil {
 		return nil
@@ -962,6 +970,9 @@ func (s *Store) dirMoved() error {
 		return fmt.Errorf("%w: %w", ErrDirMoved, err)
 	case !os.SameFile(fi, s.dirInfo):
 		return fmt.Errorf("%w: %s is another directory than the one opened", ErrDirMoved, s.opts.Dir)
+	}
+	if _, err := os.Stat(filepath.Join(s.opts.Dir, lockFile)); err != nil {
+		return fmt.Errorf("%w: its files were removed: %w", ErrDirMoved, err)
 	}
 	return nil
 }
