@@ -514,10 +514,21 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// level is LOG_LEVEL's slog level: one of the four names, in any case.
+// slog's own parser takes offsets too ("error+100"), which would silence
+// every line the README lists.
 func (c *Config) level() (slog.Level, error) {
-	var l slog.Level
-	err := l.UnmarshalText([]byte(c.LogLevel))
-	return l, err
+	switch strings.ToLower(c.LogLevel) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q", c.LogLevel)
 }
 
 // batching reports whether hooks are grouped into array batches.
