@@ -513,6 +513,7 @@ func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 	if err := c.checkTargetFlags(q.Target, q.TargetID); err != nil {
 		return err
 	}
+	q.Target = strings.TrimSpace(q.Target) // pasted with a line break, say
 	if err := checkPaging(q.Limit, q.Offset); err != nil {
 		return err
 	}
@@ -611,6 +612,7 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 	if err := c.checkTargetFlags(sel.Target, sel.TargetID); err != nil {
 		return sel, err
 	}
+	sel.Target = strings.TrimSpace(sel.Target) // pasted with a line break, say
 	for _, id := range rest {
 		// An empty id is refused by Validate.
 		sel.IDs = append(sel.IDs, strings.TrimSpace(id))

@@ -243,6 +243,11 @@ func TestDeadLettersThroughTheCLI(t *testing.T) {
 	if ofA.Total != 2 {
 		t.Fatalf("dead list --target a: %d, want 2", ofA.Total)
 	}
+	// Pasted with white space around it, as from a terminal.
+	out, _ = cli(0, "dead", "list", "--target", " "+a+"\n", "--json")
+	if n := decode[admin.DeadLetterList](t, out).Total; n != 2 {
+		t.Fatalf("dead list --target ' a\\n': %d, want 2", n)
+	}
 	var ofB string
 	for _, d := range all.DeadLetters {
 		if d.Target == b {
