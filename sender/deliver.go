@@ -75,7 +75,8 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		res.kind = resultWaiting
 		return res
 	}
-	if a != nil && !s.admit(a, host) {
+	receiver := receiverKey(b.Target)
+	if a != nil && !s.admit(a, receiver) {
 		res.kind = resultDeferred
 		return res
 	}
@@ -147,7 +148,7 @@ func (s *Sender) deliver(ctx context.Context, id buffer.TargetID, drain, gone bo
 		}
 	}
 	r := s.settle(id, b, host, st)
-	r.attempted, r.failed, r.host = true, out != outcomeDelivered, host
+	r.attempted, r.failed, r.host = true, out != outcomeDelivered, receiver
 	r.slow = d >= s.timeout/2 || errors.Is(err, context.DeadlineExceeded)
 	return r
 }

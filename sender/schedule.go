@@ -3,6 +3,9 @@ package sender
 import (
 	"container/heap"
 	"container/list"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	"hookproxy/buffer"
@@ -205,7 +208,7 @@ type result struct {
 	// attempted is set when the turn sent the batch and the receiver
 	// answered or failed (not shutdown); slow then says whether that took
 	// half the send timeout or more, failed whether the batch was not
-	// delivered, and host is the receiver host it was sent to.
+	// delivered, and host is the receiver it was sent to (receiverKey).
 	attempted, slow, failed bool
 	host                    string
 }
@@ -377,15 +380,33 @@ func (h *dueHeap) Pop() any {
 // popTarget removes and returns the earliest target.
 func (h *dueHeap) popTarget() *target { return heap.Pop(h).(*target) }
 
+// receiverKey names the receiver host of target URL raw for slowHosts:
+// its host name in lower case and its port, the scheme's default when it
+// has none, so that http://H/a and http://h:80/b are one receiver.
+func receiverKey(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "invalid"
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
 // maxSlowHosts bounds the receiver hosts a Sender remembers as slow: a
 // flood of hosts that hang costs little memory, and a host forgotten is
 // only found slow again.
 const maxSlowHosts = 4096
 
-// slowHosts is a set of receiver hosts (host:port, as the delivery logs
-// name them) whose last attempt took half the send timeout or more, or
-// is still running past it. It keeps at most max, dropping the one
-// marked longest ago. Guarded by Sender.mu.
+// slowHosts is a set of receiver hosts (receiverKey) whose last attempt
+// took half the send timeout or more, or is still running past it. It
+// keeps at most max, dropping the one marked longest ago. Guarded by
+// Sender.mu.
 type slowHosts struct {
 	max   int
 	order *list.List // of hosts, the oldest mark first

@@ -863,6 +863,23 @@ func TestAttemptAtSlowHostTakesNoWorker(t *testing.T) {
 
 // TestSlowHostsBound: the slow hosts kept are bounded, the one marked
 // longest ago dropped first; a mark made again counts as new.
+// TestReceiverKey: spellings of one receiver's address are one receiver
+// for the slow-host mark; another scheme's default port is another.
+func TestReceiverKey(t *testing.T) {
+	for _, tt := range []struct{ a, b string }{
+		{"http://Hooks.Example:80/a", "http://hooks.example/b?x=1"},
+		{"https://h/a", "https://H:443/b"},
+		{"http://[::1]/a", "http://[::1]:80/b"},
+	} {
+		if ka, kb := receiverKey(tt.a), receiverKey(tt.b); ka != kb {
+			t.Errorf("receiverKey(%s) = %s, receiverKey(%s) = %s: want one receiver", tt.a, ka, tt.b, kb)
+		}
+	}
+	if ka, kb := receiverKey("http://h/a"), receiverKey("https://h/a"); ka == kb {
+		t.Errorf("http://h and https://h are both %s: want two receivers (ports 80 and 443)", ka)
+	}
+}
+
 func TestSlowHostsBound(t *testing.T) {
 	h := newSlowHosts(2)
 	h.mark("a:80")
