@@ -187,6 +187,7 @@ func (b *lockedBuffer) field(msg, key string) string {
 type received struct {
 	Method string
 	Path   string
+	Host   string
 	Header http.Header
 	Body   []byte
 	At     time.Time // when it arrived
@@ -220,7 +221,7 @@ func newReceiver(tb testing.TB, status func(n int) int) *receiver {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		n := len(rc.got)
-		rc.got = append(rc.got, received{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body, At: time.Now()})
+		rc.got = append(rc.got, received{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Header: r.Header.Clone(), Body: body, At: time.Now()})
 		if rc.changed != nil {
 			close(rc.changed)
 			rc.changed = nil

@@ -166,7 +166,8 @@ func TestHTTPSHookThroughPythonRequests(t *testing.T) {
 // writes the Host of a request inside a tunnel to an IPv6 literal with
 // its brackets doubled (CPython gh-100985: CONNECT [::1]:PORT, then
 // Host: [[::1]]:PORT). The hooks still go to https://[::1]:PORT, not to
-// the dead letters as an invalid URL.
+// the dead letters as an invalid URL, and a request passed on arrives
+// with Host [::1]:PORT.
 func TestHTTPSHookToIPv6ThroughPythonRequests(t *testing.T) {
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
@@ -192,6 +193,19 @@ func TestHTTPSHookToIPv6ThroughPythonRequests(t *testing.T) {
 	}
 	if p := pks(t, got[0].hooks(t)); len(p) != 2 || p[0] != 0 || p[1] != 1 {
 		t.Errorf("batch holds %v, want [0 1]", p)
+	}
+	host := strings.TrimPrefix(rc.srv.URL, "https://")
+	if got[0].Host != host {
+		t.Errorf("batch arrived with Host %q, want %q", got[0].Host, host)
+	}
+
+	resps := postWithPython(t, hp.proxyURL, []clientRequest{{Method: "GET", URL: rc.srv.URL + "/get"}}, "REQUESTS_CA_BUNDLE="+bundle)
+	if resps[0].Status != http.StatusOK {
+		t.Fatalf("GET passed on: %d, want the receiver's 200", resps[0].Status)
+	}
+	got = rc.waitFor(t, "the GET", func(got []received) bool { return len(got) == 2 })
+	if got[1].Path != "/get" || got[1].Host != host {
+		t.Errorf("GET passed on arrived as %s with Host %q, want /get with Host %q", got[1].Path, got[1].Host, host)
 	}
 }
 

@@ -277,6 +277,7 @@ func (s *fakeStore) putCount() int {
 type recorded struct {
 	Method string
 	URI    string
+	Host   string // the Host header as sent
 	Header http.Header
 	Body   []byte
 }
@@ -320,7 +321,7 @@ func newReceiver(tb testing.TB, handler http.HandlerFunc, useTLS bool) *receiver
 func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	rc.mu.Lock()
-	rc.reqs = append(rc.reqs, recorded{Method: r.Method, URI: r.RequestURI, Header: r.Header.Clone(), Body: body})
+	rc.reqs = append(rc.reqs, recorded{Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(), Body: body})
 	rc.mu.Unlock()
 	rc.handler(w, r)
 }
@@ -371,7 +372,11 @@ func (t *recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 		_ = r.Body.Close()
 	}
 	t.mu.Lock()
-	t.reqs = append(t.reqs, recorded{Method: r.Method, URI: r.URL.String(), Header: r.Header.Clone(), Body: body})
+	host := r.Host // what net/http's client sends
+	if host == "" {
+		host = r.URL.Host
+	}
+	t.reqs = append(t.reqs, recorded{Method: r.Method, URI: r.URL.String(), Host: host, Header: r.Header.Clone(), Body: body})
 	t.mu.Unlock()
 	return &http.Response{
 		StatusCode: statusPassedThrough, Status: "299 Passed Through",

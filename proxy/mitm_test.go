@@ -555,7 +555,9 @@ func TestMITMOptionsAsterisk(t *testing.T) {
 // brackets of an IPv6 literal in the Host of a request inside a tunnel
 // (CONNECT [::1]:8443, then Host: [[::1]]:8443). The hook is still
 // stored for https://[::1]:8443/..., a URL the sender can deliver to,
-// and a request passed on goes to that address too.
+// and a request passed on goes to that address too, with that Host: a
+// receiver that checks it (Django's ALLOWED_HOSTS) refuses the doubled
+// brackets with a 400.
 func TestMITMPythonIPv6HostHeader(t *testing.T) {
 	ca := newCA(t)
 	upstream := &recordingTransport{}
@@ -584,9 +586,12 @@ func TestMITMPythonIPv6HostHeader(t *testing.T) {
 	}
 	upstream.mu.Lock()
 	defer upstream.mu.Unlock()
-	for i, want := range []string{"https://[::1]:8443/get", "https://[::1]/get"} {
-		if i >= len(upstream.reqs) || upstream.reqs[i].URI != want {
-			t.Errorf("passed-on request %d: %+v, want %s", i, upstream.reqs, want)
+	for i, want := range []struct{ uri, host string }{
+		{"https://[::1]:8443/get", "[::1]:8443"},
+		{"https://[::1]/get", "[::1]"},
+	} {
+		if i >= len(upstream.reqs) || upstream.reqs[i].URI != want.uri || upstream.reqs[i].Host != want.host {
+			t.Errorf("passed-on request %d: %+v, want %s with Host %s", i, upstream.reqs, want.uri, want.host)
 		}
 	}
 }

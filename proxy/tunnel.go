@@ -115,6 +115,10 @@ func (p *Proxy) serveInTunnel(w http.ResponseWriter, r *http.Request) {
 	// handler): the request goes on as a copy.
 	r = r.WithContext(r.Context())
 	r.URL = tun.url(r)
+	// A request passed on (or a hook forwarded) names the host it goes
+	// to as url has it, brackets repaired: a receiver that checks its
+	// Host (Django's ALLOWED_HOSTS) refuses "[[::1]]:8443".
+	r.Host = r.URL.Host
 	if !tun.carries(r.URL) {
 		// The certificate and MITMHosts were chosen for the CONNECT's
 		// host: a request for another host does not ride on them.

@@ -861,8 +861,6 @@ func TestAttemptAtSlowHostTakesNoWorker(t *testing.T) {
 	}
 }
 
-// TestSlowHostsBound: the slow hosts kept are bounded, the one marked
-// longest ago dropped first; a mark made again counts as new.
 // TestReceiverKey: spellings of one receiver's address are one receiver
 // for the slow-host mark; another scheme's default port is another.
 func TestReceiverKey(t *testing.T) {
@@ -880,6 +878,8 @@ func TestReceiverKey(t *testing.T) {
 	}
 }
 
+// TestSlowHostsBound: the slow hosts kept are bounded, the one marked
+// longest ago dropped first; a mark made again counts as new.
 func TestSlowHostsBound(t *testing.T) {
 	h := newSlowHosts(2)
 	h.mark("a:80")
