@@ -2359,7 +2359,9 @@ func (s *Store) Check() error {
 	if moved := s.dirMoved(); moved != nil {
 		return moved
 	}
-	if err != nil && !errors.Is(err, ErrDiskFull) {
+	// The directory decides, as the disk does below: an app that sees
+	// the sidecar unready sends no capture to clear a refusal.
+	if err != nil && !errors.Is(err, ErrDiskFull) && !errors.Is(err, ErrDirMoved) {
 		return fmt.Errorf("last commit failed: %w", err)
 	}
 	// The disk decides, not the last capture: space may have run short
