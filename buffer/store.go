@@ -830,10 +830,6 @@ func (s *Store) takeGroup() []*putRequest {
 // sequences are committed in increasing order: a claim that sees a hook
 // has already seen every hook before it.
 func (s *Store) commitGroup(group []*putRequest) {
-	// Free space and quota: admit in arrival order while the space above
-	// the reserve and the pending bytes allow. The group's own records
-	// count against the reserve: a group that fits only by eating into
-	// it would leave the room the reserve is for taken.
 	if err := s.dirMoved(); err != nil {
 		s.mu.Lock()
 		s.commitErr = err
@@ -843,6 +839,10 @@ func (s *Store) commitGroup(group []*putRequest) {
 		}
 		return
 	}
+	// Free space and quota: admit in arrival order while the space above
+	// the reserve and the pending bytes allow. The group's own records
+	// count against the reserve: a group that fits only by eating into
+	// it would leave the room the reserve is for taken.
 	spare := s.spareSpace()
 	var used int64 // of the space above the reserve, by the requests admitted
 	max := s.opts.MaxPendingBytes
