@@ -271,12 +271,14 @@ func (c *cliRunner) given(name string) bool {
 	return found
 }
 
-// checkTargetFlags refuses an explicit empty --target and --target-id 0,
-// which would otherwise drop the filter and select every dead letter
-// (the API refuses target_id=0 as no target id).
-func (c *cliRunner) checkTargetFlags(target string, targetID uint64) error {
+// checkTargetFlags trims --target (a URL pasted with a line break, say)
+// and refuses an explicit empty one and --target-id 0, which would
+// otherwise drop the filter and select every dead letter (the API
+// refuses target_id=0 as no target id).
+func (c *cliRunner) checkTargetFlags(target *string, targetID uint64) error {
+	*target = strings.TrimSpace(*target)
 	switch {
-	case c.given("target") && strings.TrimSpace(target) == "":
+	case c.given("target") && *target == "":
 		return usageErr("%s: --target wants a target URL", c.fs.Name())
 	case c.given("target-id") && targetID == 0:
 		return usageErr("%s: --target-id 0: want a target id, 1 or more", c.fs.Name())
@@ -510,10 +512,9 @@ func (c *cliRunner) deadList(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		return usageErr("dead list takes no arguments (show takes an id)")
 	}
-	if err := c.checkTargetFlags(q.Target, q.TargetID); err != nil {
+	if err := c.checkTargetFlags(&q.Target, q.TargetID); err != nil {
 		return err
 	}
-	q.Target = strings.TrimSpace(q.Target) // pasted with a line break, say
 	if err := checkPaging(q.Limit, q.Offset); err != nil {
 		return err
 	}
@@ -609,10 +610,9 @@ func (c *cliRunner) selector(args []string, all bool) (admin.Selector, error) {
 	if err != nil {
 		return sel, err
 	}
-	if err := c.checkTargetFlags(sel.Target, sel.TargetID); err != nil {
+	if err := c.checkTargetFlags(&sel.Target, sel.TargetID); err != nil {
 		return sel, err
 	}
-	sel.Target = strings.TrimSpace(sel.Target) // pasted with a line break, say
 	for _, id := range rest {
 		// An empty id is refused by Validate.
 		sel.IDs = append(sel.IDs, strings.TrimSpace(id))
